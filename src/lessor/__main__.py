@@ -1,0 +1,5 @@
+import sys
+
+from lessor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,240 @@
+"""The Lessor contract: what every backend guarantees, stated once.
+
+``Lessor.with_lease(ctx, section_id, part, dur, cb)`` acquires a lease and calls
+``cb(lease_ctx, parts)`` exactly once:
+
+* ``parts`` are exactly the sub-ranges of ``part`` that no other live lease of the same
+  section holds at the moment of acquisition. They may be empty (other leases cover all of
+  ``part``); ``cb`` is still called.
+* ``lease_ctx`` is a child of ``ctx``. Its deadline falls no later than the lease's expiry and
+  no later than ``ctx``'s deadline, so the granted duration may be shorter than ``dur``.
+  Within one section, two holders never hold a common key while both are before their
+  deadlines.
+* Sections are independent: the same range in two sections can be leased twice at once.
+* The lease is given back, and ``lease_ctx`` cancelled, when ``cb`` returns or raises; an
+  exception from ``cb`` propagates unchanged. A failed give-back is logged, never raised:
+  the lease then ends by itself at its expiry.
+* Every lease carries a fencing token (:attr:`Lease.token`, and
+  :func:`fencing_token` of ``lease_ctx``): within one section, the tokens of leases holding
+  at least one range strictly increase in the order they were granted, so a store that keeps
+  the highest token it has seen can reject writes from a holder whose lease has ended.
+
+``Lessor.lease(section_id, part, dur, ctx=None)`` is the same as a context manager yielding a
+:class:`Lease`.
+
+Arguments are checked before anything reaches a backend: ``section_id`` a non-empty ``str``,
+``part`` a :class:`~lessor.partition.Partition`, ``dur`` positive and finite float seconds or a
+``timedelta``, ``ctx`` a :class:`~lessor.context.Context` that is not already done (else
+:class:`~lessor.errors.DeadlineExceeded` or :class:`~lessor.errors.Cancelled`, and ``cb`` is
+not called).
+
+A backend subclasses :class:`Lessor` and implements two methods, :meth:`Lessor._acquire` and
+:meth:`Lessor._release`; the checks and the callback plumbing live here, once.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from types import TracebackType
+from typing import TypeVar
+
+from lessor.context import Context, seconds
+from lessor.partition import Partition, SortedPartitions
+
+__all__ = ["Grant", "Lease", "Lessor", "WithLeaseCB", "fencing_token"]
+
+log = logging.getLogger("lessor")
+
+T = TypeVar("T")
+
+WithLeaseCB = Callable[[Context, SortedPartitions], T]
+"""``cb(lease_ctx, parts)``: runs while the lease is held; its result is ``with_lease``'s."""
+
+
+class _TokenKey:
+    """The private key under which a lease's fencing token rides on its context."""
+
+    def __repr__(self) -> str:
+        return "<lessor fencing token>"
+
+
+_TOKEN_KEY = _TokenKey()
+
+
+def fencing_token(ctx: Context) -> int | None:
+    """The fencing token of the lease whose context ``ctx`` is (or descends from), or None."""
+    token = ctx.value(_TOKEN_KEY)
+    return token if isinstance(token, int) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a backend's :meth:`Lessor._acquire` hands back.
+
+    ``deadline`` is a :func:`time.monotonic` value no later than the lease's expiry as the
+    backend knows it (the base class further caps it by the caller's deadline). ``handle`` is
+    the backend's own, passed back to :meth:`Lessor._release`.
+    """
+
+    partitions: SortedPartitions
+    deadline: float
+    token: int
+    handle: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A held lease, as yielded by :meth:`Lessor.lease`.
+
+    Work on :attr:`partitions` only while :attr:`ctx` is not done; pass :attr:`token` to any
+    store that fences writes.
+    """
+
+    section_id: str
+    partitions: SortedPartitions
+    ctx: Context
+    token: int
+
+    @property
+    def deadline(self) -> float:
+        """The :func:`time.monotonic` value at which the lease must no longer be relied on."""
+        deadline = self.ctx.deadline
+        assert deadline is not None  # a lease context always has one
+        return deadline
+
+
+class Lessor(abc.ABC):
+    """Leases ranges of a key space; see the module documentation for the contract."""
+
+    def with_lease(
+        self,
+        ctx: Context,
+        section_id: str,
+        part: Partition,
+        dur: float | timedelta,
+        cb: WithLeaseCB[T],
+    ) -> T:
+        """Acquire a lease on (parts of) ``part`` and run ``cb(lease_ctx, parts)`` under it.
+
+        Returns what ``cb`` returns.
+        """
+        if not callable(cb):
+            raise TypeError(f"cb must be callable, got {cb!r}")
+        if not isinstance(ctx, Context):
+            raise TypeError(f"ctx must be a lessor.Context, got {ctx!r}")
+        with self.lease(section_id, part, dur, ctx=ctx) as lease:
+            return cb(lease.ctx, lease.partitions)
+
+    def lease(
+        self,
+        section_id: str,
+        part: Partition,
+        dur: float | timedelta,
+        ctx: Context | None = None,
+    ) -> LeaseScope:
+        """``with lessor.lease(...) as lease:`` — the context-manager form of :meth:`with_lease`."""
+        if ctx is None:
+            ctx = Context.background()
+        elif not isinstance(ctx, Context):
+            raise TypeError(f"ctx must be a lessor.Context or None, got {ctx!r}")
+        if not isinstance(section_id, str):
+            raise TypeError(
+                f"section_id must be a str, got {type(section_id).__name__}: {section_id!r}"
+            )
+        if not section_id:
+            raise ValueError("section_id must not be empty")
+        if not isinstance(part, Partition):
+            raise TypeError(f"part must be a lessor.Partition, got {type(part).__name__}: {part!r}")
+        duration = seconds(dur, "lease duration")
+        if not 0 < duration < math.inf:
+            raise ValueError(f"lease duration must be positive and finite, got {dur!r}")
+        return LeaseScope(self, ctx, section_id, part, duration)
+
+    # -- what a backend implements -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
+        """Record a lease on the free sub-ranges of ``part`` for at most ``dur`` seconds.
+
+        Called with checked arguments and a ``ctx`` that was not done. Must return by ``ctx``'s
+        deadline or raise a :class:`~lessor.errors.LessorError`; must leave nothing held
+        when it raises.
+        """
+
+    @abc.abstractmethod
+    def _release(self, grant: Grant) -> None:
+        """Give back what ``_acquire`` granted. Errors are logged by the caller, not raised."""
+
+
+class LeaseScope:
+    """The context manager :meth:`Lessor.lease` returns; acquires on entry, releases on exit."""
+
+    __slots__ = ("_ctx", "_dur", "_entered", "_grant", "_lease", "_lessor", "_part", "_section_id")
+
+    def __init__(
+        self, lessor: Lessor, ctx: Context, section_id: str, part: Partition, dur: float
+    ) -> None:
+        self._lessor = lessor
+        self._ctx = ctx
+        self._section_id = section_id
+        self._part = part
+        self._dur = dur
+        self._entered = False
+        self._grant: Grant | None = None
+        self._lease: Lease | None = None
+
+    def __enter__(self) -> Lease:
+        if self._entered:
+            raise RuntimeError("a LeaseScope can be entered only once")
+        self._entered = True
+        self._ctx.raise_if_done()
+        grant = self._lessor._acquire(self._ctx, self._section_id, self._part, self._dur)
+        self._grant = grant
+        lease_ctx = Context(self._ctx, deadline=grant.deadline, key=_TOKEN_KEY, value=grant.token)
+        err = lease_ctx.err
+        if err is not None:
+            # Acquisition used up the caller's time: a lease nobody can use is given back.
+            self._exit()
+            raise err
+        self._lease = Lease(self._section_id, grant.partitions, lease_ctx, grant.token)
+        log.debug(
+            "lease section=%r token=%d granted %s of %s for %.3fs",
+            self._section_id,
+            grant.token,
+            grant.partitions.to_strings(),
+            self._part,
+            lease_ctx.remaining(),
+        )
+        return self._lease
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit()
+
+    def _exit(self) -> None:
+        grant, self._grant = self._grant, None
+        if grant is None:
+            return
+        if self._lease is not None:
+            self._lease.ctx.cancel()
+        try:
+            self._lessor._release(grant)
+        except Exception:
+            # The lease ends at its expiry anyway; the caller's own outcome matters more.
+            log.warning(
+                "lease section=%r token=%d: release failed; it expires by itself",
+                self._section_id,
+                grant.token,
+                exc_info=True,
+            )
+        else:
+            log.debug("lease section=%r token=%d released", self._section_id, grant.token)

@@ -1,0 +1,310 @@
+"""The Lessor contract, once, run against every backend in conftest.BACKENDS.
+
+Mirrors LUCI's datastore lessor_test.go (partial leases around existing ones, empty results,
+expiry freeing ranges, deadline at lease expiry, deadline capped by ctx, independent sections)
+and adds what Python callers rely on: release on return and raise, fencing tokens, argument
+checks, and a concurrency check over a recorded history.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from lessor import (
+    Cancelled,
+    Context,
+    DeadlineExceeded,
+    Lease,
+    Lessor,
+    Partition,
+    SortedPartitions,
+    fencing_token,
+)
+from lessor.history import History, Holding, find_overlaps, find_token_inversions
+
+from .conftest import Backend
+
+P = Partition
+Sections = Callable[[], str]
+
+
+class Recorder:
+    """Captures the callback's arguments; fails if called twice."""
+
+    def __init__(self) -> None:
+        self.ctx: Context | None = None
+        self.parts: SortedPartitions | None = None
+
+    def __call__(self, ctx: Context, parts: SortedPartitions) -> str:
+        assert self.ctx is None, "callback called twice"
+        self.ctx, self.parts = ctx, parts
+        return "result"
+
+
+def held(lessor: Lessor, section_id: str, part: Partition, dur: float = 30) -> SortedPartitions:
+    """What a fresh lease on ``part`` would get right now (released at once)."""
+    with lessor.lease(section_id, part, dur) as lease:
+        return lease.partitions
+
+
+def test_whole_range_when_free_and_deadline_at_expiry(
+    backend: Backend, lessor_of: Lessor, section: Sections
+) -> None:
+    rec = Recorder()
+    before = time.monotonic()
+    result = lessor_of.with_lease(Context.background(), section(), P(13, 33), 60, rec)
+    after = time.monotonic()
+    assert result == "result"
+    assert rec.parts == [P(13, 33)]
+    assert rec.ctx is not None and rec.ctx.deadline is not None
+    assert before + 60 - backend.deadline_slack <= rec.ctx.deadline <= after + 60
+
+
+def test_deadline_capped_by_ctx(backend: Backend, lessor_of: Lessor, section: Sections) -> None:
+    ctx = Context.background().with_timeout(5)
+    rec = Recorder()
+    lessor_of.with_lease(ctx, section(), P(13, 33), 60, rec)
+    assert rec.ctx is not None and rec.ctx.deadline == ctx.deadline
+
+
+def test_partial_lease_around_existing(lessor_of: Lessor, section: Sections) -> None:
+    s = section()
+    with (
+        lessor_of.lease(s, P(10, 15), 60),
+        lessor_of.lease(s, P(20, 25), 60),
+        lessor_of.lease(s, P(30, 35), 60),
+    ):
+        rec = Recorder()
+        lessor_of.with_lease(Context.background(), s, P(13, 33), 60, rec)
+        assert rec.parts == [P(15, 20), P(25, 30)]
+
+
+def test_empty_lease_still_calls_back(lessor_of: Lessor, section: Sections) -> None:
+    s = section()
+    with lessor_of.lease(s, P(10, 15), 60):
+        rec = Recorder()
+        lessor_of.with_lease(Context.background(), s, P(13, 15), 60, rec)
+        assert rec.ctx is not None
+        assert rec.parts == []
+
+
+def test_sections_are_independent(lessor_of: Lessor, section: Sections) -> None:
+    a, b = section(), section()
+    with lessor_of.lease(a, P(0, 100), 60) as la:
+        assert la.partitions == [P(0, 100)]
+        assert held(lessor_of, b, P(0, 100)) == [P(0, 100)]
+        assert held(lessor_of, a, P(0, 100)) == []
+
+
+def test_released_on_return(lessor_of: Lessor, section: Sections) -> None:
+    s = section()
+    lessor_of.with_lease(Context.background(), s, P(0, 100), 60, lambda ctx, parts: None)
+    assert held(lessor_of, s, P(0, 100)) == [P(0, 100)]
+
+
+def test_released_on_raise_and_exception_propagates(lessor_of: Lessor, section: Sections) -> None:
+    s = section()
+
+    def boom(ctx: Context, parts: SortedPartitions) -> None:
+        raise KeyError("from the callback")
+
+    with pytest.raises(KeyError, match="from the callback"):
+        lessor_of.with_lease(Context.background(), s, P(0, 100), 60, boom)
+    assert held(lessor_of, s, P(0, 100)) == [P(0, 100)]
+
+
+def test_lease_ctx_is_cancelled_after_release(lessor_of: Lessor, section: Sections) -> None:
+    with lessor_of.lease(section(), P(0, 10), 60) as lease:
+        assert not lease.ctx.done()
+    assert isinstance(lease.ctx.err, Cancelled)
+
+
+def test_lease_ctx_follows_caller_cancellation(lessor_of: Lessor, section: Sections) -> None:
+    ctx = Context.background()
+    with lessor_of.lease(section(), P(0, 10), 60, ctx=ctx) as lease:
+        ctx.cancel()
+        assert lease.ctx.wait(5)
+        assert isinstance(lease.ctx.err, Cancelled)
+
+
+def test_expiry_frees_ranges(backend: Backend, lessor_of: Lessor, section: Sections) -> None:
+    """LUCI's "active and expired": an expired lease no longer withholds its ranges, while a
+    live one still does. Holders here never give their leases back until the end."""
+    s = section()
+    short, long_ = backend.unit, 60.0
+    granted_at = time.monotonic()
+    with lessor_of.lease(s, P(10, 15), short) as expiring, lessor_of.lease(s, P(20, 25), long_):
+        assert expiring.partitions == [P(10, 15)]
+        assert held(lessor_of, s, P(13, 33)) == [P(15, 20), P(25, 33)]
+        expiring.ctx.wait()  # its holder is now past its deadline but still "holds" it
+        assert expiring.ctx.done()
+        bound = granted_at + backend.expiry_bound(short) + 1.0
+        while (got := held(lessor_of, s, P(13, 33))) != [P(13, 20), P(25, 33)]:
+            assert got == [P(15, 20), P(25, 33)], f"unexpected grant {got}"
+            assert time.monotonic() < bound, "expired lease still withholds its ranges"
+            Context.background().wait(0.05)  # polling the lessor: there is no event to await
+
+
+def test_late_release_does_not_free_the_successor(
+    backend: Backend, lessor_of: Lessor, section: Sections
+) -> None:
+    s = section()
+    stale = lessor_of.lease(s, P(0, 10), backend.unit)
+    first = stale.__enter__()
+    first.ctx.wait()
+    deadline = time.monotonic() + backend.expiry_bound(backend.unit) + 1.0
+    while True:
+        successor = lessor_of.lease(s, P(0, 10), 60)
+        second = successor.__enter__()
+        if second.partitions:
+            break
+        successor.__exit__(None, None, None)
+        assert time.monotonic() < deadline, "expired lease never freed its ranges"
+        Context.background().wait(0.05)
+    try:
+        assert second.token > first.token
+        stale.__exit__(None, None, None)  # the paused holder wakes up and gives back late
+        assert held(lessor_of, s, P(0, 10)) == []
+    finally:
+        successor.__exit__(None, None, None)
+
+
+def test_tokens_increase_and_ride_on_ctx(lessor_of: Lessor, section: Sections) -> None:
+    s = section()
+    tokens = []
+    for _ in range(5):
+        with lessor_of.lease(s, P(0, 10), 60) as lease:
+            assert lease.partitions == [P(0, 10)]
+            assert fencing_token(lease.ctx) == lease.token
+            assert fencing_token(lease.ctx.with_value("x", 1)) == lease.token
+            tokens.append(lease.token)
+    assert tokens == sorted(set(tokens))
+    assert fencing_token(Context.background()) is None
+
+
+def test_timedelta_duration(backend: Backend, lessor_of: Lessor, section: Sections) -> None:
+    before = time.monotonic()
+    with lessor_of.lease(section(), P(0, 10), timedelta(minutes=1)) as lease:
+        assert lease.deadline >= before + 60 - backend.deadline_slack
+        assert isinstance(lease, Lease) and lease.partitions == [P(0, 10)]
+
+
+def test_empty_partition_gets_nothing(lessor_of: Lessor, section: Sections) -> None:
+    assert held(lessor_of, section(), P(5, 5)) == []
+
+
+@pytest.mark.parametrize(
+    ("section_id", "part", "dur", "error", "message"),
+    [
+        ("", P(0, 1), 1, ValueError, "section_id must not be empty"),
+        (5, P(0, 1), 1, TypeError, "section_id must be a str"),
+        (None, P(0, 1), 1, TypeError, "section_id must be a str"),
+        ("s", "0_1", 1, TypeError, "part must be a lessor.Partition"),
+        ("s", (0, 1), 1, TypeError, "part must be a lessor.Partition"),
+        ("s", P(0, 1), 0, ValueError, "positive and finite"),
+        ("s", P(0, 1), -1, ValueError, "positive and finite"),
+        ("s", P(0, 1), math.inf, ValueError, "positive and finite"),
+        ("s", P(0, 1), math.nan, ValueError, "NaN"),
+        ("s", P(0, 1), timedelta(0), ValueError, "positive and finite"),
+        ("s", P(0, 1), "1", TypeError, "float seconds or a timedelta"),
+        ("s", P(0, 1), True, TypeError, "float seconds or a timedelta"),
+    ],
+)
+def test_bad_arguments(
+    lessor_of: Lessor,
+    section_id: object,
+    part: object,
+    dur: object,
+    error: type[Exception],
+    message: str,
+) -> None:
+    rec = Recorder()
+    with pytest.raises(error, match=re.escape(message)):
+        lessor_of.with_lease(Context.background(), section_id, part, dur, rec)  # type: ignore[arg-type]
+    with pytest.raises(error, match=re.escape(message)):
+        lessor_of.lease(section_id, part, dur)  # type: ignore[arg-type]
+    assert rec.ctx is None
+
+
+def test_bad_ctx_and_callback(lessor_of: Lessor) -> None:
+    with pytest.raises(TypeError, match=r"ctx must be a lessor\.Context"):
+        lessor_of.with_lease(None, "s", P(0, 1), 1, Recorder())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cb must be callable"):
+        lessor_of.with_lease(Context.background(), "s", P(0, 1), 1, None)  # type: ignore[arg-type]
+
+
+def test_done_ctx_is_refused(lessor_of: Lessor, section: Sections) -> None:
+    s = section()
+    expired = Context.background().with_deadline(time.monotonic() - 1)
+    cancelled = Context.background()
+    cancelled.cancel()
+    rec = Recorder()
+    with pytest.raises(DeadlineExceeded):
+        lessor_of.with_lease(expired, s, P(0, 10), 60, rec)
+    with pytest.raises(Cancelled):
+        lessor_of.with_lease(cancelled, s, P(0, 10), 60, rec)
+    assert rec.ctx is None
+    assert held(lessor_of, s, P(0, 10)) == [P(0, 10)]  # nothing was left held
+
+
+def test_threads_never_hold_a_common_key(lessor_of: Lessor, section: Sections) -> None:
+    """16 threads take random overlapping ranges of one section; the recorded history must
+    show no two holders of one key at once, every thread must make progress, and tokens must
+    order the leases of each key."""
+    s = section()
+    threads, seconds, universe = 16, 3.0, 256
+    history = History()
+    claims: dict[int, int] = {}
+    claims_lock = threading.Lock()
+    double_claims: list[str] = []
+    progress = [0] * threads
+    stop = Context.background().with_timeout(seconds)
+    failures: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        rng = random.Random(n)
+        try:
+            while not stop.done():
+                a, b = sorted(rng.sample(range(universe + 1), 2))
+                with lessor_of.lease(s, P(a, b), 5.0) as lease:
+                    start = time.monotonic()
+                    keys = [k for p in lease.partitions for k in range(p.low, p.high)]
+                    with claims_lock:
+                        for k in keys:
+                            if claims.setdefault(k, n) != n:
+                                double_claims.append(f"key {k}: {claims[k]} and {n}")
+                    lease.ctx.wait(rng.uniform(0, 0.003))  # the work
+                    with claims_lock:
+                        for k in keys:
+                            if claims.get(k) == n:
+                                del claims[k]
+                    end = min(time.monotonic(), lease.deadline)
+                if keys:
+                    progress[n] += 1
+                history.record(
+                    Holding(f"t{n}", s, tuple(lease.partitions), start, end, lease.token)
+                )
+        except BaseException as e:  # surfaced below
+            failures.append(e)
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert not failures, failures
+    holdings = history.holdings
+    overlaps = find_overlaps(holdings)
+    assert not overlaps, "\n".join(map(str, overlaps[:5]))
+    assert not double_claims, double_claims[:5]
+    assert not find_token_inversions(holdings)
+    assert all(progress), f"a thread starved: {progress}"
+    assert sum(1 for h in holdings if h.ranges) > threads
