@@ -17,6 +17,5 @@ def test_held_lists_live_leases_and_forgets_released_ones() -> None:
 
 def test_private_instances_do_not_share() -> None:
     one, two = MemoryLessor(), MemoryLessor()
-    with one.lease("s", P(0, 10), 60):
-        with two.lease("s", P(0, 10), 60) as lease:
-            assert lease.partitions == [P(0, 10)]
+    with one.lease("s", P(0, 10), 60), two.lease("s", P(0, 10), 60) as lease:
+        assert lease.partitions == [P(0, 10)]
