@@ -1,8 +1,9 @@
-"""Shared fixtures: the backends the contract suite runs against."""
+"""Shared fixtures: the backends the contract suite runs against, and a real etcd."""
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -16,7 +17,6 @@ class Backend:
     """How to get a lessor of one backend, and the timing facts its tests may rely on."""
 
     name: str
-    make: Callable[[], Lessor]
     # A lease's deadline may fall this much earlier than "now + dur" (safety margins).
     deadline_slack: float
     # The shortest duration worth asking for: backends with a coarse lease clock (etcd: whole
@@ -27,15 +27,14 @@ class Backend:
     expiry_bound: Callable[[float], float]
 
 
-MEMORY = Backend(
-    name="memory",
-    make=MemoryLessor,
-    deadline_slack=0.0,
-    unit=0.2,
-    expiry_bound=lambda dur: dur,
-)
-
-BACKENDS: list[Backend] = [MEMORY]
+# EtcdLessor's defaults: an etcd lease of ceil(dur + margin 0.2 + reuse 2.0) seconds; etcd's
+# expiry checker then takes up to another 0.5 s to delete it.
+BACKENDS = [
+    Backend("memory", deadline_slack=0.0, unit=0.2, expiry_bound=lambda dur: dur),
+    Backend(
+        "etcd", deadline_slack=0.0, unit=1.0, expiry_bound=lambda dur: math.ceil(dur + 2.2) + 0.5
+    ),
+]
 
 _sections = itertools.count()
 
@@ -52,9 +51,25 @@ def section() -> Callable[[], str]:
     return lambda: f"test-{next(_sections)}"
 
 
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[object]:
+    """One etcd process for the whole session (tests use their own sections or prefixes)."""
+    from lessor.etcd import LocalEtcd  # noqa: PLC0415  (only sessions that need etcd pay)
+
+    with LocalEtcd() as server:
+        yield server
+
+
 @pytest.fixture
-def lessor_of(backend: Backend) -> Iterator[Lessor]:
-    yield backend.make()
+def lessor_of(backend: Backend, request: pytest.FixtureRequest) -> Iterator[Lessor]:
+    if backend.name == "memory":
+        yield MemoryLessor()
+        return
+    from lessor.etcd import EtcdLessor  # noqa: PLC0415
+
+    server = request.getfixturevalue("etcd_server")
+    with EtcdLessor(server.endpoints) as lessor:
+        yield lessor
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -1,0 +1,64 @@
+"""The ``"etcd"`` lessor (see :mod:`lessor.etcd.lessor`) and a local etcd for tests and demos.
+
+Importing this module registers the id ``"etcd"``; ``lessor.get(ctx, "etcd")`` also finds it
+through the ``lessor.backends`` entry point without an import. Nothing picks it unless that id
+is named.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from lessor.context import Context
+from lessor.etcd.acquisition import MAX_LIVE_LEASES, SectionFull
+from lessor.etcd.keys import MAX_SECTION_ID_BYTES
+from lessor.etcd.lessor import EtcdLessor
+from lessor.etcd.local import LocalEtcd, find_etcd_binary
+from lessor.etcd.settings import ENVIRONMENT, EtcdSettings
+from lessor.registry import register
+
+__all__ = [
+    "ENVIRONMENT",
+    "MAX_LIVE_LEASES",
+    "MAX_SECTION_ID_BYTES",
+    "EtcdLessor",
+    "EtcdSettings",
+    "LocalEtcd",
+    "SectionFull",
+    "factory",
+    "find_etcd_binary",
+]
+
+_lessors: dict[EtcdSettings, EtcdLessor] = {}
+_lessors_lock = threading.Lock()
+
+
+def factory(ctx: Context) -> EtcdLessor:
+    """The lessor for the settings on ``ctx`` or, failing that, in the environment.
+
+    One lessor per distinct settings is kept for the process, so its connections, etcd
+    lease and cached section states are shared by every caller.
+    """
+    settings = ctx.value(EtcdSettings)
+    if settings is None:
+        settings = EtcdSettings.from_environment()
+    elif not isinstance(settings, EtcdSettings):
+        raise TypeError(f"ctx value for EtcdSettings must be one, got {settings!r}")
+    with _lessors_lock:
+        lessor = _lessors.get(settings)
+        if lessor is None:
+            lessor = EtcdLessor(
+                list(settings.endpoints),
+                prefix=settings.prefix,
+                holder=settings.holder,
+                ca_cert=settings.ca_cert,
+                cert_cert=settings.cert_cert,
+                cert_key=settings.cert_key,
+                user=settings.user,
+                password=settings.password,
+            )
+            _lessors[settings] = lessor
+        return lessor
+
+
+register("etcd", factory)

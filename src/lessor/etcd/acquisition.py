@@ -1,0 +1,243 @@
+"""One acquisition of the etcd lessor, across its attempts.
+
+An attempt:
+
+1. Takes the section's state: the one the process cached, or a fresh read.
+2. Adopts its own entry if the state holds one: a compare-and-swap whose reply was lost
+   (timeout, failover) may have committed, and a retry must take that entry, ranges and
+   token, rather than see its own ranges as somebody else's.
+3. Computes ``free = part - ranges of the live entries that overlap part``.
+4. Nothing free: the answer stands if the state was read during this acquisition; a cached
+   state is first checked by a Txn that writes nothing.
+5. Otherwise takes an etcd lease (leases.py) and compares-and-swaps (state.py). A failed swap
+   brings back the fresh state, so the next attempt starts at step 2 with no extra read.
+
+Between attempts: no wait after the first lost swap (its fresh state is in hand), randomised
+exponential back-off after that or after a transient error, and no attempt past the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from tenacity import RetryCallState, wait_random_exponential
+
+from lessor.context import Context
+from lessor.contract import Grant
+from lessor.errors import Cancelled, DeadlineExceeded, LessorError, Transient, Unavailable
+from lessor.etcd import section
+from lessor.etcd.leases import EtcdLease, LeasePool
+from lessor.etcd.state import SectionTxns, Snapshot
+from lessor.etcd.transport import LeaseNotFound, RetryableRpc
+from lessor.partition import Partition, SortedPartitionsBuilder
+
+__all__ = [
+    "MAX_LIVE_LEASES",
+    "RETRYABLE",
+    "Acquisition",
+    "Backoff",
+    "Conflict",
+    "Held",
+    "SectionFull",
+]
+
+log = logging.getLogger("lessor")
+
+MAX_LIVE_LEASES = 100
+"""Live leases one section may hold at once: the value and the Txn must stay bounded."""
+
+RETRYABLE = (RetryableRpc, LeaseNotFound)
+
+
+class SectionFull(Transient):
+    """A section already holds :data:`MAX_LIVE_LEASES` live leases."""
+
+
+class Conflict(Exception):
+    """The compare-and-swap lost to another writer, or to a marker that expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A grant's handle: what releasing it needs."""
+
+    txns: SectionTxns
+    lease: EtcdLease
+    seq: int
+
+
+class Acquisition:
+    """The state one ``_acquire`` call carries from attempt to attempt."""
+
+    def __init__(
+        self,
+        txns: SectionTxns,
+        pool: LeasePool,
+        *,
+        part: Partition,
+        until: float,
+        seq: int,
+        holder: str,
+        cached: Snapshot | None,
+        ctx: Context,
+        rpc_timeout: float,
+    ) -> None:
+        self.txns = txns
+        self.pool = pool
+        self.part = part
+        self.until = until  # the grant's deadline
+        self.seq = seq
+        self.holder = holder
+        self.snapshot = cached
+        self.ctx = ctx  # the caller's, limited by the lessor's acquire_timeout
+        self.rpc_timeout = rpc_timeout
+        self.lease: EtcdLease | None = None
+        self.verified = False  # the snapshot was read during this acquisition
+        self.ambiguous = False  # a swap may have committed without our hearing of it
+        self.conflicts = 0
+        self.last_failure: Exception | None = None
+        self.what = f"section {txns.keys.section_id!r}"
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    def attempt(self) -> Grant:
+        try:
+            return self._attempt()
+        except Conflict as e:
+            self.last_failure = e
+            self.conflicts += 1
+            raise
+        except LeaseNotFound as e:
+            # etcd refused the whole Txn, so nothing committed: retry with a new etcd lease.
+            self.last_failure = e
+            self.ambiguous = False
+            self._drop_lease(forget=True)
+            raise
+        except RetryableRpc as e:
+            self.last_failure = e
+            self.snapshot, self.verified = None, False  # unknown now: read afresh, maybe adopt
+            raise
+
+    def _attempt(self) -> Grant:
+        timeout = self._timeout()
+        if self.snapshot is None:
+            self.snapshot = self.txns.read(timeout)
+            self.verified = True
+        snapshot = self.snapshot
+        if self.lease is not None:
+            token = snapshot.markers.get((self.lease.id, self.seq))
+            if token is not None:
+                return self._adopt(snapshot, self.lease, token)
+        live = snapshot.live()
+        relied = [e for e in live if any(p.overlaps(self.part) for p in e.ranges)]
+        free = SortedPartitionsBuilder(self.part)
+        for entry in relied:
+            for p in entry.ranges:
+                free.exclude(p)
+        parts = free.result()
+        if not parts:
+            if not self.verified:
+                self.snapshot, ok = self.txns.check(snapshot, relied, timeout)
+                self.verified = True
+                if not ok:
+                    raise Conflict()
+            return Grant(parts, self.until, self.snapshot.revision, handle=None)
+        if len(live) >= MAX_LIVE_LEASES:
+            raise SectionFull(f"{self.what} holds {len(live)} live leases, the most it may hold")
+        if self.lease is None:
+            self.lease = self.pool.take(self.until, timeout, self.what)
+        ours = section.Entry(self.lease.id, self.seq, parts, self.holder)
+        self.ambiguous = True
+        self.snapshot, ok = self.txns.swap(snapshot, relied, ours, timeout)
+        self.ambiguous = False
+        self.verified = True
+        if not ok:
+            raise Conflict()
+        return Grant(
+            parts, self.until, self.snapshot.revision, handle=Held(self.txns, self.lease, self.seq)
+        )
+
+    def _adopt(self, snapshot: Snapshot, lease: EtcdLease, token: int) -> Grant:
+        self.ambiguous = False
+        for entry in snapshot.entries:
+            if entry.owner == (lease.id, self.seq):
+                log.info(
+                    "lease section=%r token=%d: adopted an entry whose commit reply was lost",
+                    self.txns.keys.section_id,
+                    token,
+                )
+                return Grant(
+                    entry.ranges, self.until, token, handle=Held(self.txns, lease, self.seq)
+                )
+        raise LessorError(f"{self.what}: marker of acquisition {self.seq} has no entry")
+
+    def _timeout(self) -> float:
+        remaining = self.ctx.remaining()
+        if remaining <= 0:
+            self.ctx.raise_if_done()
+        return min(self.rpc_timeout, remaining)
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def finish(self, grant: Grant) -> Grant:
+        """The grant, after returning the etcd lease an empty grant does not need."""
+        if grant.handle is None:
+            self._drop_lease()
+        return grant
+
+    def abandon(self) -> None:
+        """The acquisition failed: leave nothing held, even if its last swap did commit."""
+        if self.lease is None:
+            return
+        try:
+            if self.ambiguous:
+                self.txns.delete_marker(self.lease.id, self.seq, self.rpc_timeout)
+        except (RetryableRpc, LessorError) as e:
+            log.warning(
+                "section=%r: could not clear an abandoned acquisition (its etcd lease "
+                "expires by itself): %s",
+                self.txns.keys.section_id,
+                e,
+            )
+        finally:
+            self._drop_lease()
+
+    def _drop_lease(self, forget: bool = False) -> None:
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            if forget:
+                self.pool.forget(lease)
+            self.pool.give_back(lease, self.rpc_timeout)
+
+    def failure(self, error: BaseException, caller: Context) -> BaseException:
+        """What to raise when no attempt succeeded, given the last error."""
+        if isinstance(caller.err, Cancelled):
+            return Cancelled(f"{self.what}: cancelled while acquiring a lease")
+        if not isinstance(error, (Conflict, *RETRYABLE, DeadlineExceeded)):
+            return error  # permanent: corrupt section, permission denied, ...
+        if isinstance(self.last_failure, RetryableRpc):
+            return Unavailable(
+                f"{self.what}: etcd did not answer before the deadline: {self.last_failure}"
+            )
+        if self.conflicts:
+            return DeadlineExceeded(
+                f"{self.what}: no lease before the deadline; {self.conflicts} compare-and-swap "
+                "attempts lost to other writers"
+            )
+        return DeadlineExceeded(f"{self.what}: the deadline passed while acquiring a lease")
+
+
+class Backoff:
+    """Tenacity's wait: none after the first lost swap, then randomised exponential, capped by
+    what remains of the deadline."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._random = wait_random_exponential(multiplier=0.004, max=0.25)
+
+    def __call__(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, Conflict) and state.attempt_number == 1:
+            return 0.0
+        return min(self._random(state), self._ctx.remaining())

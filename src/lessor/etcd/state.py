@@ -1,0 +1,157 @@
+"""A section as seen at one revision, and the three Txns that read and change it.
+
+Every Txn returns, in one round trip, what the next step needs: a read returns the value and
+the markers at one revision; a check or a compare-and-swap that fails returns the same fresh
+state from its failure branch, so a retry needs no extra read (etcd's ``Mutex`` shapes its
+Txn the same way); a compare-and-swap that succeeds returns its revision, the fencing token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lessor.etcd import section
+from lessor.etcd.keys import SectionKeys
+from lessor.etcd.transport import Transport
+
+__all__ = ["SectionTxns", "Snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A section as seen at one etcd revision."""
+
+    revision: int  # the revision it was read or written at
+    mod_revision: int  # the section key's; 0 when the key does not exist
+    entries: tuple[section.Entry, ...]
+    markers: Mapping[tuple[int, int], int]  # live entry owner -> token (marker create revision)
+
+    def live(self) -> list[section.Entry]:
+        return [e for e in self.entries if e.owner in self.markers]
+
+    def without(self, owner: tuple[int, int]) -> Snapshot:
+        """The same, with ``owner``'s entry known dead (its holder released it)."""
+        markers = {o: t for o, t in self.markers.items() if o != owner}
+        return Snapshot(self.revision, self.mod_revision, self.entries, markers)
+
+    def at(self, revision: int) -> Snapshot:
+        """The same state, confirmed to hold at a later ``revision``."""
+        return Snapshot(revision, self.mod_revision, self.entries, self.markers)
+
+
+class SectionTxns:
+    """The Txns on one section's keys."""
+
+    def __init__(self, transport: Transport, keys: SectionKeys) -> None:
+        self._transport = transport
+        self._rpc = transport.rpc
+        self.keys = keys
+        self._what = f"section {keys.section_id!r}"
+
+    def read(self, timeout: float) -> Snapshot:
+        response = self._txn([], self._state_ops(), [], timeout)
+        return self._parse(response.header.revision, response.responses)
+
+    def check(
+        self, snapshot: Snapshot, relied: Sequence[section.Entry], timeout: float
+    ) -> tuple[Snapshot, bool]:
+        """Whether ``snapshot`` still holds for the entries ``relied`` on (no write); if not,
+        the fresh state."""
+        response = self._txn(self._compares(snapshot, relied), [], self._state_ops(), timeout)
+        if response.succeeded:
+            return snapshot.at(response.header.revision), True
+        return self._parse(response.header.revision, response.responses), False
+
+    def swap(
+        self,
+        snapshot: Snapshot,
+        relied: Sequence[section.Entry],
+        ours: section.Entry,
+        timeout: float,
+    ) -> tuple[Snapshot, bool]:
+        """Write ``ours`` beside the live entries of ``snapshot``, if what ``relied`` on holds.
+
+        Returns the state written (its revision is the token) or the fresh state.
+        """
+        live = snapshot.live()
+        entries = (*live, ours)
+        marker = self.keys.marker(ours.lease, ours.seq)
+        success = [
+            self._rpc.RequestOp(
+                request_put=self._rpc.PutRequest(key=self.keys.value, value=section.encode(entries))
+            ),
+            self._rpc.RequestOp(
+                request_put=self._rpc.PutRequest(
+                    key=marker, value=ours.holder.encode(), lease=ours.lease
+                )
+            ),
+        ]
+        response = self._txn(self._compares(snapshot, relied), success, self._state_ops(), timeout)
+        revision = response.header.revision
+        if not response.succeeded:
+            return self._parse(revision, response.responses), False
+        markers = {e.owner: snapshot.markers[e.owner] for e in live}
+        markers[ours.owner] = revision
+        return Snapshot(revision, revision, entries, markers), True
+
+    def delete_marker(self, lease: int, seq: int, timeout: float) -> None:
+        request = self._rpc.DeleteRangeRequest(key=self.keys.marker(lease, seq))
+        self._transport.kv("DeleteRange", request, timeout, f"{self._what}: releasing")
+
+    # -- building and parsing ----------------------------------------------------------------
+
+    def _txn(
+        self, compare: list[Any], success: list[Any], failure: list[Any], timeout: float
+    ) -> Any:
+        request = self._rpc.TxnRequest(compare=compare, success=success, failure=failure)
+        return self._transport.kv("Txn", request, timeout, self._what)
+
+    def _state_ops(self) -> list[Any]:
+        rpc, keys = self._rpc, self.keys
+        return [
+            rpc.RequestOp(request_range=rpc.RangeRequest(key=keys.value)),
+            rpc.RequestOp(
+                request_range=rpc.RangeRequest(
+                    key=keys.markers, range_end=keys.markers_end, keys_only=True
+                )
+            ),
+        ]
+
+    def _compares(self, snapshot: Snapshot, relied: Sequence[section.Entry]) -> list[Any]:
+        # The section key unchanged, and every marker relied on still there: a cached state
+        # that went stale fails here instead of withholding a range that is free.
+        rpc = self._rpc
+        compares = [
+            rpc.Compare(
+                key=self.keys.value,
+                target=rpc.Compare.MOD,
+                result=rpc.Compare.EQUAL,
+                mod_revision=snapshot.mod_revision,
+            )
+        ]
+        compares += [
+            rpc.Compare(
+                key=self.keys.marker(e.lease, e.seq),
+                target=rpc.Compare.VERSION,
+                result=rpc.Compare.GREATER,
+                version=0,
+            )
+            for e in relied
+        ]
+        return compares
+
+    def _parse(self, revision: int, responses: Sequence[Any]) -> Snapshot:
+        kvs = responses[0].response_range.kvs
+        if kvs:
+            entries = tuple(section.decode(self.keys.section_id, kvs[0].value))
+            mod_revision = kvs[0].mod_revision
+        else:
+            entries, mod_revision = (), 0
+        markers: dict[tuple[int, int], int] = {}
+        for kv in responses[1].response_range.kvs:
+            owner = self.keys.owner(kv.key)
+            if owner is not None:
+                markers[owner] = kv.create_revision
+        return Snapshot(revision, mod_revision, entries, markers)

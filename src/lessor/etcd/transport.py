@@ -1,0 +1,305 @@
+"""gRPC calls to etcd, with per-call deadlines, endpoint rotation and lessor's errors.
+
+The lessor speaks etcd's v3 gRPC API through the generated stubs of the python-etcd3 family
+rather than through the clients' convenience methods, because those take no per-call timeout,
+hide the Txn header (whose revision is the fencing token), latch an endpoint as "failed" for
+minutes after one error (pyetcd), and let raw ``grpc.RpcError`` escape for most status codes.
+
+Two transports share one interface:
+
+* :class:`Channels`: our own gRPC channels, one per endpoint. A call that finds its endpoint
+  unreachable moves the next call to the following endpoint; the caller's retry loop decides
+  whether to try again.
+* :class:`ClientTransport`: a client the user built (``pyetcd`` or ``etcd3``), used through
+  its stubs, channel and auth token.
+
+Every failure leaves here as a :class:`~lessor.errors.LessorError` naming the endpoint, or as
+:class:`RetryableRpc` / :class:`LeaseNotFound`, which the lessor handles itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Protocol
+
+import grpc
+
+from lessor.errors import LessorError, PermissionDenied, Unavailable
+
+__all__ = [
+    "Channels",
+    "ClientTransport",
+    "LeaseNotFound",
+    "RetryableRpc",
+    "TLSConfig",
+    "Transport",
+    "parse_endpoint",
+]
+
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+# gRPC reconnects after a refused connection with a 1 s initial back-off by default; etcd
+# members restart faster than that, and a lease deadline is often only seconds long.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+]
+
+
+class RetryableRpc(Exception):
+    """A call failed in a way another attempt (maybe on another endpoint) can fix.
+
+    Whether the request took effect is unknown: a write may have committed.
+    """
+
+    def __init__(self, endpoint: str, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"etcd {endpoint}: {code.name}: {details}")
+        self.endpoint = endpoint
+        self.code = code
+
+
+class LeaseNotFound(Exception):
+    """etcd does not know the lease a request named: it expired or was revoked."""
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """Files for TLS to etcd: the CA to trust, and optionally a client certificate and key."""
+
+    ca_cert: str | None = None
+    cert_cert: str | None = None
+    cert_key: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.cert_cert is None) != (self.cert_key is None):
+            raise ValueError("TLS client certificate and key must be given together")
+
+        def read(path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError as e:
+                raise ValueError(f"cannot read TLS file {path!r}: {e}") from None
+
+        return grpc.ssl_channel_credentials(
+            read(self.ca_cert), read(self.cert_key), read(self.cert_cert)
+        )
+
+
+def parse_endpoint(text: str) -> str:
+    """Check a ``host:port`` endpoint (a scheme such as ``http://`` is tolerated and dropped)."""
+    if not isinstance(text, str):
+        raise TypeError(f"etcd endpoint must be a 'host:port' str, got {text!r}")
+    bare = text.strip()
+    for scheme in ("http://", "https://"):
+        if bare.startswith(scheme):
+            bare = bare[len(scheme) :]
+    bare = bare.rstrip("/")
+    host, sep, port = bare.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"etcd endpoint must look like 'host:port', got {text!r}")
+    return bare
+
+
+class Transport(Protocol):
+    """What the lessor needs from a connection to etcd."""
+
+    rpc: ModuleType  # the generated messages (etcdrpc) matching the stubs
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def kv(self, method: str, request: Any, timeout: float, what: str) -> Any: ...
+
+    def lease(self, method: str, request: Any, timeout: float, what: str) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def translate(err: grpc.RpcError, endpoint: str, what: str) -> Exception:
+    """The exception a failed call becomes; ``what`` names the operation and section."""
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = (err.details() if hasattr(err, "details") else str(err)) or ""
+    if code in _RETRYABLE:
+        return RetryableRpc(endpoint, code, details)
+    if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
+        return LeaseNotFound(details)
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        return PermissionDenied(f"{what}: etcd {endpoint} refused: {details}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT and (
+        "authentication failed" in details or "user name" in details
+    ):
+        return PermissionDenied(f"{what}: etcd {endpoint} refused the credentials: {details}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Unavailable(
+            f"{what}: etcd {endpoint} is out of space ({details}); an operator must compact "
+            "and defragment it and disarm the NOSPACE alarm"
+        )
+    return LessorError(f"{what}: etcd {endpoint} failed: {code.name}: {details}")
+
+
+class Channels:
+    """gRPC channels to a list of endpoints; calls go to one, and move on when it fails."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        tls: TLSConfig | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if isinstance(endpoints, str):
+            raise TypeError("endpoints must be a list of 'host:port' strs, not one str")
+        self._endpoints = [parse_endpoint(e) for e in endpoints]
+        if not self._endpoints:
+            raise ValueError("at least one etcd endpoint is required")
+        if (user is None) != (password is None):
+            raise ValueError("etcd user and password must be given together")
+        self.rpc = importlib.import_module("pyetcd.etcdrpc")
+        self._credentials = tls.credentials() if tls is not None else None
+        self._user, self._password = user, password
+        self._connect_timeout = connect_timeout
+        self._lock = threading.Lock()
+        self._index = 0
+        self._channels: dict[str, tuple[grpc.Channel, Any, Any, Any]] = {}
+        self._token: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoints[self._index]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self._endpoints)
+
+    def _stubs(self, endpoint: str) -> tuple[grpc.Channel, Any, Any, Any]:
+        with self._lock:
+            found = self._channels.get(endpoint)
+            if found is None:
+                if self._credentials is not None:
+                    channel = grpc.secure_channel(endpoint, self._credentials, _CHANNEL_OPTIONS)
+                else:
+                    channel = grpc.insecure_channel(endpoint, _CHANNEL_OPTIONS)
+                found = (
+                    channel,
+                    self.rpc.KVStub(channel),
+                    self.rpc.LeaseStub(channel),
+                    self.rpc.AuthStub(channel),
+                )
+                self._channels[endpoint] = found
+            return found
+
+    def _metadata(self, endpoint: str, timeout: float, refresh: bool = False) -> Any:
+        if self._user is None:
+            return None
+        with self._lock:
+            token = self._token
+        if token is None or refresh:
+            auth = self._stubs(endpoint)[3]
+            request = self.rpc.AuthenticateRequest(name=self._user, password=self._password)
+            try:
+                token = auth.Authenticate(request, timeout=timeout).token
+            except grpc.RpcError as e:
+                raise translate(e, endpoint, f"authenticating as {self._user!r}") from None
+            with self._lock:
+                self._token = token
+        return (("token", token),)
+
+    def _call(self, which: int, method: str, request: Any, timeout: float, what: str) -> Any:
+        endpoint = self.endpoint
+        stub = self._stubs(endpoint)[which]
+        refreshed = False
+        while True:
+            metadata = self._metadata(endpoint, timeout, refresh=refreshed)
+            try:
+                return getattr(stub, method)(request, timeout=timeout, metadata=metadata)
+            except grpc.RpcError as e:
+                code = e.code() if hasattr(e, "code") else None
+                details = (e.details() if hasattr(e, "details") else "") or ""
+                if (
+                    code == grpc.StatusCode.UNAUTHENTICATED
+                    and "invalid auth token" in details
+                    and self._user is not None
+                    and not refreshed
+                ):
+                    refreshed = True  # simple tokens expire when idle: log in again, once
+                    continue
+                if code in _RETRYABLE:
+                    self._rotate(endpoint)
+                raise translate(e, endpoint, what) from None
+
+    def _rotate(self, failed: str) -> None:
+        with self._lock:
+            if self._endpoints[self._index] == failed and len(self._endpoints) > 1:
+                self._index = (self._index + 1) % len(self._endpoints)
+
+    def kv(self, method: str, request: Any, timeout: float, what: str) -> Any:
+        return self._call(1, method, request, timeout, what)
+
+    def lease(self, method: str, request: Any, timeout: float, what: str) -> Any:
+        return self._call(2, method, request, timeout, what)
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = self._channels, {}
+        for channel, *_ in channels.values():
+            channel.close()
+
+
+class ClientTransport:
+    """A user's python-etcd3-style client (``pyetcd``'s or ``etcd3``'s), used through its stubs."""
+
+    def __init__(self, client: Any) -> None:
+        for attribute in ("kvstub", "leasestub"):
+            if not hasattr(client, attribute):
+                raise TypeError(
+                    f"client {client!r} has no {attribute!r}: pass a pyetcd or etcd3 client"
+                )
+        package = type(client).__module__.split(".")[0]
+        self.rpc = importlib.import_module(f"{package}.etcdrpc")
+        exceptions = importlib.import_module(f"{package}.exceptions")
+        # e.g. pyetcd's NoServerAvailableError, raised before any RPC is made
+        self._client_errors: type[Exception] = exceptions.Etcd3Exception
+        self._client = client
+
+    @property
+    def endpoint(self) -> str:
+        ep = getattr(self._client, "endpoint_in_use", None)
+        if ep is not None:
+            return str(getattr(ep, "netloc", ep))
+        host, port = getattr(self._client, "host", None), getattr(self._client, "port", None)
+        return f"{host}:{port}" if host else "etcd"
+
+    def _call(self, stub_name: str, method: str, request: Any, timeout: float, what: str) -> Any:
+        try:
+            stub = getattr(self._client, stub_name)
+            return getattr(stub, method)(
+                request,
+                timeout=timeout,
+                credentials=getattr(self._client, "call_credentials", None),
+                metadata=getattr(self._client, "metadata", None),
+            )
+        except grpc.RpcError as e:
+            raise translate(e, self.endpoint, what) from None
+        except (ValueError, self._client_errors) as e:
+            # pyetcd's "Trying to use a failed node", NoServerAvailableError and their like
+            raise RetryableRpc(self.endpoint, grpc.StatusCode.UNAVAILABLE, str(e)) from None
+
+    def kv(self, method: str, request: Any, timeout: float, what: str) -> Any:
+        return self._call("kvstub", method, request, timeout, what)
+
+    def lease(self, method: str, request: Any, timeout: float, what: str) -> Any:
+        return self._call("leasestub", method, request, timeout, what)
+
+    def close(self) -> None:
+        """The user's client stays the user's to close."""
