@@ -1,0 +1,321 @@
+"""What the etcd lessor does beyond the contract, checked against a real etcd."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pyetcd
+import pytest
+
+import lessor
+from lessor import Context, CorruptSection, Partition, PermissionDenied, Unavailable
+from lessor.etcd import MAX_LIVE_LEASES, EtcdLessor, EtcdSettings, LocalEtcd, SectionFull
+from lessor.etcd.keys import SectionKeys
+from lessor.etcd.transport import RetryableRpc
+
+P = Partition
+_prefixes = itertools.count()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"/t{next(_prefixes)}/"
+
+
+@pytest.fixture
+def client(etcd_server: LocalEtcd) -> Iterator[Any]:
+    host, port = etcd_server.endpoint.rsplit(":", 1)
+    c = pyetcd.client(host=host, port=int(port), timeout=5)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def etcd_lessor(etcd_server: LocalEtcd, prefix: str) -> Iterator[EtcdLessor]:
+    with EtcdLessor(etcd_server.endpoints, prefix=prefix, holder="me") as it:
+        yield it
+
+
+def stored(client: Any, prefix: str, section_id: str) -> dict[str, Any] | None:
+    value, _ = client.get(SectionKeys.of(prefix, section_id).value)
+    return None if value is None else json.loads(value)
+
+
+def markers(client: Any, prefix: str, section_id: str) -> list[Any]:
+    keys = SectionKeys.of(prefix, section_id)
+    return [meta for _, meta in client.get_prefix(keys.markers)]
+
+
+def test_section_value_lists_the_leased_ranges(
+    etcd_lessor: EtcdLessor, client: Any, prefix: str
+) -> None:
+    with etcd_lessor.lease("s", P(0x10, 0x20), 30) as a, etcd_lessor.lease("s", P(0, 0x40), 30):
+        doc = stored(client, prefix, "s")
+        assert doc is not None and doc["v"] == 1
+        assert [e["ranges"] for e in doc["leases"]] == [["10_20"], ["0_10", "20_40"]]
+        assert {e["holder"] for e in doc["leases"]} == {"me"}
+        metas = markers(client, prefix, "s")
+        assert len(metas) == 2
+        assert a.token in {m.create_revision for m in metas}  # the token is etcd's revision
+        lease_ttl = client.get_lease_info(metas[0].lease_id)
+        assert lease_ttl.TTL > 0  # markers are attached to a live etcd lease
+    assert markers(client, prefix, "s") == []  # released: markers gone at once
+
+
+def test_corrupt_value_is_an_error_and_left_untouched(
+    etcd_lessor: EtcdLessor, client: Any, prefix: str
+) -> None:
+    key = SectionKeys.of(prefix, "broken").value
+    called: list[object] = []
+    for garbage in (b"not json at all", b'{"v": 2, "leases": []}'):
+        client.put(key, garbage)
+        with pytest.raises(CorruptSection, match="'broken'") as e:
+            etcd_lessor.with_lease(
+                Context.background(), "broken", P(0, 10), 5, lambda ctx, parts: called.append(parts)
+            )
+        assert not called
+        assert "repair" in str(e.value)
+        assert client.get(key)[0] == garbage
+
+
+def test_stale_cache_never_withholds_a_free_range(etcd_server: LocalEtcd, prefix: str) -> None:
+    with (
+        EtcdLessor(etcd_server.endpoints, prefix=prefix) as a,
+        EtcdLessor(etcd_server.endpoints, prefix=prefix) as b,
+    ):
+        with b.lease("s", P(0, 100), 30):
+            with a.lease("s", P(0, 200), 30) as first:  # a caches b's entry as live
+                assert first.partitions == [P(100, 200)]
+        # b released: its marker is gone, the section value still lists its entry.
+        with a.lease("s", P(0, 200), 30) as second:
+            assert second.partitions == [P(0, 200)]
+        with b.lease("s", P(0, 100), 30):
+            with a.lease("s", P(0, 50), 30) as covered:
+                assert covered.partitions == []
+        with a.lease("s", P(0, 50), 30) as free_again:  # nothing free in cache: checked
+            assert free_again.partitions == [P(0, 50)]
+
+
+def test_dead_entries_are_pruned(etcd_lessor: EtcdLessor, client: Any, prefix: str) -> None:
+    for i in range(30):
+        with etcd_lessor.lease("s", P(i, i + 1), 30):
+            pass
+    with etcd_lessor.lease("s", P(0, 1000), 30):
+        doc = stored(client, prefix, "s")
+        assert doc is not None
+        assert len(doc["leases"]) <= 2  # ours, and at most the one released just before
+
+
+def test_odd_section_ids_are_independent(etcd_lessor: EtcdLessor, client: Any, prefix: str) -> None:
+    ids = ["a/b", "a", "a%2Fb", "日本語", "x" * 1024, "m/a", "s/a"]
+    with contextlib.ExitStack() as stack:
+        for section_id in ids:
+            lease = stack.enter_context(etcd_lessor.lease(section_id, P(0, 10), 30))
+            assert lease.partitions == [P(0, 10)], section_id
+        values = client.get_prefix(f"{prefix}s/")
+        assert len(list(values)) == len(ids)
+    with pytest.raises(ValueError, match="at most 4096"):
+        etcd_lessor.with_lease(Context.background(), "x" * 5000, P(0, 1), 1, lambda c, p: None)
+
+
+def test_a_lost_commit_reply_is_adopted_not_doubled(
+    etcd_lessor: EtcdLessor,
+    etcd_server: LocalEtcd,
+    client: Any,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The swap commits in etcd, but the reply is lost (as on a timeout or failover)."""
+    transport = etcd_lessor._transport
+    real_kv = transport.kv
+    lost = []
+
+    def kv(method: str, request: Any, timeout: float, what: str) -> Any:
+        response = real_kv(method, request, timeout, what)
+        is_swap = method == "Txn" and any(op.HasField("request_put") for op in request.success)
+        if is_swap and not lost:
+            lost.append(response.header.revision)
+            raise RetryableRpc(etcd_server.endpoint, grpc.StatusCode.DEADLINE_EXCEEDED, "lost")
+        return response
+
+    transport.kv = kv  # type: ignore[method-assign]
+    with caplog.at_level("INFO", logger="lessor"), etcd_lessor.lease("s", P(0, 100), 30) as lease:
+        assert lost, "the fault was not injected"
+        assert "adopted" in caplog.text
+        assert lease.partitions == [P(0, 100)]
+        assert lease.token == lost[0]
+        doc = stored(client, prefix, "s")
+        assert doc is not None and len(doc["leases"]) == 1
+        assert len(markers(client, prefix, "s")) == 1
+    assert markers(client, prefix, "s") == []
+
+
+def test_an_etcd_lease_revoked_behind_our_back_is_replaced(
+    etcd_lessor: EtcdLessor, client: Any, prefix: str
+) -> None:
+    with etcd_lessor.lease("s", P(0, 10), 30):
+        [meta] = markers(client, prefix, "s")
+    client.revoke_lease(meta.lease_id)  # the lessor still thinks it can reuse this one
+    with etcd_lessor.lease("s", P(0, 10), 30) as lease:
+        assert lease.partitions == [P(0, 10)]
+        [again] = markers(client, prefix, "s")
+        assert again.lease_id != meta.lease_id
+
+
+def test_a_section_holds_a_bounded_number_of_leases(etcd_lessor: EtcdLessor) -> None:
+    with contextlib.ExitStack() as stack:
+        for i in range(MAX_LIVE_LEASES):
+            stack.enter_context(etcd_lessor.lease("full", P(i, i + 1), 60))
+        with pytest.raises(SectionFull, match="'full'"):
+            etcd_lessor.with_lease(Context.background(), "full", P(0, 1000), 5, lambda c, p: None)
+        with etcd_lessor.lease("full", P(0, 50), 5) as covered:
+            assert covered.partitions == []  # asking for held ranges only still works
+
+
+def test_a_users_pyetcd_client_works_alongside(
+    etcd_server: LocalEtcd, client: Any, prefix: str
+) -> None:
+    with (
+        EtcdLessor(client=client, prefix=prefix) as via_client,
+        EtcdLessor(etcd_server.endpoints, prefix=prefix) as via_endpoints,
+    ):
+        with via_client.lease("s", P(0, 10), 30) as a:
+            assert a.partitions == [P(0, 10)]
+            with via_endpoints.lease("s", P(0, 20), 30) as b:
+                assert b.partitions == [P(10, 20)]
+                assert b.token > a.token
+
+
+def test_get_from_environment_alone(
+    etcd_server: LocalEtcd, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LESSOR_ETCD_ENDPOINTS", ",".join(etcd_server.endpoints))
+    monkeypatch.setenv("LESSOR_ETCD_PREFIX", prefix)
+    got = lessor.get(Context.background(), "etcd")
+    assert isinstance(got, EtcdLessor) and got.prefix == prefix
+    assert lessor.get(Context.background(), "etcd") is got  # one per settings
+    with got.lease("s", P(0, 10), 5) as lease:
+        assert lease.partitions == [P(0, 10)]
+    monkeypatch.delenv("LESSOR_ETCD_ENDPOINTS")
+    with pytest.raises(ValueError, match="LESSOR_ETCD_ENDPOINTS"):
+        lessor.get(Context.background(), "etcd")
+    settings = EtcdSettings(endpoints=tuple(etcd_server.endpoints), prefix=prefix)
+    ctx = Context.background().with_value(EtcdSettings, settings)
+    assert lessor.get(ctx, "etcd").prefix == prefix
+
+
+def test_environment_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"LESSOR_ETCD_ENDPOINTS.*'nohost'"):
+        EtcdSettings.from_environment({"LESSOR_ETCD_ENDPOINTS": "127.0.0.1:2379,nohost"})
+    s = EtcdSettings.from_environment(
+        {
+            "LESSOR_ETCD_ENDPOINTS": "http://a:1, b:2",
+            "LESSOR_ETCD_USER": "u",
+            "LESSOR_ETCD_PASSWORD": "p",
+        }
+    )
+    assert s.endpoints == ("a:1", "b:2") and s.user == "u" and s.prefix == "/lessor/"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({}, ValueError, "needs endpoints"),
+        ({"endpoints": "127.0.0.1:2379"}, TypeError, "list"),
+        ({"endpoints": []}, ValueError, "at least one"),
+        ({"endpoints": ["nohost"]}, ValueError, "host:port"),
+        ({"endpoints": ["h:1"], "user": "u"}, ValueError, "together"),
+        ({"endpoints": ["h:1"], "prefix": "/x"}, ValueError, "end with '/'"),
+        ({"endpoints": ["h:1"], "rpc_timeout": 0}, ValueError, "rpc_timeout"),
+        ({"endpoints": ["h:1"], "margin": -1}, ValueError, "margin"),
+        ({"endpoints": ["h:1"], "cert_cert": "c.pem"}, ValueError, "together"),
+        ({"endpoints": ["h:1"], "ca_cert": "/nonexistent.pem"}, ValueError, "nonexistent"),
+        ({"endpoints": ["h:1"], "client": object()}, ValueError, "not both"),
+        ({"client": object()}, TypeError, "pyetcd or etcd3"),
+    ],
+)
+def test_constructor_errors(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        EtcdLessor(**kwargs)
+
+
+def test_stopped_etcd_is_unavailable_by_the_deadline() -> None:
+    with LocalEtcd() as server, EtcdLessor(server.endpoints, acquire_timeout=1.5) as it:
+        with it.lease("s", P(0, 10), 5) as lease:
+            assert lease.partitions == [P(0, 10)]
+        server.stop()
+        called = []
+        started = time.monotonic()
+        ctx = Context.background().with_timeout(1.0)
+        with pytest.raises(Unavailable) as e:
+            it.with_lease(ctx, "s", P(0, 10), 5, lambda c, p: called.append(p))
+        assert time.monotonic() - started < 2.0
+        assert not called
+        assert "'s'" in str(e.value) and server.endpoint in str(e.value)
+        with pytest.raises(Unavailable):  # no caller deadline: acquire_timeout bounds it
+            it.with_lease(Context.background(), "s", P(0, 10), 5, lambda c, p: None)
+        assert time.monotonic() - started < 4.0
+        server.start()  # back: the same lessor recovers
+        with it.lease("s", P(0, 10), 5) as lease:
+            assert lease.partitions == [P(0, 10)]
+
+
+def test_unresolvable_name_is_unavailable() -> None:
+    with (
+        EtcdLessor(["no-such-host.invalid:2379"], acquire_timeout=1.0) as it,
+        pytest.raises(Unavailable, match=r"no-such-host\.invalid"),
+    ):
+        it.with_lease(Context.background(), "s", P(0, 10), 5, lambda c, p: None)
+
+
+def _enable_auth(server: LocalEtcd) -> None:
+    """root, and a user 'app' that may read and write /allowed/ only."""
+    host, port = server.endpoint.rsplit(":", 1)
+    admin = pyetcd.client(host=host, port=int(port), timeout=5)
+    rpc = pyetcd.etcdrpc
+    auth = admin.authstub
+    auth.UserAdd(rpc.AuthUserAddRequest(name="root", password="rootpw"))
+    auth.RoleAdd(rpc.AuthRoleAddRequest(name="root"))
+    auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
+    auth.UserAdd(rpc.AuthUserAddRequest(name="app", password="apppw"))
+    auth.RoleAdd(rpc.AuthRoleAddRequest(name="app-rw"))
+    auth.RoleGrantPermission(
+        rpc.AuthRoleGrantPermissionRequest(
+            name="app-rw",
+            perm=rpc.Permission(
+                permType=rpc.Permission.READWRITE, key=b"/allowed/", range_end=b"/allowed0"
+            ),
+        )
+    )
+    auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="app", role="app-rw"))
+    auth.AuthEnable(rpc.AuthEnableRequest())
+    admin.close()
+
+
+def test_permission_denied_and_credentials() -> None:
+    with LocalEtcd() as server:
+        _enable_auth(server)
+        with EtcdLessor(
+            server.endpoints, user="app", password="apppw", prefix="/allowed/"
+        ) as allowed:
+            with allowed.lease("s", P(0, 10), 5) as lease:
+                assert lease.partitions == [P(0, 10)]
+        with (
+            EtcdLessor(
+                server.endpoints, user="app", password="apppw", prefix="/lessor/"
+            ) as outside,
+            pytest.raises(PermissionDenied) as e,
+        ):
+            outside.with_lease(Context.background(), "s", P(0, 10), 5, lambda c, p: None)
+        assert "'s'" in str(e.value) and server.endpoint in str(e.value)
+        with (
+            EtcdLessor(server.endpoints, user="app", password="wrong", prefix="/allowed/") as wrong,
+            pytest.raises(PermissionDenied, match="app"),
+        ):
+            wrong.with_lease(Context.background(), "s", P(0, 10), 5, lambda c, p: None)
