@@ -12,8 +12,10 @@ An attempt:
 5. Otherwise takes an etcd lease (leases.py) and compares-and-swaps (state.py). A failed swap
    brings back the fresh state, so the next attempt starts at step 2 with no extra read.
 
-Between attempts: no wait after the first lost swap (its fresh state is in hand), randomised
-exponential back-off after that or after a transient error, and no attempt past the deadline.
+Between attempts: after a lost swap, only a jitter of a millisecond or two (the fresh state is
+in hand, and a loser that backed off for longer would fall behind the newcomers and could
+starve); after a transient error, randomised exponential back-off. No attempt is made past the
+grant's own deadline.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from tenacity import RetryCallState, wait_random_exponential
+from tenacity import RetryCallState, wait_random, wait_random_exponential
 
 from lessor.context import Context
 from lessor.contract import Grant
@@ -229,15 +231,15 @@ class Acquisition:
 
 
 class Backoff:
-    """Tenacity's wait: none after the first lost swap, then randomised exponential, capped by
-    what remains of the deadline."""
+    """Tenacity's wait: a jitter after a lost swap, randomised exponential back-off after a
+    transient error; never past the deadline."""
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
-        self._random = wait_random_exponential(multiplier=0.004, max=0.25)
+        self._jitter = wait_random(0, 0.002)
+        self._exponential = wait_random_exponential(multiplier=0.01, max=0.5)
 
     def __call__(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(error, Conflict) and state.attempt_number == 1:
-            return 0.0
-        return min(self._random(state), self._ctx.remaining())
+        wait = self._jitter if isinstance(error, Conflict) else self._exponential
+        return min(wait(state), self._ctx.remaining())

@@ -27,7 +27,9 @@ from tenacity import Retrying, retry_if_exception_type
 
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
+from lessor.errors import Cancelled, ContextError, DeadlineExceeded
 from lessor.etcd.acquisition import RETRYABLE, Acquisition, Backoff, Conflict, Held
+from lessor.etcd.gate import Gate
 from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
 from lessor.etcd.state import SectionTxns, Snapshot
@@ -102,6 +104,7 @@ class EtcdLessor(Lessor):
         self._pool = LeasePool(self._transport, margin=margin, reuse=lease_reuse)
         self._lock = threading.Lock()
         self._cache: dict[bytes, Snapshot] = {}
+        self._gates: dict[bytes, Gate] = {}
         self._seq = 0
 
     @property
@@ -120,15 +123,48 @@ class EtcdLessor(Lessor):
         until = time.monotonic() + dur
         if ctx.deadline is not None:
             until = min(until, ctx.deadline)
+        # Retrying past the grant's own deadline would only write a lease nobody can use.
+        retry_ctx = ctx.with_deadline(min(until, time.monotonic() + self._acquire_timeout))
         with self._lock:
             self._seq += 1
             seq = self._seq
+            gate = self._gates.setdefault(txns.keys.value, Gate())
+        try:
+            gate.enter(retry_ctx)
+        except ContextError as e:
+            raise (
+                e
+                if isinstance(ctx.err, Cancelled)
+                else DeadlineExceeded(
+                    f"section {section_id!r}: the deadline passed while this process's other "
+                    "acquisitions of the section went first"
+                )
+            ) from None
+        try:
+            return self._acquire_in_turn(
+                ctx, retry_ctx=retry_ctx, txns=txns, part=part, until=until, seq=seq
+            )
+        finally:
+            gate.leave()
+            retry_ctx.cancel()
+
+    def _acquire_in_turn(
+        self,
+        ctx: Context,
+        *,
+        retry_ctx: Context,
+        txns: SectionTxns,
+        part: Partition,
+        until: float,
+        seq: int,
+    ) -> Grant:
+        with self._lock:
             cached = self._cache.get(txns.keys.value)
-        retry_ctx = ctx.with_timeout(self._acquire_timeout)
         acquisition = Acquisition(
             txns, self._pool, part=part, until=until, seq=seq, holder=self._holder,
             cached=cached, ctx=retry_ctx, rpc_timeout=self._rpc_timeout,
         )  # fmt: skip
+
         def sleep(seconds: float) -> None:
             retry_ctx.wait(seconds)  # wakes early when the caller cancels
 
@@ -148,8 +184,6 @@ class EtcdLessor(Lessor):
             if failure is e:
                 raise
             raise failure from None
-        finally:
-            retry_ctx.cancel()
         self._remember(txns.keys, acquisition.snapshot)
         return acquisition.finish(grant)
 
