@@ -66,6 +66,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Micro-benchmarks (pass --quick for a short run)."""
-    session.install("-e", ".")
+    """The benchmarks (pass --quick for a short run)."""
+    session.install("-e", ".[local]")
     session.run("python", "benchmarks/bench_exclude.py", *session.posargs)
+    session.run("python", "benchmarks/bench_etcd_cycle.py", *session.posargs, env=etcd_env(session))

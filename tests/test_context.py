@@ -122,4 +122,4 @@ def test_unreferenced_children_are_not_kept() -> None:
     for _ in range(1000):
         parent.with_timeout(10)
     gc.collect()
-    assert len(parent._children) == 0
+    assert parent._children is not None and len(parent._children) == 0

@@ -69,9 +69,11 @@ class Context:
             deadline = parent._deadline if deadline is None else min(deadline, parent._deadline)
         self._deadline = deadline
         self._lock = threading.Lock()
-        self._event = threading.Event()
+        # Made on first need: most contexts are never waited on and have no children, and
+        # these cost more than the rest of a context together (leases make two each).
+        self._event: threading.Event | None = None
+        self._children: weakref.WeakSet[Context] | None = None
         self._err: ContextError | None = None
-        self._children: weakref.WeakSet[Context] = weakref.WeakSet()
         if parent is not None:
             parent._adopt(self)
 
@@ -101,6 +103,8 @@ class Context:
     def _adopt(self, child: Context) -> None:
         with self._lock:
             if self._err is None:
+                if self._children is None:
+                    self._children = weakref.WeakSet()
                 self._children.add(child)
                 return
             err = self._err
@@ -154,10 +158,14 @@ class Context:
         limit = self.remaining()
         if timeout is not None:
             limit = min(limit, max(0.0, seconds(timeout, "timeout")))
-        if limit == math.inf:
-            self._event.wait()
-        elif limit > 0:
-            self._event.wait(limit)
+        if limit > 0:
+            with self._lock:
+                if self._event is None:
+                    self._event = threading.Event()
+                    if self._err is not None:
+                        self._event.set()
+                event = self._event
+            event.wait(None if limit == math.inf else limit)
         return self.done()
 
     # -- cancellation ------------------------------------------------------------------------
@@ -175,9 +183,11 @@ class Context:
             if self._err is not None:
                 return
             self._err = err
-            children = list(self._children)
-            self._children.clear()
-        self._event.set()
+            children = list(self._children or ())
+            self._children = None
+            event = self._event
+        if event is not None:
+            event.set()
         for child in children:
             child._cancel(err)
 

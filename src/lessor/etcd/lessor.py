@@ -39,6 +39,29 @@ from lessor.partition import Partition
 __all__ = ["EtcdLessor"]
 
 
+class _Section:
+    """What a lessor keeps per section: its Txns, its gate, and the last state it saw.
+
+    The state is read and replaced only by the acquisition that holds the gate; a release
+    (outside the gate) only marks its own entry dead. If that races with an acquisition storing
+    its state, the entry stays "live" in the cache: the next swap's compare of its marker then
+    fails once and brings the fresh state. A stale cache costs a retry, never a wrong answer.
+    """
+
+    __slots__ = ("_lock", "gate", "snapshot", "txns")
+
+    def __init__(self, txns: SectionTxns) -> None:
+        self.txns = txns
+        self.gate = Gate()
+        self.snapshot: Snapshot | None = None
+        self._lock = threading.Lock()
+
+    def forget(self, lease: int, seq: int) -> None:
+        with self._lock:
+            if self.snapshot is not None:
+                self.snapshot = self.snapshot.without((lease, seq))
+
+
 def _positive(name: str, value: float, zero_ok: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
@@ -103,8 +126,7 @@ class EtcdLessor(Lessor):
         self._holder = holder if holder is not None else f"{socket.gethostname()}:{os.getpid()}"
         self._pool = LeasePool(self._transport, margin=margin, reuse=lease_reuse)
         self._lock = threading.Lock()
-        self._cache: dict[bytes, Snapshot] = {}
-        self._gates: dict[bytes, Gate] = {}
+        self._sections: dict[str, _Section] = {}
         self._seq = 0
 
     @property
@@ -119,100 +141,83 @@ class EtcdLessor(Lessor):
     # -- Lessor ------------------------------------------------------------------------------
 
     def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
-        txns = SectionTxns(self._transport, SectionKeys.of(self._prefix, section_id))
         until = time.monotonic() + dur
         if ctx.deadline is not None:
             until = min(until, ctx.deadline)
-        # Retrying past the grant's own deadline would only write a lease nobody can use.
-        retry_ctx = ctx.with_deadline(min(until, time.monotonic() + self._acquire_timeout))
         with self._lock:
             self._seq += 1
             seq = self._seq
-            gate = self._gates.setdefault(txns.keys.value, Gate())
+            known = self._sections.get(section_id)
+            if known is None:
+                keys = SectionKeys.of(self._prefix, section_id)
+                known = self._sections[section_id] = _Section(SectionTxns(self._transport, keys))
+        # Retrying past the grant's own deadline would only write a lease nobody can use.
+        retry_ctx = ctx.with_deadline(min(until, time.monotonic() + self._acquire_timeout))
         try:
-            gate.enter(retry_ctx)
+            known.gate.enter(retry_ctx)
         except ContextError as e:
-            raise (
-                e
-                if isinstance(ctx.err, Cancelled)
-                else DeadlineExceeded(
-                    f"section {section_id!r}: the deadline passed while this process's other "
-                    "acquisitions of the section went first"
-                )
-            ) from None
+            if isinstance(ctx.err, Cancelled):
+                raise
+            raise DeadlineExceeded(
+                f"section {section_id!r}: the deadline passed while this process's other "
+                "acquisitions of the section went first"
+            ) from e
         try:
-            return self._acquire_in_turn(
-                ctx, retry_ctx=retry_ctx, txns=txns, part=part, until=until, seq=seq
-            )
+            return self._acquire_in_turn(ctx, retry_ctx, known, part=part, until=until, seq=seq)
         finally:
-            gate.leave()
+            known.gate.leave()
             retry_ctx.cancel()
 
     def _acquire_in_turn(
-        self,
-        ctx: Context,
-        *,
-        retry_ctx: Context,
-        txns: SectionTxns,
-        part: Partition,
-        until: float,
-        seq: int,
-    ) -> Grant:
-        with self._lock:
-            cached = self._cache.get(txns.keys.value)
+        self, ctx: Context, retry_ctx: Context, known: _Section, *, part: Partition,
+        until: float, seq: int,
+    ) -> Grant:  # fmt: skip
         acquisition = Acquisition(
-            txns, self._pool, part=part, until=until, seq=seq, holder=self._holder,
-            cached=cached, ctx=retry_ctx, rpc_timeout=self._rpc_timeout,
+            known.txns, self._pool, part=part, until=until, seq=seq, holder=self._holder,
+            cached=known.snapshot, ctx=retry_ctx, rpc_timeout=self._rpc_timeout,
         )  # fmt: skip
+        try:
+            try:
+                grant = acquisition.attempt()  # the common case, without tenacity's set-up
+            except (Conflict, *RETRYABLE):
+                grant = self._retrying(retry_ctx)(acquisition.attempt)
+        except BaseException as e:
+            acquisition.abandon()
+            known.snapshot = acquisition.snapshot
+            failure = acquisition.failure(e, ctx)
+            if failure is e:
+                raise
+            raise failure from None
+        known.snapshot = acquisition.snapshot
+        return acquisition.finish(grant)
 
+    @staticmethod
+    def _retrying(retry_ctx: Context) -> Retrying:
         def sleep(seconds: float) -> None:
             retry_ctx.wait(seconds)  # wakes early when the caller cancels
 
-        retrying = Retrying(
+        return Retrying(
             retry=retry_if_exception_type((Conflict, *RETRYABLE)),
             wait=Backoff(retry_ctx),
             stop=lambda state: retry_ctx.done(),
             sleep=sleep,
             reraise=True,
         )
-        try:
-            grant = retrying(acquisition.attempt)
-        except BaseException as e:
-            acquisition.abandon()
-            self._remember(txns.keys, acquisition.snapshot)
-            failure = acquisition.failure(e, ctx)
-            if failure is e:
-                raise
-            raise failure from None
-        self._remember(txns.keys, acquisition.snapshot)
-        return acquisition.finish(grant)
 
     def _release(self, grant: Grant) -> None:
         held = grant.handle
         if held is None:
             return  # an empty lease wrote nothing
         assert isinstance(held, Held)
-        with self._lock:  # forget our entry now: our next swap drops it even before etcd does
-            cached = self._cache.get(held.txns.keys.value)
-            if cached is not None:
-                self._cache[held.txns.keys.value] = cached.without((held.lease.id, held.seq))
+        known = self._sections.get(held.txns.keys.section_id)
+        if known is not None:  # forget our entry now: our next swap drops it before etcd does
+            known.forget(held.lease.id, held.seq)
         try:
             if not (held.lease.retired and held.lease.users == 1):
                 held.txns.delete_marker(held.lease.id, held.seq, self._rpc_timeout)
             # else give_back revokes the etcd lease, and the marker goes with it: one write
         finally:
             self._pool.give_back(held.lease, self._rpc_timeout)
-
-    # -- the cache of section states ---------------------------------------------------------
-
-    def _remember(self, keys: SectionKeys, snapshot: Snapshot | None) -> None:
-        with self._lock:
-            if snapshot is None:
-                self._cache.pop(keys.value, None)  # unknown after a lost reply
-                return
-            cached = self._cache.get(keys.value)
-            if cached is None or cached.revision <= snapshot.revision:
-                self._cache[keys.value] = snapshot
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -49,9 +49,10 @@ class SectionTxns:
         self._rpc = transport.rpc
         self.keys = keys
         self._what = f"section {keys.section_id!r}"
+        self._state = self._state_ops()  # the same two reads in every Txn: build them once
 
     def read(self, timeout: float) -> Snapshot:
-        response = self._txn([], self._state_ops(), [], timeout)
+        response = self._txn([], self._state, [], timeout)
         return self._parse(response.header.revision, response.responses)
 
     def check(
@@ -59,7 +60,7 @@ class SectionTxns:
     ) -> tuple[Snapshot, bool]:
         """Whether ``snapshot`` still holds for the entries ``relied`` on (no write); if not,
         the fresh state."""
-        response = self._txn(self._compares(snapshot, relied), [], self._state_ops(), timeout)
+        response = self._txn(self._compares(snapshot, relied), [], self._state, timeout)
         if response.succeeded:
             return snapshot.at(response.header.revision), True
         return self._parse(response.header.revision, response.responses), False
@@ -88,7 +89,7 @@ class SectionTxns:
                 )
             ),
         ]
-        response = self._txn(self._compares(snapshot, relied), success, self._state_ops(), timeout)
+        response = self._txn(self._compares(snapshot, relied), success, self._state, timeout)
         revision = response.header.revision
         if not response.succeeded:
             return self._parse(revision, response.responses), False
