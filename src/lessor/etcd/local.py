@@ -19,15 +19,31 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["LocalEtcd", "find_etcd_binary", "free_port"]
+__all__ = ["LocalEtcd", "ServerTLS", "find_etcd_binary", "free_port"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTLS:
+    """TLS for a local etcd's client port: its certificate and key, and the CA that signed
+    the clients' certificates (required of clients when ``client_cert_auth``)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    client_cert_auth: bool = True
+    # The client certificate LocalEtcd itself uses to check that etcd is up.
+    probe_cert_file: str | None = None
+    probe_key_file: str | None = None
 
 
 def find_etcd_binary() -> str:
@@ -74,8 +90,10 @@ class LocalEtcd:
         fsync: bool = False,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
+        tls: ServerTLS | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
         self.binary = binary or find_etcd_binary()
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
@@ -106,7 +124,7 @@ class LocalEtcd:
         return Path(self._dir.name) / "data"
 
     def command(self) -> list[str]:
-        client = f"http://{self.endpoint}"
+        client = f"{'https' if self.tls else 'http'}://{self.endpoint}"
         peer = f"http://{self.host}:{self.peer_port}"
         args = [
             self.binary,
@@ -127,6 +145,11 @@ class LocalEtcd:
         ]  # fmt: skip
         if not self.fsync:
             args.append("--unsafe-no-fsync")
+        if self.tls is not None:
+            args += ["--cert-file", self.tls.cert_file, "--key-file", self.tls.key_file,
+                     "--trusted-ca-file", self.tls.ca_file]  # fmt: skip
+            if self.tls.client_cert_auth:
+                args.append("--client-cert-auth")
         return args + self.extra_args
 
     def start(self) -> LocalEtcd:
@@ -150,7 +173,12 @@ class LocalEtcd:
     def _wait_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self.startup_timeout
-        url = f"http://{self.endpoint}/health"
+        url = f"{'https' if self.tls else 'http'}://{self.endpoint}/health"
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=self.tls.ca_file)
+            if self.tls.probe_cert_file and self.tls.probe_key_file:
+                context.load_cert_chain(self.tls.probe_cert_file, self.tls.probe_key_file)
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(
@@ -159,7 +187,7 @@ class LocalEtcd:
                 )
             with (
                 contextlib.suppress(OSError, ValueError),
-                urllib.request.urlopen(url, timeout=1) as response,
+                urllib.request.urlopen(url, timeout=1, context=context) as response,
             ):
                 if json.load(response).get("health") == "true":
                     return
