@@ -21,6 +21,7 @@ grant's own deadline.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from tenacity import RetryCallState, wait_random, wait_random_exponential
@@ -189,21 +190,31 @@ class Acquisition:
         return grant
 
     def abandon(self) -> None:
-        """The acquisition failed: leave nothing held, even if its last swap did commit."""
+        """The acquisition failed: leave nothing held, even if its last swap did commit.
+
+        The clean-up runs in a thread of its own: the caller's deadline has passed or its
+        error is final, and etcd may be the very thing that is not answering.
+        """
         if self.lease is None:
             return
-        try:
-            if self.ambiguous:
-                self.txns.delete_marker(self.lease.id, self.seq, self.rpc_timeout)
-        except (RetryableRpc, LessorError) as e:
-            log.warning(
-                "section=%r: could not clear an abandoned acquisition (its etcd lease "
-                "expires by itself): %s",
-                self.txns.keys.section_id,
-                e,
-            )
-        finally:
-            self._drop_lease()
+        lease, ambiguous = self.lease, self.ambiguous
+        self.lease = None
+
+        def clean_up() -> None:
+            try:
+                if ambiguous:
+                    self.txns.delete_marker(lease.id, self.seq, self.rpc_timeout)
+            except (RetryableRpc, LessorError) as e:
+                log.warning(
+                    "section=%r: could not clear an abandoned acquisition (its etcd lease "
+                    "expires by itself): %s",
+                    self.txns.keys.section_id,
+                    e,
+                )
+            finally:
+                self.pool.give_back(lease, self.rpc_timeout)
+
+        threading.Thread(target=clean_up, name="lessor abandon", daemon=True).start()
 
     def _drop_lease(self, forget: bool = False) -> None:
         lease, self.lease = self.lease, None

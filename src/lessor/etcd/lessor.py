@@ -81,8 +81,10 @@ class EtcdLessor(Lessor):
     to ``endpoints``. ``prefix`` is where the lessor's keys live; ``holder`` labels its leases.
 
     ``rpc_timeout`` bounds each call to etcd, ``acquire_timeout`` a whole acquisition when the
-    caller's context sets no earlier deadline. ``margin`` is kept between a lease's deadline
-    and its etcd lease's expiry; ``lease_reuse`` is explained in :mod:`lessor.etcd.leases`.
+    caller's context sets no earlier deadline, ``release_timeout`` the give-back when a lease
+    ends (a release that fails is logged; the etcd lease's TTL frees the ranges anyway).
+    ``margin`` is kept between a lease's deadline and its etcd lease's expiry; ``lease_reuse``
+    is explained in :mod:`lessor.etcd.leases`.
     """
 
     def __init__(
@@ -98,12 +100,14 @@ class EtcdLessor(Lessor):
         user: str | None = None,
         password: str | None = None,
         rpc_timeout: float = 5.0,
+        release_timeout: float = 1.0,
         acquire_timeout: float = 30.0,
         margin: float = 0.2,
         lease_reuse: float = 2.0,
     ) -> None:
         self._prefix = validate_prefix(prefix)
         self._rpc_timeout = _positive("rpc_timeout", rpc_timeout)
+        self._release_timeout = _positive("release_timeout", release_timeout)
         self._acquire_timeout = _positive("acquire_timeout", acquire_timeout)
         margin = _positive("margin", margin, zero_ok=True)
         lease_reuse = _positive("lease_reuse", lease_reuse, zero_ok=True)
@@ -214,10 +218,10 @@ class EtcdLessor(Lessor):
             known.forget(held.lease.id, held.seq)
         try:
             if not (held.lease.retired and held.lease.users == 1):
-                held.txns.delete_marker(held.lease.id, held.seq, self._rpc_timeout)
+                held.txns.delete_marker(held.lease.id, held.seq, self._release_timeout)
             # else give_back revokes the etcd lease, and the marker goes with it: one write
         finally:
-            self._pool.give_back(held.lease, self._rpc_timeout)
+            self._pool.give_back(held.lease, self._release_timeout)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
