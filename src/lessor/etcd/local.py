@@ -91,9 +91,11 @@ class LocalEtcd:
         extra_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
         tls: ServerTLS | None = None,
+        quota_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.host = host
         self.tls = tls
+        self.quota_bytes = quota_bytes
         self.binary = binary or find_etcd_binary()
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
@@ -140,7 +142,7 @@ class LocalEtcd:
             "--election-timeout", str(self.election_ms),
             "--auto-compaction-mode", "revision",
             "--auto-compaction-retention", "1000",
-            "--quota-backend-bytes", str(256 * 1024 * 1024),
+            "--quota-backend-bytes", str(self.quota_bytes),
             "--log-level", "error",
         ]  # fmt: skip
         if not self.fsync:
