@@ -20,6 +20,7 @@ Every failure leaves here as a :class:`~lessor.errors.LessorError` naming the en
 from __future__ import annotations
 
 import importlib
+import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,12 @@ _CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 500),
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    # Notice a dead or cut-off member on an idle channel too. etcd refuses pings more often
+    # than every 5 s (--grpc-keepalive-min-time).
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 3_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
 ]
 
 
@@ -170,7 +177,8 @@ class Channels:
         self._user, self._password = user, password
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
-        self._index = 0
+        # Clients of one cluster spread over its members instead of all starting on the first.
+        self._index = random.randrange(len(self._endpoints))
         self._channels: dict[str, tuple[grpc.Channel, Any, Any, Any]] = {}
         self._token: str | None = None
 
