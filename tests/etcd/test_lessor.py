@@ -14,7 +14,14 @@ import pyetcd
 import pytest
 
 import lessor
-from lessor import Context, CorruptSection, Partition, PermissionDenied, Unavailable
+from lessor import (
+    Context,
+    CorruptSection,
+    Partition,
+    PermissionDenied,
+    SortedPartitions,
+    Unavailable,
+)
 from lessor.etcd import MAX_LIVE_LEASES, EtcdLessor, EtcdSettings, LocalEtcd, SectionFull
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.transport import RetryableRpc
@@ -319,3 +326,28 @@ def test_permission_denied_and_credentials() -> None:
             pytest.raises(PermissionDenied, match="app"),
         ):
             wrong.with_lease(Context.background(), "s", P(0, 10), 5, lambda c, p: None)
+
+
+@pytest.mark.parametrize("order", ["swap lands first", "abandon lands first"])
+def test_an_abandoned_swap_holds_nothing_whichever_lands_first(
+    etcd_lessor: EtcdLessor, order: str
+) -> None:
+    """A swap whose sender gave up may reach etcd before or after the clean-up does (a paused
+    etcd wakes up with both queued); either way the acquisition must end up holding nothing."""
+    from lessor.etcd import section  # noqa: PLC0415
+    from lessor.etcd.state import SectionTxns  # noqa: PLC0415
+
+    transport = etcd_lessor._transport
+    txns = SectionTxns(transport, SectionKeys.of(etcd_lessor.prefix, "s"))
+    grant = transport.lease("LeaseGrant", transport.rpc.LeaseGrantRequest(TTL=30), 5, "test")
+    ours = section.Entry(grant.ID, 1, SortedPartitions([P(0, 10)]), "late")
+    snapshot = txns.read(5)
+    if order == "swap lands first":
+        assert txns.swap(snapshot, [], ours, 5)[1]
+        txns.abandon(grant.ID, 1, 5)
+    else:
+        txns.abandon(grant.ID, 1, 5)
+        assert not txns.swap(snapshot, [], ours, 5)[1]
+    assert txns.read(5).live() == []
+    with etcd_lessor.lease("s", P(0, 10), 5) as lease:
+        assert lease.partitions == [P(0, 10)]

@@ -203,7 +203,9 @@ class Acquisition:
         def clean_up() -> None:
             try:
                 if ambiguous:
-                    self.txns.delete_marker(lease.id, self.seq, self.rpc_timeout)
+                    self.txns.abandon(lease.id, self.seq, self.rpc_timeout)
+            except LeaseNotFound:
+                pass  # the etcd lease is gone: so is anything the swap could have written
             except (RetryableRpc, LessorError) as e:
                 log.warning(
                     "section=%r: could not clear an abandoned acquisition (its etcd lease "

@@ -89,13 +89,35 @@ class SectionTxns:
                 )
             ),
         ]
-        response = self._txn(self._compares(snapshot, relied), success, self._state, timeout)
+        # Our marker must not exist yet: an abandoned acquisition leaves a tombstone there
+        # (see abandon), so a swap that reaches etcd after its sender gave up cannot commit.
+        fresh = self._rpc.Compare(key=marker, target=self._rpc.Compare.VERSION,
+                                  result=self._rpc.Compare.EQUAL, version=0)  # fmt: skip
+        compares = [*self._compares(snapshot, relied), fresh]
+        response = self._txn(compares, success, self._state, timeout)
         revision = response.header.revision
         if not response.succeeded:
             return self._parse(revision, response.responses), False
         markers = {e.owner: snapshot.markers[e.owner] for e in live}
         markers[ours.owner] = revision
         return Snapshot(revision, revision, entries, markers), True
+
+    def abandon(self, lease: int, seq: int, timeout: float) -> None:
+        """Make sure acquisition ``seq`` holds nothing, whether or not its swap committed.
+
+        A swap whose reply was lost may still be queued inside etcd (a paused member applies
+        it when it wakes). If the swap already committed, its marker is deleted, which kills
+        its entry. If not, a tombstone takes the marker's key (on the same etcd lease, so it
+        expires with it), and the late swap's "marker absent" compare fails.
+        """
+        rpc, marker = self._rpc, self.keys.marker(lease, seq)
+        committed = rpc.Compare(key=marker, target=rpc.Compare.VERSION,
+                                result=rpc.Compare.GREATER, version=0)  # fmt: skip
+        delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=marker))
+        tombstone = rpc.RequestOp(
+            request_put=rpc.PutRequest(key=marker, value=b"abandoned", lease=lease)
+        )
+        self._txn([committed], [delete], [tombstone], timeout)
 
     def delete_marker(self, lease: int, seq: int, timeout: float) -> None:
         request = self._rpc.DeleteRangeRequest(key=self.keys.marker(lease, seq))
