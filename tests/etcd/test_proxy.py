@@ -90,7 +90,7 @@ def test_lessor_through_a_slow_then_cut_link() -> None:
         with pytest.raises(Unavailable):
             it.with_lease(Context.background().with_timeout(1.0), "s", Partition(0, 10), 5,
                           lambda c, p: None)  # fmt: skip
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 2.5  # by the 1 s deadline, not rpc_timeout (5 s)
         link.heal()
         with it.lease("s", Partition(0, 10), 5) as lease:
             assert lease.partitions == [Partition(0, 10)]

@@ -78,7 +78,10 @@ class EtcdLessor(Lessor):
     Give either ``endpoints`` (``["host:port", ...]``; calls fail over between them) or a
     ``client`` with the python-etcd3 API (``pyetcd`` or ``etcd3``), which stays yours to close.
     TLS (``ca_cert``, ``cert_cert``, ``cert_key``: file paths) and ``user``/``password`` apply
-    to ``endpoints``. ``prefix`` is where the lessor's keys live; ``holder`` labels its leases.
+    to ``endpoints``. Calls start on a random endpoint, so that a cluster's clients spread over
+    its members, unless ``endpoint_order="given"`` (start on the first, e.g. the member in
+    the caller's own datacenter); they move to the next one when an endpoint fails.
+    ``prefix`` is where the lessor's keys live; ``holder`` labels its leases.
 
     ``rpc_timeout`` bounds each call to etcd, ``acquire_timeout`` a whole acquisition when the
     caller's context sets no earlier deadline, ``release_timeout`` the give-back when a lease
@@ -101,6 +104,7 @@ class EtcdLessor(Lessor):
         password: str | None = None,
         rpc_timeout: float = 5.0,
         release_timeout: float = 1.0,
+        endpoint_order: str = "random",
         acquire_timeout: float = 30.0,
         margin: float = 0.2,
         lease_reuse: float = 2.0,
@@ -122,7 +126,8 @@ class EtcdLessor(Lessor):
             tls = None
             if any(v is not None for v in (ca_cert, cert_cert, cert_key)):
                 tls = TLSConfig(ca_cert, cert_cert, cert_key)
-            self._transport = Channels(endpoints, tls=tls, user=user, password=password)
+            self._transport = Channels(endpoints, tls=tls, user=user, password=password,
+                                       endpoint_order=endpoint_order)  # fmt: skip
         else:
             raise ValueError("EtcdLessor needs endpoints (['host:port', ...]) or a client")
         if holder is not None and not isinstance(holder, str):

@@ -164,6 +164,7 @@ class Channels:
         user: str | None = None,
         password: str | None = None,
         connect_timeout: float = 5.0,
+        endpoint_order: str = "random",
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError("endpoints must be a list of 'host:port' strs, not one str")
@@ -177,8 +178,11 @@ class Channels:
         self._user, self._password = user, password
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
-        # Clients of one cluster spread over its members instead of all starting on the first.
-        self._index = random.randrange(len(self._endpoints))
+        if endpoint_order not in ("random", "given"):
+            raise ValueError(f"endpoint_order must be 'random' or 'given', got {endpoint_order!r}")
+        # "random": a cluster's clients spread over its members instead of all starting on
+        # the first; "given": start on the first (e.g. the member in the caller's datacenter).
+        self._index = random.randrange(len(self._endpoints)) if endpoint_order == "random" else 0
         self._channels: dict[str, tuple[grpc.Channel, Any, Any, Any]] = {}
         self._token: str | None = None
 
