@@ -56,6 +56,24 @@ def etcd3_client(session: nox.Session) -> None:
 
 
 @nox.session
+def safety(session: nox.Session) -> None:
+    """The fault-injection safety suite on a three-member cluster (root: isolation needs
+    iptables). LESSOR_SAFETY_SECONDS sets its length (default 60)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "tests/safety",
+        "-m",
+        "safety",
+        "-s",
+        "-p",
+        "no:randomly",
+        *session.posargs,
+        env=etcd_env(session),
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff and mypy --strict."""
     session.install("-e", ".[lint,test]")

@@ -11,6 +11,7 @@ import threading
 
 from lessor.context import Context
 from lessor.etcd.acquisition import MAX_LIVE_LEASES, SectionFull
+from lessor.etcd.cluster import LocalEtcdCluster
 from lessor.etcd.keys import MAX_SECTION_ID_BYTES
 from lessor.etcd.lessor import EtcdLessor
 from lessor.etcd.local import LocalEtcd, find_etcd_binary
@@ -24,6 +25,7 @@ __all__ = [
     "EtcdLessor",
     "EtcdSettings",
     "LocalEtcd",
+    "LocalEtcdCluster",
     "SectionFull",
     "factory",
     "find_etcd_binary",

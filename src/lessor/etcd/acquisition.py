@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from tenacity import RetryCallState, wait_random, wait_random_exponential
@@ -57,6 +58,32 @@ class SectionFull(Transient):
     """A section already holds :data:`MAX_LIVE_LEASES` live leases."""
 
 
+class Abandoned:
+    """This process's acquisitions of one section that gave up while their swap might still
+    commit (its reply was lost; a leader may commit it when quorum returns).
+
+    Their entries are the process's own to discard: its next swap of the section drops them
+    and deletes their markers, so the ranges come back at once rather than when a clean-up
+    call gets through or the etcd lease expires.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: set[tuple[int, int]] = set()
+
+    def add(self, owner: tuple[int, int]) -> None:
+        with self._lock:
+            self._owners.add(owner)
+
+    def discard(self, *owners: tuple[int, int]) -> None:
+        with self._lock:
+            self._owners.difference_update(owners)
+
+    def current(self) -> frozenset[tuple[int, int]]:
+        with self._lock:
+            return frozenset(self._owners)
+
+
 class Conflict(Exception):
     """The compare-and-swap lost to another writer, or to a marker that expired."""
 
@@ -85,6 +112,8 @@ class Acquisition:
         cached: Snapshot | None,
         ctx: Context,
         rpc_timeout: float,
+        endpoints: int = 1,
+        abandoned: Abandoned | None = None,
     ) -> None:
         self.txns = txns
         self.pool = pool
@@ -95,6 +124,8 @@ class Acquisition:
         self.snapshot = cached
         self.ctx = ctx  # the caller's, limited by the lessor's acquire_timeout
         self.rpc_timeout = rpc_timeout
+        self.endpoints = endpoints
+        self.abandoned = abandoned if abandoned is not None else Abandoned()
         self.lease: EtcdLease | None = None
         self.verified = False  # the snapshot was read during this acquisition
         self.ambiguous = False  # a swap may have committed without our hearing of it
@@ -132,7 +163,8 @@ class Acquisition:
             token = snapshot.markers.get((self.lease.id, self.seq))
             if token is not None:
                 return self._adopt(snapshot, self.lease, token)
-        live = snapshot.live()
+        gone = self.abandoned.current()
+        live = [e for e in snapshot.live() if e.owner not in gone]
         relied = [e for e in live if any(p.overlaps(self.part) for p in e.ranges)]
         free = SortedPartitionsBuilder(self.part)
         for entry in relied:
@@ -152,11 +184,13 @@ class Acquisition:
             self.lease = self.pool.take(self.until, timeout, self.what)
         ours = section.Entry(self.lease.id, self.seq, parts, self.holder)
         self.ambiguous = True
-        self.snapshot, ok = self.txns.swap(snapshot, relied, ours, timeout)
+        drop = [owner for owner in gone if owner in snapshot.markers]
+        self.snapshot, ok = self.txns.swap(snapshot, live, relied, ours, timeout, drop=drop)
         self.ambiguous = False
         self.verified = True
         if not ok:
             raise Conflict()
+        self.abandoned.discard(*drop)
         return Grant(
             parts, self.until, self.snapshot.revision, handle=Held(self.txns, self.lease, self.seq)
         )
@@ -176,9 +210,14 @@ class Acquisition:
         raise LessorError(f"{self.what}: marker of acquisition {self.seq} has no entry")
 
     def _timeout(self) -> float:
+        """How long this attempt's call may take. With other endpoints to try, never all the
+        time that is left: a member that accepts a call and never answers (paused, or
+        forwarding to a dead leader) must leave time to ask another."""
         remaining = self.ctx.remaining()
         if remaining <= 0:
             self.ctx.raise_if_done()
+        if self.endpoints > 1 and remaining > 0.4:
+            remaining /= 2
         return min(self.rpc_timeout, remaining)
 
     # -- the end -----------------------------------------------------------------------------
@@ -199,21 +238,36 @@ class Acquisition:
             return
         lease, ambiguous = self.lease, self.ambiguous
         self.lease = None
+        owner = (lease.id, self.seq)
+        if ambiguous:
+            self.abandoned.add(owner)
 
         def clean_up() -> None:
+            # The swap may commit long after we gave up (a leader that kept it in its log
+            # commits it when quorum returns), so keep trying while the etcd lease lives.
+            pause = Context.background()
             try:
-                if ambiguous:
-                    self.txns.abandon(lease.id, self.seq, self.rpc_timeout)
-            except LeaseNotFound:
-                pass  # the etcd lease is gone: so is anything the swap could have written
-            except (RetryableRpc, LessorError) as e:
-                log.warning(
-                    "section=%r: could not clear an abandoned acquisition (its etcd lease "
-                    "expires by itself): %s",
-                    self.txns.keys.section_id,
-                    e,
-                )
+                while ambiguous:
+                    try:
+                        self.txns.abandon(lease.id, self.seq, self.rpc_timeout)
+                        return
+                    except LeaseNotFound:
+                        return  # the etcd lease is gone: so is anything the swap wrote
+                    except RetryableRpc as e:
+                        if time.monotonic() + 0.5 >= lease.expiry:
+                            log.warning(
+                                "section=%r: could not clear an abandoned acquisition before "
+                                "its etcd lease expires (which frees it): %s",
+                                self.txns.keys.section_id,
+                                e,
+                            )
+                            return
+                        pause.wait(0.5)
+            except LessorError as e:
+                log.warning("section=%r: could not clear an abandoned acquisition: %s",
+                            self.txns.keys.section_id, e)  # fmt: skip
             finally:
+                self.abandoned.discard(owner)
                 self.pool.give_back(lease, self.rpc_timeout)
 
         threading.Thread(target=clean_up, name="lessor abandon", daemon=True).start()

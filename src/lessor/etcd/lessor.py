@@ -28,7 +28,7 @@ from tenacity import Retrying, retry_if_exception_type
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
 from lessor.errors import Cancelled, ContextError, DeadlineExceeded
-from lessor.etcd.acquisition import RETRYABLE, Acquisition, Backoff, Conflict, Held
+from lessor.etcd.acquisition import RETRYABLE, Abandoned, Acquisition, Backoff, Conflict, Held
 from lessor.etcd.gate import Gate
 from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
@@ -48,11 +48,12 @@ class _Section:
     fails once and brings the fresh state. A stale cache costs a retry, never a wrong answer.
     """
 
-    __slots__ = ("_lock", "gate", "snapshot", "txns")
+    __slots__ = ("_lock", "abandoned", "gate", "snapshot", "txns")
 
     def __init__(self, txns: SectionTxns) -> None:
         self.txns = txns
         self.gate = Gate()
+        self.abandoned = Abandoned()
         self.snapshot: Snapshot | None = None
         self._lock = threading.Lock()
 
@@ -102,7 +103,7 @@ class EtcdLessor(Lessor):
         cert_key: str | None = None,
         user: str | None = None,
         password: str | None = None,
-        rpc_timeout: float = 5.0,
+        rpc_timeout: float = 1.0,
         release_timeout: float = 1.0,
         endpoint_order: str = "random",
         acquire_timeout: float = 30.0,
@@ -184,6 +185,7 @@ class EtcdLessor(Lessor):
         acquisition = Acquisition(
             known.txns, self._pool, part=part, until=until, seq=seq, holder=self._holder,
             cached=known.snapshot, ctx=retry_ctx, rpc_timeout=self._rpc_timeout,
+            endpoints=len(self._transport.endpoints), abandoned=known.abandoned,
         )  # fmt: skip
         try:
             try:

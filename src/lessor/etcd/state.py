@@ -68,15 +68,18 @@ class SectionTxns:
     def swap(
         self,
         snapshot: Snapshot,
+        live: Sequence[section.Entry],
         relied: Sequence[section.Entry],
         ours: section.Entry,
         timeout: float,
+        *,
+        drop: Sequence[tuple[int, int]] = (),
     ) -> tuple[Snapshot, bool]:
-        """Write ``ours`` beside the live entries of ``snapshot``, if what ``relied`` on holds.
+        """Write ``ours`` beside the ``live`` entries of ``snapshot``, if what ``relied`` on
+        holds, deleting the markers of the entries in ``drop`` (left out of ``live``).
 
         Returns the state written (its revision is the token) or the fresh state.
         """
-        live = snapshot.live()
         entries = (*live, ours)
         marker = self.keys.marker(ours.lease, ours.seq)
         success = [
@@ -87,6 +90,12 @@ class SectionTxns:
                 request_put=self._rpc.PutRequest(
                     key=marker, value=ours.holder.encode(), lease=ours.lease
                 )
+            ),
+            *(
+                self._rpc.RequestOp(
+                    request_delete_range=self._rpc.DeleteRangeRequest(key=self.keys.marker(*o))
+                )
+                for o in drop
             ),
         ]
         # Our marker must not exist yet: an abandoned acquisition leaves a tombstone there

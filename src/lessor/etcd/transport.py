@@ -124,6 +124,9 @@ class Transport(Protocol):
     @property
     def endpoint(self) -> str: ...
 
+    @property
+    def endpoints(self) -> list[str]: ...
+
     def kv(self, method: str, request: Any, timeout: float, what: str) -> Any: ...
 
     def lease(self, method: str, request: Any, timeout: float, what: str) -> Any: ...
@@ -131,11 +134,20 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def _retryable(code: object, details: str) -> bool:
+    # etcd (3.5.16 at least) can answer a read it could not serve for want of quorum with
+    # UNKNOWN "context deadline exceeded", racing gRPC's own DEADLINE_EXCEEDED.
+    return code in _RETRYABLE or (
+        code == grpc.StatusCode.UNKNOWN
+        and ("context deadline exceeded" in details or "context canceled" in details)
+    )
+
+
 def translate(err: grpc.RpcError, endpoint: str, what: str) -> Exception:
     """The exception a failed call becomes; ``what`` names the operation and section."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = (err.details() if hasattr(err, "details") else str(err)) or ""
-    if code in _RETRYABLE:
+    if _retryable(code, details):
         return RetryableRpc(endpoint, code, details)
     if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
         return LeaseNotFound(details)
@@ -246,7 +258,7 @@ class Channels:
                 ):
                     refreshed = True  # simple tokens expire when idle: log in again, once
                     continue
-                if code in _RETRYABLE:
+                if _retryable(code, details):
                     self._rotate(endpoint)
                 raise translate(e, endpoint, what) from None
 
@@ -291,6 +303,11 @@ class ClientTransport:
             return str(getattr(ep, "netloc", ep))
         host, port = getattr(self._client, "host", None), getattr(self._client, "port", None)
         return f"{host}:{port}" if host else "etcd"
+
+    @property
+    def endpoints(self) -> list[str]:
+        """One: the client chooses its endpoint itself."""
+        return [self.endpoint]
 
     def _call(self, stub_name: str, method: str, request: Any, timeout: float, what: str) -> Any:
         try:
