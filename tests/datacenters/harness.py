@@ -56,7 +56,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from lessor.etcd.local import find_etcd_binary
+from lessor.etcd.local import find_etcd_binary, tuning_flags
 
 __all__ = ["Datacenters", "NsProcess", "Unsupported", "unsupported_reason"]
 
@@ -487,12 +487,8 @@ class Datacenters:
             "--initial-cluster", cluster,
             "--initial-cluster-token", f"lessor-dc-{self.network.tag}",
             "--initial-cluster-state", "new",
-            "--heartbeat-interval", str(self.heartbeat_ms),
-            "--election-timeout", str(self.election_ms),
-            "--auto-compaction-mode", "revision",
-            "--auto-compaction-retention", "1000",
-            "--unsafe-no-fsync",
-            "--log-level", "error",
+            *tuning_flags(heartbeat_ms=self.heartbeat_ms, election_ms=self.election_ms,
+                          fsync=False),
         ]  # fmt: skip
         dc.member = NsProcess(
             f"{dc.name} etcd",

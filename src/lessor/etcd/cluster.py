@@ -63,7 +63,6 @@ concurrent test runs never share an address, a uid or a mark.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import re
@@ -75,7 +74,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +81,7 @@ from types import TracebackType
 
 import grpc
 
-from lessor.etcd.local import find_etcd_binary, free_port
+from lessor.etcd.local import find_etcd_binary, free_port, tuning_flags, wait_healthy
 
 __all__ = ["LocalEtcdCluster", "Member", "MemberStatus"]
 
@@ -301,15 +299,9 @@ class LocalEtcdCluster:
             "--initial-cluster-token", self.tag,
             # Ignored once the data dir has a WAL: a restarted member rejoins as itself.
             "--initial-cluster-state", "existing" if restarting else "new",
-            "--heartbeat-interval", str(self.heartbeat_ms),
-            "--election-timeout", str(self.election_ms),
-            "--auto-compaction-mode", "revision",
-            "--auto-compaction-retention", "1000",
-            "--quota-backend-bytes", str(256 * 1024 * 1024),
-            "--log-level", "error",
+            *tuning_flags(heartbeat_ms=self.heartbeat_ms, election_ms=self.election_ms,
+                          fsync=self.fsync),
         ]  # fmt: skip
-        if not self.fsync:
-            args.append("--unsafe-no-fsync")
         return args + self.extra_args
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -405,27 +397,21 @@ class LocalEtcdCluster:
     # -- readiness and leadership ------------------------------------------------------------
 
     def _wait_serving(self, m: Member, deadline: float) -> None:
-        url = f"{m.client_url}/health"
-        while time.monotonic() < deadline:
-            if not m.running:
-                hint = ""
-                if m.uid is not None:
-                    hint = (
-                        f" (it runs as uid {m.uid}: the binary and its directories must be "
-                        "executable by other users, else pass isolation=False)"
-                    )
-                raise RuntimeError(
-                    f"etcd {m.name} exited with code {m._process and m._process.returncode} "
-                    f"while starting{hint}:\n{m.log_tail()}"
+        def exited() -> str | None:
+            if m.running:
+                return None
+            hint = ""
+            if m.uid is not None:
+                hint = (
+                    f" (it runs as uid {m.uid}: the binary and its directories must be "
+                    "executable by other users, else pass isolation=False)"
                 )
-            with (
-                contextlib.suppress(OSError, ValueError),
-                urllib.request.urlopen(url, timeout=1) as response,
-            ):
-                if json.load(response).get("health") == "true":
-                    return
-            time.sleep(0.05)  # polling a process that has no readiness signal of its own
-        raise RuntimeError(f"etcd {m.name} at {m.endpoint} not healthy in time:\n{m.log_tail()}")
+            code = m._process and m._process.returncode
+            return f"etcd {m.name} exited with code {code} while starting{hint}:\n{m.log_tail()}"
+
+        if not wait_healthy(f"{m.client_url}/health", deadline, exited):
+            raise RuntimeError(f"etcd {m.name} at {m.endpoint} not healthy in time:\n"
+                               f"{m.log_tail()}")  # fmt: skip
 
     def wait_serving(self, i: int, timeout: float = 30.0) -> None:
         """Wait until member ``i`` is healthy (it serves and knows a leader)."""

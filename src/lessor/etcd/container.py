@@ -28,21 +28,19 @@ carry the label ``org.testcontainers.session-id``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import struct
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lessor.etcd.local import free_port
+from lessor.etcd.local import free_port, tuning_flags, wait_healthy
 
 # Before testcontainers is imported: releases before 4.9 read it at import time.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -224,15 +222,9 @@ class EtcdContainer:
             "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"local={peer}",
             "--initial-cluster-state", "new",
-            "--heartbeat-interval", str(self.heartbeat_ms),
-            "--election-timeout", str(self.election_ms),
-            "--auto-compaction-mode", "revision",
-            "--auto-compaction-retention", "1000",
-            "--quota-backend-bytes", str(256 * 1024 * 1024),
-            "--log-level", "error",
+            *tuning_flags(heartbeat_ms=self.heartbeat_ms, election_ms=self.election_ms,
+                          fsync=self.fsync),
         ]  # fmt: skip
-        if not self.fsync:
-            args.append("--unsafe-no-fsync")
         return args + self.extra_args
 
     def _wrapped(self) -> Any:  # docker.models.containers.Container
@@ -272,23 +264,17 @@ class EtcdContainer:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
         url = f"http://{self.endpoint}/health"
-        while time.monotonic() < deadline:
-            status = self.status
-            if status in ("exited", "dead"):
-                code = self._wrapped().attrs["State"].get("ExitCode")
-                raise RuntimeError(
-                    f"etcd container {self.name} exited with code {code} while starting:\n"
-                    f"{self.log_tail()}"
-                )
-            with (
-                contextlib.suppress(OSError, ValueError),
-                urllib.request.urlopen(url, timeout=1) as response,
-            ):
-                if json.load(response).get("health") == "true":
-                    return
-            time.sleep(0.05)  # polling a container that has no readiness signal of its own
+
+        def exited() -> str | None:
+            if self.status not in ("exited", "dead"):
+                return None
+            code = self._wrapped().attrs["State"].get("ExitCode")
+            return (f"etcd container {self.name} exited with code {code} while starting:\n"
+                    f"{self.log_tail()}")  # fmt: skip
+
+        if wait_healthy(url, time.monotonic() + self.startup_timeout, exited):
+            return
         self.kill()
         raise RuntimeError(
             f"etcd at {self.endpoint} (container {self.name}) not healthy after "
