@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from lessor.context import Context
 from lessor.errors import LessorError
@@ -70,6 +73,67 @@ def _demo(args: argparse.Namespace) -> int:
     for o in overlaps[:10]:
         print(f"OVERLAP: {o}", file=sys.stderr)
     return 1 if overlaps or inversions else 0
+
+
+def _etcd_lessor(args: argparse.Namespace) -> Any:
+    """An EtcdLessor from --endpoints/--prefix, the rest (TLS, auth) from LESSOR_ETCD_*."""
+    from lessor.etcd import EtcdLessor, EtcdSettings  # noqa: PLC0415  (etcd only when asked)
+
+    env = dict(os.environ)
+    if args.endpoints:
+        env["LESSOR_ETCD_ENDPOINTS"] = args.endpoints
+    if args.prefix:
+        env["LESSOR_ETCD_PREFIX"] = args.prefix
+    s = EtcdSettings.from_environment(env)
+    return EtcdLessor(list(s.endpoints), prefix=s.prefix, ca_cert=s.ca_cert, cert_cert=s.cert_cert,
+                      cert_key=s.cert_key, user=s.user, password=s.password)  # fmt: skip
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    """Print every section's live leases."""
+    from lessor.etcd.admin import inspect  # noqa: PLC0415
+
+    with _etcd_lessor(args) as lessor:
+        sections = inspect(lessor, args.section)
+        if args.json:
+            print(json.dumps([
+                {"section": s.section_id, "corrupt": s.corrupt, "dead_entries": s.dead_entries,
+                 "leases": [{"ranges": le.ranges.to_strings(), "holder": le.holder,
+                             "token": le.token, "ttl": le.ttl, "etcd_lease": f"{le.lease:x}"}
+                            for le in s.leases]}
+                for s in sections
+            ], indent=2))  # fmt: skip
+            return 0
+        if not sections:
+            print(f"no sections under {lessor.prefix!r}")
+        for s in sections:
+            state = f"CORRUPT: {s.corrupt}" if s.corrupt else (
+                f"{len(s.leases)} live leases, {s.dead_entries} dead entries")  # fmt: skip
+            print(f"section {s.section_id!r}: {state}")
+            if s.leases:
+                print(f"  {'token':>10}  {'ttl':>5}  {'holder':<24}  ranges")
+            for le in s.leases:
+                print(f"  {le.token:>10}  {le.ttl:>4}s  {le.holder:<24}  "
+                      f"{' '.join(le.ranges.to_strings())}")  # fmt: skip
+    return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    """Reset a section whose value cannot be decoded."""
+    from lessor.etcd.admin import inspect, repair  # noqa: PLC0415
+
+    with _etcd_lessor(args) as lessor:
+        found = inspect(lessor, args.section)
+        if found and found[0].corrupt is not None:
+            print(f"section {args.section!r} will lose its stored value ({len(found[0].raw)} "
+                  f"bytes): {found[0].raw[:200]!r}")  # fmt: skip
+        if not args.yes:
+            print("lessor: error: repair discards data: run again with --yes to do it",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        discarded = repair(lessor, args.section, force=args.force)
+        print(f"section {args.section!r} repaired: discarded {len(discarded)} bytes")
+    return 0
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -135,6 +199,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="lease duration asked for (default: %(default)s)",
     )
     demo.set_defaults(func=_demo)
+
+    def etcd_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--endpoints", help="comma-separated host:port list "
+                             "(default: $LESSOR_ETCD_ENDPOINTS)")  # fmt: skip
+        command.add_argument("--prefix", help="key prefix (default: $LESSOR_ETCD_PREFIX or "
+                             "/lessor/)")  # fmt: skip
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="show every section's live leases in etcd",
+        description="Lists the sections under the prefix: each live lease's ranges, holder, "
+        "fencing token and remaining TTL. TLS and auth come from LESSOR_ETCD_*.",
+    )
+    inspect.add_argument("--section", help="only this section id")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    etcd_options(inspect)
+    inspect.set_defaults(func=_inspect)
+
+    repair = sub.add_parser(
+        "repair", help="reset a section whose stored value cannot be decoded",
+        description="Deletes the stored value of a section that cannot be decoded, after "
+                    "printing what it discards. An intact section is never touched.")  # fmt: skip
+    repair.add_argument("--section", required=True, help="the section id")
+    repair.add_argument("--yes", action="store_true", help="really discard the value")
+    repair.add_argument("--force", action="store_true",
+                        help="repair even while holders' markers are alive")  # fmt: skip
+    etcd_options(repair)
+    repair.set_defaults(func=_repair)
     return parser
 
 
@@ -142,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status: int = args.func(args)
-    except LessorError as e:
+    except (LessorError, ValueError) as e:
         print(f"lessor: error: {e}", file=sys.stderr)
         return 1
     return status
