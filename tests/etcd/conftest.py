@@ -9,6 +9,7 @@ killed by its pid and reaped at teardown, whatever the test did.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import queue
 import subprocess
@@ -133,3 +134,24 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
         assert not leaked, f"child processes still running: {leaked}"
         if errors:
             raise errors[0]
+
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of its own for each test that shares the session's etcd."""
+    return f"/t{next(_prefixes)}/"
+
+
+@pytest.fixture
+def client(etcd_server: Any) -> Iterator[Any]:
+    """A pyetcd client to the session's etcd, to look at what the lessor stored."""
+    # Imported here: the etcd3 client session must never load pyetcd (see test_etcd3_client).
+    import pyetcd  # noqa: PLC0415
+
+    host, port = etcd_server.endpoint.rsplit(":", 1)
+    c = pyetcd.client(host=host, port=int(port), timeout=5)
+    yield c
+    c.close()

@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pyetcd
-import pytest
 
 from lessor import Partition
 from lessor.etcd import EtcdLessor, LocalEtcd
 from lessor.etcd.keys import SectionKeys
 
 P = Partition
-_prefixes = itertools.count()
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lessor", *args], capture_output=True,
                           text=True, timeout=timeout, check=False)  # fmt: skip
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"/admin{next(_prefixes)}/"
-
-
-@pytest.fixture
-def client(etcd_server: LocalEtcd) -> Iterator[Any]:
-    host, port = etcd_server.endpoint.rsplit(":", 1)
-    c = pyetcd.client(host=host, port=int(port), timeout=5)
-    yield c
-    c.close()
 
 
 def test_inspect_shows_live_leases(etcd_server: LocalEtcd, prefix: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -27,20 +26,6 @@ from lessor.etcd.keys import SectionKeys
 from lessor.etcd.transport import RetryableRpc
 
 P = Partition
-_prefixes = itertools.count()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"/t{next(_prefixes)}/"
-
-
-@pytest.fixture
-def client(etcd_server: LocalEtcd) -> Iterator[Any]:
-    host, port = etcd_server.endpoint.rsplit(":", 1)
-    c = pyetcd.client(host=host, port=int(port), timeout=5)
-    yield c
-    c.close()
 
 
 @pytest.fixture
