@@ -37,13 +37,15 @@ from __future__ import annotations
 import abc
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from lessor.context import Context, seconds
+from lessor.observe import notify
 from lessor.partition import Partition, SortedPartitions
 
 __all__ = ["Grant", "Lease", "Lessor", "WithLeaseCB", "fencing_token"]
@@ -111,6 +113,9 @@ class Lease:
 class Lessor(abc.ABC):
     """Leases ranges of a key space; see the module documentation for the contract."""
 
+    backend: ClassVar[str] = "custom"
+    """The backend's name in logs and metrics (:mod:`lessor.observe`)."""
+
     def with_lease(
         self,
         ctx: Context,
@@ -174,7 +179,17 @@ class Lessor(abc.ABC):
 class LeaseScope:
     """The context manager :meth:`Lessor.lease` returns; acquires on entry, releases on exit."""
 
-    __slots__ = ("_ctx", "_dur", "_entered", "_grant", "_lease", "_lessor", "_part", "_section_id")
+    __slots__ = (
+        "_ctx",
+        "_dur",
+        "_entered",
+        "_grant",
+        "_granted_at",
+        "_lease",
+        "_lessor",
+        "_part",
+        "_section_id",
+    )
 
     def __init__(
         self, lessor: Lessor, ctx: Context, section_id: str, part: Partition, dur: float
@@ -187,13 +202,30 @@ class LeaseScope:
         self._entered = False
         self._grant: Grant | None = None
         self._lease: Lease | None = None
+        self._granted_at = 0.0
 
     def __enter__(self) -> Lease:
         if self._entered:
             raise RuntimeError("a LeaseScope can be entered only once")
         self._entered = True
         self._ctx.raise_if_done()
-        grant = self._lessor._acquire(self._ctx, self._section_id, self._part, self._dur)
+        backend = self._lessor.backend
+        start = time.monotonic()
+        try:
+            grant = self._lessor._acquire(self._ctx, self._section_id, self._part, self._dur)
+        except BaseException as e:
+            log.debug("lease section=%r: acquisition failed: %s", self._section_id, e)
+            notify("acquire_failed", backend, self._section_id, e, time.monotonic() - start)
+            raise
+        self._granted_at = time.monotonic()
+        notify(
+            "acquired",
+            backend,
+            self._section_id,
+            self._part,
+            grant.partitions,
+            self._granted_at - start,
+        )
         self._grant = grant
         lease_ctx = Context(self._ctx, deadline=grant.deadline, key=_TOKEN_KEY, value=grant.token)
         err = lease_ctx.err
@@ -226,9 +258,10 @@ class LeaseScope:
             return
         if self._lease is not None:
             self._lease.ctx.cancel()
+        backend = self._lessor.backend
         try:
             self._lessor._release(grant)
-        except Exception:
+        except Exception as e:
             # The lease ends at its expiry anyway; the caller's own outcome matters more.
             log.warning(
                 "lease section=%r token=%d: release failed; it expires by itself",
@@ -236,5 +269,7 @@ class LeaseScope:
                 grant.token,
                 exc_info=True,
             )
+            notify("release_failed", backend, self._section_id, e)
         else:
             log.debug("lease section=%r token=%d released", self._section_id, grant.token)
+            notify("released", backend, self._section_id, time.monotonic() - self._granted_at)

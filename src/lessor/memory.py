@@ -32,6 +32,8 @@ class _Entry:
 class MemoryLessor(Lessor):
     """An in-process lessor; thread-safe."""
 
+    backend = "memory"
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sections: dict[str, dict[int, _Entry]] = {}

@@ -34,6 +34,7 @@ from lessor.etcd import section
 from lessor.etcd.leases import EtcdLease, LeasePool
 from lessor.etcd.state import SectionTxns, Snapshot
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc
+from lessor.observe import notify
 from lessor.partition import Partition, SortedPartitionsBuilder
 
 __all__ = [
@@ -141,6 +142,7 @@ class Acquisition:
         except Conflict as e:
             self.last_failure = e
             self.conflicts += 1
+            notify("conflict", "etcd", self.txns.keys.section_id)
             raise
         except LeaseNotFound as e:
             # etcd refused the whole Txn, so nothing committed: retry with a new etcd lease.

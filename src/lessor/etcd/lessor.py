@@ -91,6 +91,8 @@ class EtcdLessor(Lessor):
     is explained in :mod:`lessor.etcd.leases`.
     """
 
+    backend = "etcd"
+
     def __init__(
         self,
         endpoints: Sequence[str] | None = None,
