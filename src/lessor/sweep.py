@@ -85,8 +85,9 @@ class ShardReport:
     exactly one of ``processed`` (handed to ``process``), ``skipped`` (outside the granted
     ranges, or found after the lease's deadline passed) and ``deferred`` (past the split
     point: left to the ``follow_ups``). ``failed`` counts the processed items whose batch
-    raised. ``error`` is the first error of the sweep, if any; ``token`` the lease's fencing
-    token, None when nothing was leased.
+    raised (a batch cut short by a ``lessor.ContextError`` once the lease's deadline passed
+    counts here too, but is no ``error``). ``error`` is the first error of the sweep, if any;
+    ``token`` the lease's fencing token, None when nothing was leased.
     """
 
     shard: Partition
@@ -265,6 +266,12 @@ class Sweeper(Generic[T]):
             raise TypeError(f"level must be an int, got {type(level).__name__}: {level!r}")
         if not 0 <= level <= MAX_LEVEL:
             raise ValueError(f"level must be in 0..{MAX_LEVEL}, got {level}")
+        if shard.is_empty() or not (
+            self.key_space.low <= shard.low and shard.high <= self.key_space.high
+        ):
+            raise ValueError(
+                f"shard {shard} must be a non-empty part of the key space {self.key_space}"
+            )
         lessor = self._resolve(ctx)
         run = _ShardSweep(self, lessor, ctx, shard, level)
         report = run.sweep()
@@ -368,7 +375,12 @@ class _ShardSweep(Generic[T]):
         return self.report()
 
     def _scan(self) -> tuple[Sequence[T], list[int]]:
-        items = self.s._scan(self.ctx, self.shard)
+        found = self.s._scan(self.ctx, self.shard)
+        if isinstance(found, (str, bytes)) or not isinstance(found, Sequence):
+            raise TypeError(
+                f"scan must return a sequence of items, got {type(found).__name__}: {found!r:.80}"
+            )
+        items: Sequence[T] = found
         self.scanned = len(items)
         keys = [self.s._key(item) for item in items]
         prev = -1
@@ -413,6 +425,10 @@ class _ShardSweep(Generic[T]):
                     self.s._process(lease.ctx, batch)
                 except Exception as e:
                     self.failed += len(batch)
+                    if isinstance(e, ContextError) and lease.ctx.done():
+                        # process stopped because the lease ran out, as it should: the rest
+                        # of the batch stays for a later sweep, and that is no failure.
+                        break
                     if self.error is None:
                         self.error = e
                     else:

@@ -1,0 +1,622 @@
+"""lessor.sweep.Sweeper against the memory lessor: splitting, only-in filtering, deadlines,
+errors, arguments, and two sweepers sharing one store."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import lessor
+from lessor import Context, Grant, MemoryLessor, Partition, Unavailable, fencing_token
+from lessor.history import Holding, find_overlaps, find_token_inversions
+from lessor.sweep import MAX_LEVEL, ShardReport, Sweeper
+
+P = Partition
+SPACE = Partition.universe(2)  # keys 0..0xffff
+
+
+class Store:
+    """A sorted set of keys standing in for a table of reminders; process deletes them."""
+
+    def __init__(self, keys: Sequence[int]) -> None:
+        self._lock = threading.Lock()
+        self.keys = set(keys)
+        self.batches: list[list[int]] = []
+        self.scans: list[Partition] = []
+        self.tokens: list[int | None] = []
+
+    def scan(self, ctx: Context, part: Partition) -> list[int]:
+        with self._lock:
+            self.scans.append(part)
+            return sorted(k for k in self.keys if k in part)
+
+    def process(self, ctx: Context, batch: Sequence[int]) -> None:
+        with self._lock:
+            self.batches.append(list(batch))
+            self.tokens.append(fencing_token(ctx))
+            self.keys.difference_update(batch)
+
+    @property
+    def processed(self) -> list[int]:
+        return [k for b in self.batches for k in b]
+
+
+def make(store: Store, lessor_: lessor.Lessor | str | None = None, **kw: Any) -> Sweeper[int]:
+    kw.setdefault("shards", 4)
+    kw.setdefault("idle_pause", 0)
+    return Sweeper(
+        lessor_ if lessor_ is not None else MemoryLessor(),
+        "reminders",
+        SPACE,
+        scan=store.scan,
+        process=store.process,
+        **kw,
+    )
+
+
+def errors_into(found: list[tuple[ShardReport, BaseException]]) -> Callable[..., None]:
+    return lambda report, err: found.append((report, err))
+
+
+# -- the basic sweep -----------------------------------------------------------------------------
+
+
+def test_one_round_processes_every_item_once_in_key_order_batches() -> None:
+    keys = random.Random(1).sample(range(SPACE.high), 900)
+    store = Store(keys)
+    stats = make(store, batch_size=50).run(Context.background(), rounds=1)
+    assert sorted(store.processed) == sorted(keys)
+    assert store.keys == set()
+    assert all(len(b) <= 50 and b == sorted(b) for b in store.batches)
+    assert stats.processed == stats.scanned == 900
+    assert (stats.shards_swept, stats.skipped, stats.errors, stats.rounds) == (4, 0, 0, 1)
+
+
+def test_sweep_shard_leases_the_span_of_what_it_found_and_passes_the_token() -> None:
+    store = Store([0x1005, 0x1100, 0x2FFF])
+    memory = MemoryLessor()
+    sweeper = make(store, memory)
+    seen: list[dict[int, Any]] = []
+    process = store.process
+
+    def spy(ctx: Context, batch: Sequence[int]) -> None:
+        seen.append(memory.held("reminders"))
+        process(ctx, batch)
+
+    sweeper._process = spy
+    report = sweeper.sweep_shard(Context.background(), sweeper.shards[0])
+    assert report.shard == P(0, 0x4000)
+    assert report.leased == (P(0x1005, 0x3000),)  # span_inclusive(first, last)
+    assert seen == [{report.token: [P(0x1005, 0x3000)]}]
+    assert store.tokens == [report.token]
+    assert (report.scanned, report.processed, report.skipped, report.error) == (3, 3, 0, None)
+    assert memory.held("reminders") == {}  # given back
+
+
+def test_an_empty_shard_takes_no_lease() -> None:
+    class NoLeases(MemoryLessor):
+        def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
+            raise AssertionError("leased an empty shard")
+
+    report = make(Store([]), NoLeases()).sweep_shard(Context.background(), P(0, 0x4000))
+    assert (report.scanned, report.leased, report.token, report.error) == (0, (), None, None)
+
+
+def test_items_with_their_own_key_function() -> None:
+    @dataclass(frozen=True)
+    class Reminder:
+        id: str
+
+    rows = [Reminder(f"{k:04x}") for k in (0x0001, 0x00A0, 0x8000, 0xFFFE)]
+    got: list[Reminder] = []
+    sweeper = Sweeper(
+        MemoryLessor(),
+        "reminders",
+        SPACE,
+        shards=2,
+        scan=lambda ctx, part: [r for r in rows if int(r.id, 16) in part],
+        process=lambda ctx, batch: got.extend(batch),
+        key=lambda r: int(r.id, 16),
+        idle_pause=0,
+    )
+    sweeper.run(Context.background(), rounds=1)
+    assert sorted(got, key=lambda r: r.id) == rows
+
+
+def test_run_starts_at_a_random_shard_and_rotates_in_key_order() -> None:
+    firsts = set()
+    for seed in range(20):
+        store = Store([])
+        make(store, shards=4, rng=random.Random(seed)).run(Context.background(), rounds=2)
+        shards = [s.low // 0x4000 for s in store.scans]
+        assert len(shards) == 8
+        assert shards == [(shards[0] + i) % 4 for i in range(8)]
+        firsts.add(shards[0])
+    assert firsts == {0, 1, 2, 3}
+
+
+# -- splitting -----------------------------------------------------------------------------------
+
+
+def test_a_crowded_shard_keeps_the_first_items_and_splits_the_rest_after_them() -> None:
+    keys = list(range(0, 0x4000, 4))  # 4096 evenly spread keys in the first shard
+    store = Store(keys)
+    sweeper = make(store, split_threshold=1000, secondary_shards=16)
+    report = sweeper.sweep_shard(Context.background(), P(0, 0x4000))
+    assert (report.scanned, report.processed, report.deferred, report.skipped) == (
+        4096,
+        1000,
+        3096,
+        0,
+    )
+    assert store.processed == keys[:1000]
+    assert report.leased == (P(0, keys[999] + 1),)
+    # educated_split_after: the same density after the cut, ~1000 items per follow-up.
+    assert report.follow_ups == tuple(P(0, 0x4000).educated_split_after("f9c", 1000, 1000, 16))
+    assert report.follow_ups[0].low == keys[999] + 1
+    assert report.follow_ups[-1].high == 0x4000
+    assert len(report.follow_ups) == 4
+    for part in report.follow_ups:
+        follow = sweeper.sweep_shard(Context.background(), part, level=1)
+        assert follow.follow_ups == ()
+        assert follow.error is None
+    assert sorted(store.processed) == keys
+
+
+def test_no_split_below_two_levels_deep_even_when_the_guess_was_wrong() -> None:
+    # Sparse at the start, dense at the end: every educated guess is too optimistic.
+    keys = list(range(10)) + list(range(0x3F00, 0x3F00 + 300))
+    store = Store(keys)
+    reports: list[ShardReport] = []
+    sweeper = make(store, split_threshold=10, secondary_shards=4, shards=4)
+    original = sweeper.sweep_shard
+
+    def recording(ctx: Context, shard: Partition, *, level: int = 0) -> ShardReport:
+        report = original(ctx, shard, level=level)
+        reports.append(report)
+        return report
+
+    sweeper.sweep_shard = recording  # type: ignore[method-assign]
+    sweeper.run(Context.background(), rounds=1)
+    assert sorted(store.processed) == keys  # one round: the follow-ups were swept at once
+    assert {r.level for r in reports} == {0, 1, 2}
+    assert all(r.follow_ups == () for r in reports if r.level == MAX_LEVEL)
+    deepest = [r for r in reports if r.level == MAX_LEVEL and r.scanned > 10]
+    assert deepest, "the data should have overflowed a level-2 shard"
+    assert all(r.processed == r.scanned and r.deferred == 0 for r in deepest)
+    assert all(r.processed <= 10 for r in reports if r.level < MAX_LEVEL)
+
+
+def test_items_sharing_the_cut_key_stay_with_the_cut() -> None:
+    @dataclass(frozen=True)
+    class Row:
+        key: int
+        n: int
+
+    rows = [Row(1, 0), Row(2, 0), Row(2, 1), Row(2, 2), Row(3, 0)]
+    got: list[Row] = []
+    sweeper = Sweeper(
+        MemoryLessor(),
+        "s",
+        SPACE,
+        shards=1,
+        scan=lambda ctx, part: [r for r in rows if r.key in part],
+        process=lambda ctx, batch: got.extend(batch),
+        key=lambda r: r.key,
+        split_threshold=2,
+    )
+    report = sweeper.sweep_shard(Context.background(), SPACE)
+    assert got == rows[:4]
+    assert report.deferred == 1
+    assert report.follow_ups[0].low == 3
+
+
+# -- only what was granted -----------------------------------------------------------------------
+
+
+def test_only_keys_inside_the_granted_ranges_are_processed() -> None:
+    keys = [0x100, 0x200, 0x300, 0x400, 0x500, 0x600]
+    store = Store(keys)
+    memory = MemoryLessor()
+    sweeper = make(store, memory, shards=1, batch_size=1)
+    with memory.lease("reminders", P(0x250, 0x450), 60):  # another sweeper's lease
+        report = sweeper.sweep_shard(Context.background(), SPACE)
+        assert report.leased == (P(0x100, 0x250), P(0x450, 0x601))
+        assert store.processed == [0x100, 0x200, 0x500, 0x600]
+        assert (report.scanned, report.processed, report.skipped) == (6, 4, 2)
+        assert report.error is None
+        # Another section is independent of that lease.
+        other = Sweeper(
+            memory, "other", SPACE, shards=1, scan=store.scan, process=lambda c, b: None
+        )
+        assert other.sweep_shard(Context.background(), SPACE).leased == (P(0x300, 0x401),)
+    report = sweeper.sweep_shard(Context.background(), SPACE)  # the other holder is gone
+    assert sorted(store.processed) == keys
+    assert (report.scanned, report.processed, report.skipped) == (2, 2, 0)
+
+
+def test_nothing_granted_processes_nothing() -> None:
+    store = Store([0x10, 0x20])
+    memory = MemoryLessor()
+    with memory.lease("reminders", SPACE, 60):
+        report = make(store, memory).sweep_shard(Context.background(), P(0, 0x4000))
+    assert (report.leased, report.processed, report.skipped, report.error) == ((), 0, 2, None)
+    assert report.token is not None
+    assert store.batches == []
+
+
+def test_a_lessor_named_by_id_is_resolved_with_lessor_get() -> None:
+    ctx = Context.background()
+    shared = lessor.get(ctx, "memory")
+    store = Store([0x10, 0x20])
+    sweeper = make(store, "memory")
+    with shared.lease("reminders", P(0x10, 0x11), 60):
+        report = sweeper.sweep_shard(ctx, P(0, 0x4000))
+    assert store.processed == [0x20]
+    assert report.skipped == 1
+
+
+# -- deadlines -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raise_when_done", [False, True], ids=["returns", "raises"])
+def test_no_batch_is_handed_over_once_the_lease_deadline_has_passed(
+    raise_when_done: bool,
+) -> None:
+    keys = list(range(0x10, 0x20))
+    handed: list[list[int]] = []
+    deadlines: list[float | None] = []
+    found: list[tuple[ShardReport, BaseException]] = []
+
+    def slow(ctx: Context, batch: Sequence[int]) -> None:
+        handed.append(list(batch))
+        deadlines.append(ctx.deadline)
+        assert not ctx.done()
+        ctx.wait()  # works until the lease runs out
+        if raise_when_done:
+            ctx.raise_if_done()
+
+    t0 = time.monotonic()
+    sweeper = Sweeper(
+        MemoryLessor(),
+        "s",
+        SPACE,
+        shards=1,
+        scan=lambda ctx, part: [k for k in keys if k in part],
+        process=slow,
+        lease_seconds=0.3,
+        batch_size=4,
+        on_error=errors_into(found),
+    )
+    report = sweeper.sweep_shard(Context.background(), SPACE)
+    assert handed == [keys[:4]]
+    assert deadlines[0] is not None and deadlines[0] <= t0 + 0.3 + 0.05
+    assert (report.processed, report.skipped) == (4, 12)
+    assert report.failed == (4 if raise_when_done else 0)
+    assert report.error is None and found == []
+
+
+def test_the_callers_deadline_caps_the_lease() -> None:
+    deadlines: list[float | None] = []
+    ctx = Context.background().with_timeout(5)
+    sweeper = Sweeper(
+        MemoryLessor(),
+        "s",
+        SPACE,
+        shards=1,
+        scan=lambda c, part: [1, 2],
+        process=lambda c, batch: deadlines.append(c.deadline),
+        lease_seconds=60,
+    )
+    sweeper.sweep_shard(ctx, SPACE)
+    assert ctx.deadline is not None
+    assert deadlines == [ctx.deadline]
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def test_process_errors_are_reported_and_the_sweep_goes_on() -> None:
+    keys = [0x10, 0x20, 0x30, 0x5000, 0x9000]
+    store = Store(keys)
+    found: list[tuple[ShardReport, BaseException]] = []
+    poison = RuntimeError("poisoned")
+
+    def process(ctx: Context, batch: Sequence[int]) -> None:
+        if 0x20 in batch:
+            raise poison
+        store.process(ctx, batch)
+
+    sweeper = make(store, batch_size=1, on_error=errors_into(found))
+    sweeper._process = process
+    stats = sweeper.run(Context.background(), rounds=2)
+    assert sorted(store.processed) == [0x10, 0x30, 0x5000, 0x9000]  # its neighbours too
+    assert store.keys == {0x20}  # stays for a later sweep
+    assert [err for _, err in found] == [poison, poison]
+    report = found[0][0]
+    assert report.shard == P(0, 0x4000)
+    assert (report.scanned, report.processed, report.failed, report.skipped) == (3, 3, 1, 0)
+    assert stats.errors == 2
+    assert stats.rounds == 2
+
+
+def test_the_default_on_error_logs(caplog: pytest.LogCaptureFixture) -> None:
+    def boom(ctx: Context, batch: Sequence[int]) -> None:
+        raise RuntimeError("boom")
+
+    sweeper = Sweeper(MemoryLessor(), "s", SPACE, shards=1, scan=lambda c, p: [7], process=boom)
+    with caplog.at_level("ERROR", logger="lessor.sweep"):
+        report = sweeper.sweep_shard(Context.background(), SPACE)
+    assert isinstance(report.error, RuntimeError)
+    assert "sweep of shard 0_10000" in caplog.text
+    assert "boom" in caplog.text
+
+
+def test_lessor_errors_are_reported_per_shard_and_do_not_end_run() -> None:
+    class Down(MemoryLessor):
+        def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
+            raise Unavailable("etcd is down")
+
+    store = Store([0x10, 0x5000])
+    found: list[tuple[ShardReport, BaseException]] = []
+    stats = make(store, Down(), on_error=errors_into(found)).run(Context.background(), rounds=3)
+    assert stats.errors == 6
+    assert stats.skipped == stats.scanned == 6
+    assert all(isinstance(err, Unavailable) for _, err in found)
+    assert all(r.leased == () and r.token is None for r, _ in found)
+    assert store.keys == {0x10, 0x5000}
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        ([0x20, 0x10], "out of order: 0x10 after 0x20"),
+        ([0x10, 0x5000], "key 0x5000 outside the shard 0_4000"),
+        (["10"], "must be an int"),
+        (iter([1, 2]), "scan must return a sequence"),
+    ],
+)
+def test_a_scan_that_breaks_its_contract_is_an_error_processing_nothing(
+    result: Any, message: str
+) -> None:
+    processed: list[Any] = []
+    found: list[tuple[ShardReport, BaseException]] = []
+    sweeper: Sweeper[Any] = Sweeper(
+        MemoryLessor(),
+        "s",
+        SPACE,
+        shards=4,
+        scan=lambda ctx, part: result,
+        process=lambda ctx, batch: processed.extend(batch),
+        on_error=errors_into(found),
+    )
+    report = sweeper.sweep_shard(Context.background(), P(0, 0x4000))
+    assert processed == []
+    assert report.error is not None and message in str(report.error)
+    assert report.leased == ()
+    assert found == [(report, report.error)]
+
+
+def test_scan_errors_are_reported() -> None:
+    def scan(ctx: Context, part: Partition) -> list[int]:
+        raise ConnectionError("database gone")
+
+    found: list[tuple[ShardReport, BaseException]] = []
+    sweeper = Sweeper(
+        MemoryLessor(),
+        "s",
+        SPACE,
+        shards=2,
+        scan=scan,
+        process=lambda c, b: None,
+        on_error=errors_into(found),
+        idle_pause=0,
+    )
+    stats = sweeper.run(Context.background(), rounds=1)
+    assert stats.errors == 2
+    assert [type(e) for _, e in found] == [ConnectionError, ConnectionError]
+
+
+# -- ending run ----------------------------------------------------------------------------------
+
+
+def test_cancelling_the_context_ends_run_and_is_no_error() -> None:
+    ctx = Context.background()
+    keys = list(range(0, SPACE.high, 0x100))
+    store = Store(keys)
+    found: list[tuple[ShardReport, BaseException]] = []
+
+    def process(c: Context, batch: Sequence[int]) -> None:
+        store.process(c, batch)
+        ctx.cancel()
+
+    sweeper = make(store, batch_size=4, on_error=errors_into(found))
+    sweeper._process = process
+    stats = sweeper.run(ctx)  # no rounds: only the cancel ends it
+    assert len(store.batches) == 1
+    assert stats.processed == 4
+    assert stats.shards_swept == 1
+    assert stats.rounds == 0
+    assert found == []
+
+
+def test_run_ends_at_the_contexts_deadline_while_idle() -> None:
+    sweeper = make(Store([]), idle_pause=30)
+    t0 = time.monotonic()
+    stats = sweeper.run(Context.background().with_timeout(0.2))
+    assert time.monotonic() - t0 < 5  # the idle pause waits on the context, not a sleep
+    assert stats.rounds == 1
+
+
+def test_a_done_context_sweeps_nothing() -> None:
+    ctx = Context.background()
+    ctx.cancel()
+    store = Store([1])
+    sweeper = make(store)
+    report = sweeper.sweep_shard(ctx, P(0, 0x4000))
+    assert isinstance(report.error, lessor.Cancelled)
+    assert store.scans == []
+    assert sweeper.run(ctx).shards_swept == 0
+
+
+def test_idle_pause_only_after_a_round_that_processed_nothing() -> None:
+    ctx = Context.background()
+    store = Store([0x10])
+    sweeper = make(store, shards=1, idle_pause=0.05)
+    t0 = time.monotonic()
+    stats = sweeper.run(ctx.with_timeout(30), rounds=3)
+    assert stats.rounds == 3
+    assert stats.processed == 1
+    # round 1 processed; one pause after round 2; none after the last.
+    assert 0.05 <= time.monotonic() - t0 < 5
+
+
+# -- two sweepers, one store ---------------------------------------------------------------------
+
+
+def test_two_threads_never_process_one_item_at_once_and_miss_none() -> None:
+    keys = random.Random(7).sample(range(SPACE.high), 400)
+    pending = set(keys)
+    lock = threading.Lock()
+    holdings: list[Holding] = []
+
+    def scan(ctx: Context, part: Partition) -> list[int]:
+        with lock:
+            return sorted(k for k in pending if k in part)
+
+    def worker(name: str) -> Callable[[Context, Sequence[int]], None]:
+        def process(ctx: Context, batch: Sequence[int]) -> None:
+            token = fencing_token(ctx)
+            assert token is not None
+            for k in batch:
+                start = time.monotonic()
+                if ctx.wait(0.0005):  # a little work, cut short by the deadline
+                    return
+                with lock:
+                    pending.discard(k)
+                end = time.monotonic()
+                holdings.append(Holding(name, f"k{k}", (P(k, k + 1),), start, end, token))
+
+        return process
+
+    memory = MemoryLessor()
+    ctx = Context.background().with_timeout(60)
+    sweepers = [
+        Sweeper(
+            memory,
+            "reminders",
+            SPACE,
+            shards=8,
+            scan=scan,
+            process=worker(f"w{i}"),
+            batch_size=5,
+            split_threshold=20,
+            lease_seconds=0.2,
+            rng=random.Random(i),
+            idle_pause=0.01,
+        )
+        for i in range(3)
+    ]
+    done = threading.Event()
+
+    def run(s: Sweeper[int]) -> None:
+        while not done.is_set() and not ctx.done():
+            s.run(ctx, rounds=1)
+            with lock:
+                if not pending:
+                    done.set()
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in sweepers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not ctx.done(), "the sweepers did not finish within 60 s"
+    assert pending == set()
+    assert {int(h.section_id[1:]) for h in holdings} == set(keys)
+    assert find_overlaps(holdings) == []
+    assert find_token_inversions(holdings) == []
+    assert len({h.holder for h in holdings}) > 1  # they did share the work
+
+
+# -- arguments -----------------------------------------------------------------------------------
+
+
+def _noop(ctx: Context, x: Any) -> list[int]:
+    return []
+
+
+GOOD: dict[str, Any] = {
+    "lessor": MemoryLessor(),
+    "section_id": "s",
+    "key_space": SPACE,
+    "shards": 4,
+    "scan": _noop,
+    "process": _noop,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "words"),
+    [
+        ({"lessor": 3}, TypeError, "lessor must be"),
+        ({"lessor": "no-such-lessor"}, ValueError, "'no-such-lessor' is not registered"),
+        ({"section_id": ""}, ValueError, "section_id"),
+        ({"section_id": b"s"}, TypeError, "section_id"),
+        ({"key_space": "0_100"}, TypeError, "key_space"),
+        ({"key_space": P(5, 5)}, ValueError, "key_space"),
+        ({"shards": 0}, ValueError, "shards"),
+        ({"shards": 2.0}, TypeError, "shards"),
+        ({"shards": True}, TypeError, "shards"),
+        ({"scan": None}, TypeError, "scan"),
+        ({"process": "f"}, TypeError, "process"),
+        ({"key": 1}, TypeError, "key"),
+        ({"lease_seconds": 0}, ValueError, "lease_seconds"),
+        ({"lease_seconds": float("inf")}, ValueError, "lease_seconds"),
+        ({"lease_seconds": "60"}, TypeError, "lease_seconds"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"split_threshold": -1}, ValueError, "split_threshold"),
+        ({"secondary_shards": 0}, ValueError, "secondary_shards"),
+        ({"idle_pause": -1}, ValueError, "idle_pause"),
+        ({"rng": 42}, TypeError, "rng"),
+        ({"on_error": "log"}, TypeError, "on_error"),
+    ],
+)
+def test_bad_arguments_name_what_was_wrong(
+    change: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    args = {**GOOD, **change}
+    with pytest.raises(error, match=words):
+        Sweeper(args.pop("lessor"), args.pop("section_id"), args.pop("key_space"), **args)
+
+
+def test_bad_arguments_to_sweep_shard_and_run() -> None:
+    sweeper: Sweeper[int] = Sweeper(**GOOD)
+    ctx = Context.background()
+    with pytest.raises(TypeError, match="ctx"):
+        sweeper.sweep_shard(None, P(0, 1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="shard"):
+        sweeper.sweep_shard(ctx, "0_1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="shard 0_10001 must be a non-empty part"):
+        sweeper.sweep_shard(ctx, P(0, 0x10001))
+    with pytest.raises(ValueError, match="shard 5_5"):
+        sweeper.sweep_shard(ctx, P(5, 5))
+    with pytest.raises(ValueError, match="level"):
+        sweeper.sweep_shard(ctx, P(0, 1), level=MAX_LEVEL + 1)
+    with pytest.raises(TypeError, match="ctx"):
+        sweeper.run(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rounds"):
+        sweeper.run(ctx, rounds=0)
+
+
+def test_shards_are_an_even_split_of_the_key_space() -> None:
+    sweeper: Sweeper[int] = Sweeper(**{**GOOD, "shards": 3})
+    assert sweeper.shards == SPACE.split(3)
+    tiny: Sweeper[int] = Sweeper(**{**GOOD, "key_space": P(0, 2), "shards": 8})
+    assert tiny.shards == [P(0, 1), P(1, 2)]  # fewer keys than shards: fewer shards
