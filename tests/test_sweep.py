@@ -446,6 +446,22 @@ def test_cancelling_the_context_ends_run_and_is_no_error() -> None:
     assert found == []
 
 
+def test_a_cancel_during_acquisition_ends_run_and_is_no_error() -> None:
+    ctx = Context.background()
+
+    class Cancelling(MemoryLessor):
+        def _acquire(self, c: Context, section_id: str, part: Partition, dur: float) -> Grant:
+            ctx.cancel()
+            c.raise_if_done()
+            raise AssertionError("the context was cancelled")
+
+    found: list[tuple[ShardReport, BaseException]] = []
+    store = Store([0x10, 0x5000])
+    stats = make(store, Cancelling(), on_error=errors_into(found)).run(ctx)
+    assert (stats.shards_swept, stats.errors, stats.processed, stats.rounds) == (1, 0, 0, 0)
+    assert found == []
+
+
 def test_run_ends_at_the_contexts_deadline_while_idle() -> None:
     sweeper = make(Store([]), idle_pause=30)
     t0 = time.monotonic()

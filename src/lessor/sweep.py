@@ -35,8 +35,10 @@ strictly increase.
 
 Items that are not processed — held by another sweeper, found after the deadline passed, or in
 a batch whose ``process`` raised — are left where they are, for a later sweep to find again.
-Processing is therefore at least once, never concurrent: ``process`` must be idempotent and,
-in the reminders use case, delete what it has done so a later scan does not find it.
+Processing is therefore at least once, never concurrent. The scan runs before the lease is
+taken, so an item it found may have been processed by the previous holder of its key in the
+meantime: ``process`` must be idempotent (or re-check each item under the lease) and, in the
+reminders use case, delete what it has done so that a later scan does not find it.
 
 Errors from ``scan``, from ``process`` and from the lessor (``lessor.Unavailable``,
 ``lessor.DeadlineExceeded`` of the lease, ...) are recorded in the shard's
@@ -55,7 +57,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar, cast
 
 from lessor.context import Context, seconds
@@ -115,15 +117,18 @@ class SweepStats:
     errors: int = 0
     rounds: int = 0
 
-    def add(self, report: ShardReport) -> SweepStats:
-        """These totals with ``report`` counted in."""
-        return SweepStats(
+    def add(self, report: ShardReport, *, failed: bool | None = None) -> SweepStats:
+        """These totals with ``report`` counted in; ``failed`` overrides whether its error
+        counts (:meth:`Sweeper.run` does not count its own context ending as one)."""
+        if failed is None:
+            failed = report.error is not None
+        return replace(
+            self,
             shards_swept=self.shards_swept + 1,
             scanned=self.scanned + report.scanned,
             processed=self.processed + report.processed,
             skipped=self.skipped + report.skipped,
-            errors=self.errors + (report.error is not None),
-            rounds=self.rounds,
+            errors=self.errors + failed,
         )
 
 
@@ -275,7 +280,7 @@ class Sweeper(Generic[T]):
         lessor = self._resolve(ctx)
         run = _ShardSweep(self, lessor, ctx, shard, level)
         report = run.sweep()
-        if report.error is not None and not (isinstance(report.error, ContextError) and ctx.done()):
+        if report.error is not None and not _stopped(report, ctx):
             # The caller's own context ending is how a sweep is stopped, not a failure.
             self._on_error(report, report.error)
         return report
@@ -296,32 +301,27 @@ class Sweeper(Generic[T]):
         stats = SweepStats()
         n = len(self.shards)
         start = self._rng.randrange(n)
-        done_rounds = 0
-        while not ctx.done() and (rounds is None or done_rounds < rounds):
+        while not ctx.done() and (rounds is None or stats.rounds < rounds):
             processed_before = stats.processed
             for i in range(n):
-                if ctx.done():
-                    break
                 pending: deque[tuple[Partition, int]] = deque([(self.shards[(start + i) % n], 0)])
                 while pending and not ctx.done():
                     shard, level = pending.popleft()
                     report = self.sweep_shard(ctx, shard, level=level)
-                    stats = stats.add(report)
+                    stats = stats.add(report, failed=not _stopped(report, ctx))
                     pending.extend((p, level + 1) for p in report.follow_ups)
-            else:
-                done_rounds += 1
-                stats = SweepStats(
-                    stats.shards_swept,
-                    stats.scanned,
-                    stats.processed,
-                    stats.skipped,
-                    stats.errors,
-                    done_rounds,
-                )
-                last = rounds is not None and done_rounds >= rounds
-                if not last and stats.processed == processed_before and self.idle_pause > 0:
-                    ctx.wait(self.idle_pause)
+                if ctx.done():
+                    return stats  # an interrupted round is not counted
+            stats = replace(stats, rounds=stats.rounds + 1)
+            last = rounds is not None and stats.rounds >= rounds
+            if not last and stats.processed == processed_before and self.idle_pause > 0:
+                ctx.wait(self.idle_pause)
         return stats
+
+
+def _stopped(report: ShardReport, ctx: Context) -> bool:
+    """Whether the report's error, if any, is only the caller's context ending."""
+    return report.error is None or (isinstance(report.error, ContextError) and ctx.done())
 
 
 class _ShardSweep(Generic[T]):
