@@ -5,74 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from lessor.context import Context
+from lessor.demo.run import add_arguments as add_demo_arguments
 from lessor.errors import LessorError
-from lessor.history import History, Holding, find_overlaps, find_token_inversions
-from lessor.partition import Partition
-from lessor.registry import get
 
 __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Workers sweep one key space through one lessor; prove nobody overlapped."""
-    ctx = Context.background()
-    lessor = get(ctx, args.backend)
-    universe = Partition.universe(args.key_space_bytes)
-    shards = universe.split(args.shards)
-    history = History()
-    keys_done = [0] * args.workers
-    stop = ctx.with_timeout(args.seconds)
+    """Sweepers in three datacenters share a key space through etcd; prove nobody overlapped."""
+    from lessor.demo.run import DemoError, run  # noqa: PLC0415  (spawns etcd and workers)
 
-    def worker(n: int) -> None:
-        rng = random.Random(n)
-        while not stop.done():
-            # Two neighbouring shards: workers collide often, and each gets what is free.
-            i = rng.randrange(len(shards) - 1)
-            want = Partition(shards[i].low, shards[i + 1].high)
-            with lessor.lease("demo", want, args.lease_seconds, ctx=stop) as lease:
-                start = time.monotonic()
-                for p in lease.partitions:
-                    keys_done[n] += p.high - p.low
-                lease.ctx.wait(rng.uniform(0, 0.002))  # the work itself
-                end = min(time.monotonic(), lease.deadline)
-                history.record(
-                    Holding(f"worker-{n}", "demo", tuple(lease.partitions), start, end, lease.token)
-                )
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(args.workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-    holdings = history.holdings
-    overlaps = find_overlaps(holdings)
-    inversions = find_token_inversions(holdings)
-    granted = sum(1 for h in holdings if h.ranges)
-    print(
-        f"backend {args.backend!r}: {args.workers} workers, {args.seconds:g} s, "
-        f"{len(shards)} shards of {universe}"
-    )
-    print(f"{'worker':<10} {'leases':>8} {'keys':>14}")
-    for n in range(args.workers):
-        leases = sum(1 for h in holdings if h.holder == f"worker-{n}")
-        print(f"{f'worker-{n}':<10} {leases:>8} {keys_done[n]:>14}")
-    print(
-        f"leases {len(holdings)} ({granted} with ranges), "
-        f"{len(holdings) / args.seconds:.0f}/s; overlaps {len(overlaps)}; "
-        f"token inversions {len(inversions)}"
-    )
-    for o in overlaps[:10]:
-        print(f"OVERLAP: {o}", file=sys.stderr)
-    return 1 if overlaps or inversions else 0
+    try:
+        return run(args)
+    except DemoError as e:
+        print(f"lessor: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lessor: interrupted; every process and temporary file removed", file=sys.stderr)
+        return 130
 
 
 def _etcd_lessor(args: argparse.Namespace) -> Any:
@@ -136,68 +90,24 @@ def _repair(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
+
     parser = argparse.ArgumentParser(
         prog="lessor", description="Lease ranges of a key space to cooperating workers."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
-        help="run workers that share a key space through a lessor, and check them",
-        description="Threads lease overlapping ranges of one key space; the recorded history "
-        "is checked for overlaps. Exits 1 if any two holders overlapped.",
+        help="sweep a store of reminders from three datacenters through etcd, with faults",
+        description="Starts a local 3-member etcd cluster (or uses --endpoints), makes a SQLite "
+        "store of synthetic reminders, and sweeps it with worker processes in three simulated "
+        "datacenters, each talking to its own etcd member first. At 40% of --seconds the "
+        "etcd leader's datacenter is lost: its workers are SIGKILLed holding leases and the "
+        "leader is killed. Ends with a table: reminders processed, reminders processed by two "
+        "holders at once (must be 0), throughput, and the time to recover after each fault. "
+        "Exits 1, naming it, if any invariant broke.",
     )
-    demo.add_argument("--backend", default="memory", help="lessor id (default: %(default)s)")
-    demo.add_argument(
-        "--workers", type=_at_least(1), default=8, help="threads (default: %(default)s)"
-    )
-    demo.add_argument(
-        "--seconds",
-        type=_positive_float,
-        default=3.0,
-        help="how long to run (default: %(default)s)",
-    )
-    demo.add_argument(
-        "--shards",
-        type=_at_least(2),
-        default=16,
-        help="shards of the key space (default: %(default)s)",
-    )
-    demo.add_argument(
-        "--key-space-bytes",
-        type=_at_least(1),
-        default=4,
-        help="key size in bytes (default: %(default)s)",
-    )
-    demo.add_argument(
-        "--lease-seconds",
-        type=_positive_float,
-        default=1.0,
-        help="lease duration asked for (default: %(default)s)",
-    )
+    add_demo_arguments(demo)
     demo.set_defaults(func=_demo)
 
     def etcd_options(command: argparse.ArgumentParser) -> None:
