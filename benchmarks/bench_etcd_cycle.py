@@ -28,20 +28,18 @@ import contextlib
 import math
 import os
 import platform
-import re
 import shlex
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pyetcd
 
+from etcd_metrics import Counts, scrape
 from lessor.etcd import EtcdLessor, LocalEtcd
 from lessor.partition import Partition
 
@@ -49,72 +47,6 @@ PART = Partition(0, 1000)
 METHODS = ["Txn", "Range", "DeleteRange", "LeaseGrant", "LeaseRevoke"]  # shown in this order
 
 Cycle = Callable[[], None]
-
-_SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
-
-
-# -- etcd's own counts -----------------------------------------------------------------------
-
-
-@dataclass
-class Counts:
-    """Counters read from etcd's /metrics, or the difference of two readings."""
-
-    rpcs: Counter[str] = field(default_factory=Counter)  # gRPC method -> calls handled
-    failed_rpcs: int = 0  # calls handled with a code other than OK
-    writes: int = 0  # raft proposals committed
-    leases_granted: int = 0
-    leases_revoked: int = 0  # by a client, or by etcd when a lease expired
-    leases_expired: int = 0
-
-    def __add__(self, other: Counts) -> Counts:
-        return self._combine(other, 1)
-
-    def __sub__(self, other: Counts) -> Counts:
-        return self._combine(other, -1)
-
-    def _combine(self, other: Counts, sign: int) -> Counts:
-        rpcs = Counter(self.rpcs)
-        for method, n in other.rpcs.items():
-            rpcs[method] += sign * n
-        return Counts(
-            rpcs=+rpcs,  # drops methods whose count did not move
-            failed_rpcs=self.failed_rpcs + sign * other.failed_rpcs,
-            writes=self.writes + sign * other.writes,
-            leases_granted=self.leases_granted + sign * other.leases_granted,
-            leases_revoked=self.leases_revoked + sign * other.leases_revoked,
-            leases_expired=self.leases_expired + sign * other.leases_expired,
-        )
-
-
-_SCALARS = {
-    "etcd_server_proposals_committed_total": "writes",
-    "etcd_debugging_lease_granted_total": "leases_granted",
-    "etcd_debugging_lease_revoked_total": "leases_revoked",
-    "etcd_debugging_server_lease_expired_total": "leases_expired",
-}
-
-
-def scrape(endpoint: str) -> Counts:
-    """etcd's counters now, from ``http://<endpoint>/metrics``."""
-    with urllib.request.urlopen(f"http://{endpoint}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    counts = Counts()
-    for line in text.splitlines():
-        sample = _SAMPLE.match(line)
-        if sample is None:
-            continue  # a comment
-        name, labels, value = sample.group(1), sample.group(2) or "", int(float(sample.group(3)))
-        if name == "grpc_server_handled_total":
-            label = dict(_LABEL.findall(labels))
-            counts.rpcs[label["grpc_method"]] += value
-            if label.get("grpc_code") != "OK":
-                counts.failed_rpcs += value
-        elif name in _SCALARS:
-            setattr(counts, _SCALARS[name], value)
-    return counts
-
 
 # -- the contenders --------------------------------------------------------------------------
 

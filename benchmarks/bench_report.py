@@ -1,0 +1,207 @@
+"""The benchmark's Markdown table, PNG plot and README section, from its JSON results.
+
+``bench.py`` calls these at the end of a run; they can also redraw the table and the plot of a
+results file already written:
+
+    python benchmarks/bench_report.py benchmarks/results/<date>.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render_markdown", "update_readme", "write_markdown", "write_plot"]
+
+NAMES = {"lessor": "lessor", "lock": "pyetcd Lock", "put": "raw put"}
+BEGIN, END = "<!-- bench results: begin -->", "<!-- bench results: end -->"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value, fmt)
+
+
+def _machine_line(report: dict[str, Any]) -> str:
+    m, s = report["machine"], report["settings"]
+    etcd = f"etcd {m['etcd']} in {m['etcd_runs_in']}"
+    if m.get("docker"):
+        etcd += f" (Docker {m['docker']})"
+    if m.get("docker_absent_because"):
+        etcd += f" — Docker absent: {m['docker_absent_because']}"
+    return (
+        f"`{report['command']}` on {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, "
+        f"{m['os']}, Python {m['python']}; {etcd}; fsync {'on' if s['fsync'] else 'off'}; "
+        f"load average {m['load_average_before']:.2f} before the run. Each contender ran "
+        f"{s['seconds_per_contender']:g} s per scenario ({s['seconds_per_contender_s4']:g} s in "
+        f"S4) in {s['rounds']} interleaved round(s), after {s['warmup_s']:g} s of warm-up; "
+        f"{report['wall_seconds']:.0f} s in all."
+    )
+
+
+def render_markdown(report: dict[str, Any], image: str) -> str:
+    """The results as Markdown, with the plot at ``image`` (a path relative to the text)."""
+    quick = " (quick run)" if report["quick"] else ""
+    out = [
+        f"### Results of {report['date']}{quick}",
+        "",
+        _machine_line(report),
+        "",
+        f"![cycles per second and p99 acquisition latency per scenario]({image})",
+        "",
+        "| scenario | contender | cycles/s | p50 ms | p99 ms | max ms | CAS retries / acq. "
+        "| etcd round trips / cycle | etcd writes / cycle | fairness: lowest-highest share "
+        "| errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for s in report["scenarios"]:
+        for key, c in s["contenders"].items():
+            fair = "—"
+            if c["fairness_min"] is not None and len(c["per_thread_cycles"]) > 1:
+                fair = f"{c['fairness_min']:.0%} to {c['fairness_max']:.0%}"
+            out.append(
+                f"| {s['id']} | {NAMES[key]} | {c['cycles_per_s']:,.1f} | {c['p50_ms']:.2f} "
+                f"| {c['p99_ms']:.2f} | {c['max_ms']:.2f} "
+                f"| {_num(c['cas_retries_per_acquisition'], '.3f')} "
+                f"| {_num(c['round_trips_per_cycle'], '.2f')} "
+                f"| {_num(c['writes_per_cycle'], '.2f')} | {fair} | {c['errors']} |"
+            )
+    out += [
+        "",
+        "| scenario | what | lessor / Lock cycles/s | lessor / raw put cycles/s "
+        "| lessor / Lock p99 |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for s in report["scenarios"]:
+        r = s["ratios"]
+        where = f"{s['members']} member{'s' if s['members'] > 1 else ''}"
+        if s["delay_ms"]:
+            where += f", {s['delay_ms']:g} ms per hop"
+        out.append(
+            f"| {s['id']} | {s['title']} ({where}) | {_num(r['lessor_vs_lock_cycles'], '.2f')}x "
+            f"| {_num(r['lessor_vs_put_cycles'], '.0%')} "
+            f"| {_num(r['lessor_vs_lock_p99'], '.2f')}x |"
+        )
+    out += ["", "| target | figure | met |", "|---|---:|---|"]
+    for t in report["targets"]:
+        out.append(f"| {t['target']} | {t['shown']} | {'yes' if t['met'] else '**no**'} |")
+    missed = [t for t in report["targets"] if not t["met"]]
+    out.append("")
+    if missed:
+        out.append(
+            "Missed in this run: "
+            + "; ".join(f"{t['target']} (measured {t['shown']})" for t in missed)
+            + "."
+        )
+    elif report["targets"]:
+        out.append("Every target was met in this run.")
+    out += ["", *_notes(report)]
+    return "\n".join(out) + "\n"
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    notes = []
+    safety = report["safety"]
+    checked = sum(
+        c["holdings_checked"] for s in report["scenarios"] for c in s["contenders"].values()
+    )
+    if safety["overlaps"]:
+        notes.append(
+            f"**SAFETY VIOLATED**: overlapping holders in {', '.join(safety['overlaps'])}."
+        )
+    else:
+        notes.append(
+            f"No two holders overlapped ({checked:,} holdings checked across every "
+            "process and thread)."
+        )
+    sources = {
+        c["cas_retries_source"]
+        for s in report["scenarios"]
+        for k, c in s["contenders"].items()
+        if k == "lessor"
+    }
+    notes.append(
+        f"CAS retries: lessor from {', '.join(sorted(sources))}; Lock from its failed "
+        "tries; a raw put has none."
+    )
+    for s in report["scenarios"]:
+        c = s["contenders"]["lessor"]
+        if c["keys_granted_of_asked"] is not None and c["empty_grants"]:
+            notes.append(
+                f"{s['id']}: {c['empty_grants'] / max(c['cycles'], 1):.0%} of the lessor's "
+                f"acquisitions found every asked key held by others (an empty grant, still a "
+                f"completed cycle); it granted {c['keys_granted_of_asked']:.0%} of the keys "
+                "asked for. Lock serialises the whole section instead."
+            )
+    return notes
+
+
+def write_markdown(report: dict[str, Any], path: Path, image: str) -> tuple[Path, str]:
+    text = render_markdown(report, image)
+    path.write_text(text)
+    return path, text
+
+
+def write_plot(report: dict[str, Any], path: Path) -> Path:
+    """Cycles/s and p99 acquisition latency per scenario, one bar per contender."""
+    import matplotlib  # noqa: PLC0415  (heavy: only when plotting)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    scenarios = report["scenarios"]
+    ids = [s["id"] for s in scenarios]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.27
+    for i, key in enumerate(NAMES):
+        xs = [j + (i - 1) * width for j in range(len(ids))]
+        rates = [s["contenders"][key]["cycles_per_s"] for s in scenarios]
+        p99s = [s["contenders"][key]["p99_ms"] for s in scenarios]
+        left.bar(xs, rates, width, label=NAMES[key])
+        right.bar(xs, p99s, width, label=NAMES[key])
+    for ax, title in (
+        (left, "cycles per second (higher is better)"),
+        (right, "p99 acquisition latency, ms (lower is better)"),
+    ):
+        ax.set_xticks(range(len(ids)), ids)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", which="both", alpha=0.3)
+    left.legend(fontsize=8)
+    m = report["machine"]
+    fig.suptitle(
+        f"lessor benchmark {report['date']}{' (quick)' if report['quick'] else ''}: "
+        f"{m['cores']} cores, etcd {m['etcd']} in {m['etcd_runs_in']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def update_readme(readme: Path, markdown: str, image: Path) -> None:
+    """Put ``markdown`` between the README's result markers, its plot linked from there."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme} has no {BEGIN} ... {END} section to rewrite")
+    body = markdown.replace(f"]({image.name})", f"]({image.as_posix()})")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
+
+
+def main() -> None:
+    path = Path(sys.argv[1])
+    report = json.loads(path.read_text())
+    png = write_plot(report, path.with_suffix(".png"))
+    md, _ = write_markdown(report, path.with_suffix(".md"), png.name)
+    print(f"wrote {md} and {png}")
+
+
+if __name__ == "__main__":
+    main()

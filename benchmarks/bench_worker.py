@@ -1,0 +1,413 @@
+"""One worker process of the benchmark runner (``bench.py``), driven through stdin and stdout.
+
+Each line either way is one JSON object. The runner sends:
+
+* ``{"cmd": "setup", ...}``: build the contenders of a scenario (an ``EtcdLessor``, pyetcd
+  ``Lock``s, a pyetcd client for raw puts) on this process's endpoints, warm each up, tidy, and
+  answer ``{"ready": true}``;
+* ``{"cmd": "run", "contender": ..., "start": t0, "end": t1}``: from ``t0`` to ``t1`` (both
+  :func:`time.monotonic`, which every process of the machine shares) every thread cycles as
+  fast as it can (acquire, an empty callback, release); answer with what each thread did:
+  cycles, an encoded HDR histogram of acquisition latency in microseconds, errors, and the
+  holdings it recorded (for the runner's overlap check);
+* ``{"cmd": "tidy"}``: revoke the etcd leases pyetcd's ``Lock`` left behind (it never revokes
+  its own; each try grants one), outside the measured window; answer ``{"tidied": n}``;
+* ``{"cmd": "teardown"}``: close the scenario's clients; ``{"cmd": "exit"}``: leave.
+
+Sections: ``"own"`` gives each thread ``sections_per_thread`` sections of its own, taken in
+turn, and asks for the whole key space every time; ``"shared"`` puts every thread of every
+process on one section, each asking for a random range (``"random"``) so that requests
+overlap. The ``Lock`` peer takes one lock per section (all threads share one in
+``"shared"``); the raw-put peer puts a small value to one key per section.
+
+    python benchmarks/bench_worker.py    # only ever started by bench.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyetcd
+from hdrh.histogram import HdrHistogram
+
+from lessor.etcd import EtcdLessor
+from lessor.partition import Partition
+
+LOWEST_US, HIGHEST_US, DIGITS = 1, 120_000_000, 3  # HDR histogram range: 1 µs .. 120 s
+MAX_ERRORS = 50  # a thread stops after this many failed cycles: it measures nothing more
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
+
+
+# -- conflicts, as the lessor reports them -----------------------------------------------------
+
+
+class ConflictCounter:
+    """Lost compare-and-swaps in this process, from ``lessor.observe`` when the lessor has it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.available = False
+        self._lock = threading.Lock()
+        try:
+            from lessor.observe import Observer, add_observer  # noqa: PLC0415  (newer lessor)
+        except ImportError:
+            return
+        counter = self
+
+        class _Conflicts(Observer):  # type: ignore[misc,valid-type]
+            def conflict(self, backend: str, section_id: str) -> None:
+                with counter._lock:
+                    counter.count += 1
+
+        add_observer(_Conflicts())
+        self.available = True
+
+
+# -- one thread's record -----------------------------------------------------------------------
+
+
+@dataclass
+class ThreadRecord:
+    thread: int  # global index: worker * threads + local index
+    sections: list[str]  # cycled through in turn
+    cycles: int = 0
+    empty: int = 0  # lessor: grants with no range (everything asked was held by others)
+    asked: int = 0  # keys asked for, summed
+    granted: int = 0  # keys granted, summed
+    tries: int = 0  # Lock: acquisition attempts (each a lease grant and a Txn)
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    last: float = 0.0  # when its last cycle finished
+    histogram: HdrHistogram = field(default_factory=new_histogram)
+    # [section index, start, end, token, low, high, low, high, ...]
+    holdings: list[list[Any]] = field(default_factory=list)
+
+    def failed(self, e: BaseException) -> bool:
+        """Note a failed cycle; whether the thread should stop."""
+        self.errors += 1
+        if len(self.error_samples) < 3:
+            self.error_samples.append(f"{type(e).__name__}: {e}")
+            traceback.print_exc(file=sys.stderr)
+        return self.errors >= MAX_ERRORS
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "thread": self.thread,
+            "sections": self.sections,
+            "cycles": self.cycles,
+            "empty": self.empty,
+            "asked": self.asked,
+            "granted": self.granted,
+            "tries": self.tries,
+            "errors": self.errors,
+            "error_samples": self.error_samples,
+            "last": self.last,
+            "histogram": self.histogram.encode().decode("ascii"),
+            "holdings": self.holdings,
+        }
+
+
+Loop = Callable[[ThreadRecord, float], None]  # runs one thread's cycles until ``end``
+
+
+# -- the scenario ------------------------------------------------------------------------------
+
+
+class Scenario:
+    """A scenario's contenders in this process; see the module documentation."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.worker: int = cfg["worker"]
+        self.threads: int = cfg["threads"]
+        self.shared: bool = cfg["sections"] == "shared"
+        self.per_thread: int = cfg["sections_per_thread"]
+        self.all_threads: int = cfg["all_threads"]  # in every process of the scenario
+        self.random_ranges: bool = cfg["ranges"] == "random"
+        self.universe = Partition(0, cfg["universe"])
+        self.dur: float = cfg["dur"]
+        self.lock_ttl = math.ceil(cfg["dur"])
+        self.name: str = cfg["name"]
+        run: str = cfg["run_id"]
+        endpoints: list[str] = cfg["endpoints"]  # this process's home member first
+        self.lessor = EtcdLessor(
+            endpoints,
+            prefix=f"/bench/{run}/{self.name}/",
+            holder=f"w{self.worker}",
+            endpoint_order="given",
+        )
+        host, port = endpoints[0].rsplit(":", 1)
+        self.client = pyetcd.client(host, int(port))
+        self.lock_prefix = f"bench-{run}-{self.name}-"
+        self.put_prefix = f"/bench-put/{run}/{self.name}/"
+        self.rng = random.Random(cfg["seed"] * 1000 + self.worker)
+        self.left_leases: list[int] = []  # granted by Lock tries, never revoked by it
+        self._left_lock = threading.Lock()
+        self.loops: dict[str, Callable[[], Loop]] = {
+            "lessor": self.lessor_loop,
+            "lock": self.lock_loop,
+            "put": self.put_loop,
+        }
+
+    def sections_of(self, thread: int) -> list[str]:
+        if self.shared:
+            return ["hot"]
+        return [f"s{thread + j * self.all_threads}" for j in range(self.per_thread)]
+
+    def part_maker(self) -> Callable[[], Partition]:
+        universe = self.universe
+        if not self.random_ranges:
+            return lambda: universe
+        rng = random.Random(self.rng.random())
+        size = universe.high
+
+        def random_part() -> Partition:
+            width = rng.randint(size // 16, size // 4)
+            low = rng.randrange(size - width)
+            return Partition(low, low + width)
+
+        return random_part
+
+    # -- contenders ----------------------------------------------------------------------------
+
+    def lessor_loop(self) -> Loop:
+        lessor, dur, make_part = self.lessor, self.dur, self.part_maker()
+
+        def loop(rec: ThreadRecord, end: float) -> None:
+            sections, hist, holdings = rec.sections, rec.histogram, rec.holdings
+            turn = 0
+            now = time.monotonic()
+            while now < end:
+                started = now
+                part = make_part()
+                which = turn % len(sections)
+                turn += 1
+                try:
+                    with lessor.lease(sections[which], part, dur) as lease:
+                        got = time.monotonic()
+                        held_until = time.monotonic()  # the callback is empty
+                except Exception as e:
+                    if rec.failed(e):
+                        return
+                    now = time.monotonic()
+                    continue
+                now = time.monotonic()
+                hist.record_value(max(1, int((got - started) * 1e6)))
+                rec.cycles += 1
+                rec.last = now
+                rec.asked += part.high - part.low
+                ranges = lease.partitions
+                if not ranges:
+                    rec.empty += 1
+                    continue
+                flat: list[Any] = [which, got, min(held_until, lease.deadline), lease.token]
+                for p in ranges:
+                    rec.granted += p.high - p.low
+                    flat += (p.low, p.high)
+                holdings.append(flat)
+
+        return loop
+
+    def lock_loop(self) -> Loop:
+        scenario = self
+
+        def loop(rec: ThreadRecord, end: float) -> None:
+            locks = [_CountingLock(scenario, self.lock_prefix + s, rec) for s in rec.sections]
+            hist, holdings, ttl = rec.histogram, rec.holdings, self.lock_ttl
+            whole = self.universe.high
+            turn = 0
+            now = time.monotonic()
+            while now < end:
+                started = now
+                which = turn % len(locks)
+                lock = locks[which]
+                turn += 1
+                try:
+                    if not lock.acquire(timeout=end - started):
+                        return  # the run ended while it waited
+                    got = time.monotonic()
+                    held_until = time.monotonic()  # the callback is empty
+                    if not lock.release():
+                        raise RuntimeError(f"pyetcd Lock {lock.name!r} was not held at release")
+                except Exception as e:
+                    if rec.failed(e):
+                        return
+                    now = time.monotonic()
+                    continue
+                now = time.monotonic()
+                hist.record_value(max(1, int((got - started) * 1e6)))
+                rec.cycles += 1
+                rec.last = now
+                rec.asked += whole
+                rec.granted += whole
+                # Its lease was granted after ``started``: it lives at least until then + ttl.
+                holdings.append(
+                    [which, got, min(held_until, started + ttl), lock.revision, 0, whole]
+                )
+
+        return loop
+
+    def put_loop(self) -> Loop:
+        client = self.client
+
+        def loop(rec: ThreadRecord, end: float) -> None:
+            keys, hist = [self.put_prefix + s for s in rec.sections], rec.histogram
+            value = b"x" * 64
+            turn = 0
+            now = time.monotonic()
+            while now < end:
+                started = now
+                key = keys[turn % len(keys)]
+                turn += 1
+                try:
+                    client.put(key, value)
+                except Exception as e:
+                    if rec.failed(e):
+                        return
+                    now = time.monotonic()
+                    continue
+                now = time.monotonic()
+                hist.record_value(max(1, int((now - started) * 1e6)))
+                rec.cycles += 1
+                rec.last = now
+
+        return loop
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self, contender: str, start: float, end: float) -> list[ThreadRecord]:
+        """Every thread runs ``contender`` from ``start`` to ``end``."""
+        first = self.worker * self.threads
+        records = [ThreadRecord(t, self.sections_of(t)) for t in range(first, first + self.threads)]
+        loops = [self.loops[contender]() for _ in records]
+
+        def thread(rec: ThreadRecord, loop: Loop) -> None:
+            wait = start - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # every process starts at the runner's instant, not an event
+            rec.last = start
+            try:
+                loop(rec, end)
+            except BaseException as e:
+                rec.failed(e)
+
+        threads = [
+            threading.Thread(target=thread, args=(r, lp))
+            for r, lp in zip(records, loops, strict=True)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return records
+
+    def tidy(self) -> int:
+        """Revoke what Lock left behind; the number of leases revoked."""
+        with self._left_lock:
+            leases, self.left_leases = self.left_leases, []
+
+        def revoke(lease: int) -> None:
+            with contextlib.suppress(Exception):  # already expired: nothing to do
+                self.client.revoke_lease(lease)
+
+        with ThreadPoolExecutor(8) as pool:  # thousands after a contended round
+            list(pool.map(revoke, leases))
+        return len(leases)
+
+    def close(self) -> None:
+        self.tidy()
+        self.lessor.close()
+        self.client.close()
+
+
+class _CountingLock(pyetcd.Lock):  # type: ignore[misc]
+    """pyetcd's Lock, counting its tries."""
+
+    def __init__(self, scenario: Scenario, name: str, rec: ThreadRecord) -> None:
+        super().__init__(name, ttl=scenario.lock_ttl, etcd_client=_LeaseRecorder(scenario))
+        self._rec = rec
+
+    def _try_acquire(self) -> bool:
+        self._rec.tries += 1
+        ok: bool = super()._try_acquire()
+        return ok
+
+
+class _LeaseRecorder:
+    """The scenario's pyetcd client, remembering every lease granted through it: each of
+    Lock's tries grants one, and Lock never revokes them (it forgets those of failed tries)."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self._scenario = scenario
+        self._client = scenario.client
+
+    def lease(self, ttl: int) -> Any:
+        lease = self._client.lease(ttl)
+        with self._scenario._left_lock:
+            self._scenario.left_leases.append(lease.id)
+        return lease
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def main() -> None:
+    conflicts = ConflictCounter()
+    scenario: Scenario | None = None
+
+    def answer(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    for line in sys.stdin:
+        msg = json.loads(line)
+        cmd = msg["cmd"]
+        if cmd == "setup":
+            scenario = Scenario(msg)
+            for contender in msg["contenders"]:
+                now = time.monotonic()
+                scenario.run(contender, now, now + msg["warmup"])
+            answer({"ready": True, "tidied": scenario.tidy()})
+        elif cmd == "run":
+            assert scenario is not None
+            before, cpu = conflicts.count, time.process_time()
+            records = scenario.run(msg["contender"], msg["start"], msg["end"])
+            answer(
+                {
+                    "worker": scenario.worker,
+                    "cpu": time.process_time() - cpu,
+                    "conflicts": conflicts.count - before if conflicts.available else None,
+                    "threads": [r.to_json() for r in records],
+                }
+            )
+        elif cmd == "tidy":
+            assert scenario is not None
+            answer({"tidied": scenario.tidy()})
+        elif cmd == "teardown":
+            if scenario is not None:
+                scenario.close()
+                scenario = None
+            answer({"closed": True})
+        elif cmd == "exit":
+            break
+        else:
+            raise ValueError(f"bench_worker: unknown command {cmd!r}")
+    if scenario is not None:
+        scenario.close()
+
+
+if __name__ == "__main__":
+    main()
