@@ -10,8 +10,9 @@
 4. At 40 % of ``--seconds``: the datacenter of the etcd leader is lost. Its workers are
    SIGKILLed holding their leases, and the leader is killed (with ``--endpoints``, only a
    datacenter's workers die: the demo does not kill members it did not start).
-5. The run ends when every reminder is done, or after ``--seconds``; the workers are stopped,
-   and :mod:`lessor.demo.verdict` checks the logs. Exit status 1 names each broken invariant.
+5. The run ends when every reminder is done (given up at twice ``--seconds``); the workers
+   are stopped and :mod:`lessor.demo.verdict` checks the logs. Exit status 1 names each
+   broken invariant.
 
 Every process and temporary file is removed at the end, also on Ctrl-C or SIGTERM.
 """
@@ -45,6 +46,8 @@ DCS = ("dc-a", "dc-b", "dc-c")
 FAULT_AT = 0.4  # share of --seconds
 SWEEP_SHARE = 0.6  # share of --seconds the whole sweep should take with every worker up
 PROBE_SECONDS = 5.0
+START_TIMEOUT = 60.0  # for the first reminder to be processed
+LIMIT = 2.0  # the sweep is given up after this many times --seconds
 
 
 class DemoError(Exception):
@@ -55,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int_at_least(1), default=100_000,
                    help="reminders in the store (default: %(default)s)")  # fmt: skip
     p.add_argument("--seconds", type=float_at_least(5), default=40.0,
-                   help="longest sweep; faults at 40%% of it (default: %(default)s)")  # fmt: skip
+                   help="planned sweep time: faults at 40%% of it, and the work is paced to end by "
+                   "~70%%; given up at twice it (default: %(default)s)")  # fmt: skip
     p.add_argument("--workers-per-dc", type=int_at_least(1), default=2,
                    help="workers in each of the 3 datacenters (default: %(default)s)")  # fmt: skip
     p.add_argument("--no-faults", action="store_true",
@@ -129,11 +133,14 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 @contextlib.contextmanager
 def _etcd(args: argparse.Namespace, out: TextIO) -> Iterator[tuple[list[str], Any]]:
     """The etcd endpoints, member i serving datacenter i; the local cluster or None."""
-    from lessor.etcd import EtcdSettings, LocalEtcdCluster  # noqa: PLC0415  (grpc: when run)
+    from lessor.etcd import LocalEtcdCluster  # noqa: PLC0415  (grpc: only when run)
+    from lessor.etcd.transport import parse_endpoint  # noqa: PLC0415
 
     if args.endpoints:
-        env = dict(os.environ, LESSOR_ETCD_ENDPOINTS=args.endpoints)
-        endpoints = list(EtcdSettings.from_environment(env).endpoints)
+        try:
+            endpoints = [parse_endpoint(e) for e in args.endpoints.split(",")]
+        except ValueError as e:
+            raise DemoError(f"--endpoints: {e}") from None
         _probe(endpoints, args)
         print(f"etcd: {', '.join(endpoints)} (given)", file=out, flush=True)
         yield endpoints, None
@@ -170,13 +177,15 @@ def _probe(endpoints: list[str], args: argparse.Namespace) -> None:
                 return
             except PermissionDenied as e:
                 raise DemoError(
-                    f"etcd at {', '.join(endpoints)} refused the credentials "
-                    f"(LESSOR_ETCD_USER/PASSWORD, LESSOR_ETCD_CERT/KEY): {e}"
+                    f"etcd at {', '.join(endpoints)} denied access (check LESSOR_ETCD_USER and "
+                    f"LESSOR_ETCD_PASSWORD or the client certificate, and that the user may "
+                    f"read and write the prefix {lessor.prefix!r}): {e}"
                 ) from None
             except Unavailable as e:
                 if time.monotonic() >= deadline:
                     raise DemoError(f"etcd at {', '.join(endpoints)} did not answer within "
                                     f"{PROBE_SECONDS:g}s: {e}") from None  # fmt: skip
+                time.sleep(0.2)  # a refused connection fails at once: do not spin
             except LessorError as e:
                 raise DemoError(f"etcd at {', '.join(endpoints)}: {e}") from None
 
@@ -256,38 +265,60 @@ def _spawn_workers(state: _Run, work: float, batch: int, threshold: int) -> None
 
 
 def _sweep(state: _Run, store: ReminderStore) -> tuple[float, float]:
-    """Show progress, inject the faults; returns when the sweep started and ended."""
+    """Show progress and inject the faults; returns when the sweep started and ended.
+
+    The sweep's clock starts at the first processed reminder (starting six Python processes
+    on two cores takes seconds). It ends when every reminder is done or, at the latest, at
+    ``LIMIT`` times ``--seconds``: a datacenter's orphaned leases must first expire.
+    """
     args = state.args
     display = ProgressDisplay(state.out, total=args.rows, seconds=args.seconds)
-    started = time.monotonic()
     swept = dict.fromkeys(DCS, 0)
     faulted = args.no_faults
+    spawned = time.monotonic()
+    started: float | None = None
+    exited: set[int] = set()
     while True:
         now = time.monotonic()
-        elapsed = now - started
         progress = store.progress()
         for dc, n in progress.per_dc.items():
             swept[dc] += n
+        if started is None:
+            if progress.per_dc:
+                started = now
+            elif now - spawned > START_TIMEOUT:
+                raise DemoError(f"no worker processed a reminder within {START_TIMEOUT:g}s of "
+                                f"starting; their output:\n{_tails(state)}")  # fmt: skip
+        elapsed = 0.0 if started is None else now - started
         display.update(elapsed, _lines(state, swept), progress.left)
-        if progress.left == 0:
-            display.event(elapsed, "every reminder is done")
-            break
-        if elapsed >= args.seconds:
-            display.event(elapsed, f"time is up with {progress.left:,} reminders left")
-            break
-        if not faulted and elapsed >= FAULT_AT * args.seconds:
-            faulted = True
-            for text in _inject(state):
-                display.event(time.monotonic() - started, text)
         for w in state.workers:
             code = w.process.poll()
-            if code is not None and not w.killed and f"{w.dc}/{w.name}" not in str(state.problems):
+            if code is not None and not w.killed and w.process.pid not in exited:
+                exited.add(w.process.pid)
                 state.problems.append(f"worker {w.dc}/{w.name} exited early with status {code}: "
                                       f"{w.tail(3)}")  # fmt: skip
                 display.event(elapsed, f"worker {w.dc}/{w.name} exited with status {code}")
+        if progress.left == 0:
+            display.event(elapsed, "every reminder is done")
+            break
+        if all(w.process.poll() is not None for w in state.workers):
+            display.event(elapsed, "every worker has exited")
+            break
+        if elapsed >= LIMIT * args.seconds:
+            display.event(elapsed, f"gave up after {LIMIT:g} x --seconds with "
+                          f"{progress.left:,} reminders left")  # fmt: skip
+            break
+        if started is not None and not faulted and elapsed >= FAULT_AT * args.seconds:
+            faulted = True
+            for text in _inject(state):
+                display.event(time.monotonic() - started, text)
         time.sleep(0.25)  # the display's refresh period: nothing announces progress
     display.finish()
-    return started, time.monotonic()
+    return spawned if started is None else started, time.monotonic()
+
+
+def _tails(state: _Run) -> str:
+    return "\n".join(f"--- {w.dc}/{w.name}:\n{w.tail()}" for w in state.workers)
 
 
 def _lines(state: _Run, swept: dict[str, int]) -> list[DcLine]:
