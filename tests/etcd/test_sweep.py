@@ -99,9 +99,10 @@ def test_killed_sweepers_lose_nothing_and_nobody_overlaps(
     for n, victim in enumerate(victims):
         for _ in range(1 + 2 * n):
             line = _await_line(victim, "working ", t0 + 20)
-        _, token, batch = line.split()
+        _, token_text, batch_text = line.split()
         victim.kill()
-        cut[victim.name] = (int(token), [int(i) for i in batch.split(",")], time.monotonic())
+        batch_ids = [int(i) for i in batch_text.split(",")]
+        cut[victim.name] = (int(token_text), batch_ids, time.monotonic())
 
     # A round that scans nothing means no row is left undone.
     for survivor in survivors:
