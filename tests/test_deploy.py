@@ -18,7 +18,9 @@ import os
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -321,17 +323,30 @@ def test_compose_etcd_members_form_one_cluster() -> None:
         seen_volumes.add(volume)
 
 
+def seed_script(compose: dict[str, Any]) -> tuple[str, PurePosixPath, list[str]]:
+    """The seed's ``sh -c`` script, the store it guards, and the store command it runs."""
+    seed = compose["services"]["seed"]
+    assert argv(seed["entrypoint"]) == ["sh", "-c"], seed["entrypoint"]
+    (script,) = argv(seed["command"]) if isinstance(seed["command"], list) else [seed["command"]]
+    guard, sep, run = script.partition("||")
+    assert sep, f"the seed does not skip an existing store: {script!r}"
+    test, flag, path = shlex.split(guard)
+    assert (test, flag) == ("test", "-e"), guard
+    command = shlex.split(run)
+    assert command[0] == "exec", f"the store command should replace the shell: {run!r}"
+    return script, PurePosixPath(path), command[1:]
+
+
 def test_compose_seed_creates_the_store_before_the_workers_start() -> None:
     compose = load_compose()
-    services = compose["services"]
-    seed = services["seed"]
+    seed = compose["services"]["seed"]
     assert seed["image"] == WORKER_IMAGE
     assert str(seed.get("restart", "no")) == "no", "the seed is one-shot: never restarted"
-    command = [*argv(seed["entrypoint"]), *argv(seed["command"])]
+    _, store, command = seed_script(compose)
     assert command[:3] == ["python", "-m", STORE_MODULE] and command[3] == "create", command
     created = flags(command[4:], "seed")
     assert int(created["--rows"]) > 0
-    store = PurePosixPath(created["--path"])
+    assert PurePosixPath(created["--path"]) == store, "the seed guards another file"
     seed_volumes = dict(named_volume(m)[::-1] for m in seed["volumes"])
     assert str(store.parent) in seed_volumes, f"the seed writes {store} outside its volume"
 
@@ -347,6 +362,32 @@ def test_compose_seed_creates_the_store_before_the_workers_start() -> None:
         assert volumes.get(str(store.parent)) == seed_volumes[str(store.parent)], (
             f"{name} does not mount the seed's volume at {store.parent}"
         )
+
+
+def test_compose_seed_script_creates_a_store_once(tmp_path: Path) -> None:
+    """The seed's own script, run here with this interpreter as ``python`` and a smaller
+    store: it must make a store the first time and leave it be the second."""
+    script, store, _ = seed_script(load_compose())
+    local = tmp_path / store.name
+    script = re.sub(r"--rows \d+", "--rows 1000", script.replace(str(store), str(local)))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # A script, not a symlink: a virtualenv's python finds its environment from its own path.
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    (bin_dir / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for attempt in ("first", "second"):
+        done = subprocess.run(
+            ["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, f"{attempt} seed run: {script}\n{done.stdout}{done.stderr}"
+        assert local.is_file(), (
+            f"{attempt} seed run exited 0 but made no store at {local}: does {STORE_MODULE} "
+            "have a command line (python -m ... create --path P --rows N)?"
+        )
+        with contextlib.closing(sqlite3.connect(local)) as db:
+            (rows,) = db.execute("SELECT count(*) FROM reminders").fetchone()
+        assert rows == 1000, f"{attempt} seed run: {rows} reminders"
 
 
 def test_compose_workers_serve_metrics_and_reach_every_etcd_member() -> None:
@@ -657,9 +698,58 @@ def _on_loopback(args: list[str], ports: dict[tuple[str, str], int], member: str
     return [re.sub(r"http://([A-Za-z0-9_.-]+):(\d+)", move, arg) for arg in args]
 
 
+def _run_a_compose_worker(
+    compose: dict[str, Any], ports: dict[tuple[str, str], int], tmp_path: Path
+) -> None:
+    """Run the first Compose worker's command and environment here, for a few seconds, against
+    the members at ``ports``: its own store, metrics port and endpoints moved to loopback."""
+    from lessor.demo.store import ReminderStore  # noqa: PLC0415
+    from lessor.etcd.local import free_port  # noqa: PLC0415
+
+    name, service = next(iter(worker_services(compose).items()))
+    store = tmp_path / "reminders.db"
+    ReminderStore.create(store, 2000).close()
+    metrics_port = free_port("127.0.0.1")
+    args = flags(argv(service["command"]), name)
+    args |= {"--store": str(store), "--metrics-port": str(metrics_port), "--seconds": "4"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LESSOR_ETCD_")}
+    env |= environment(service)
+    env["LESSOR_ETCD_ENDPOINTS"] = ",".join(
+        f"127.0.0.1:{ports[(host, port)]}"
+        for host, port in (e.rsplit(":", 1) for e in env["LESSOR_ETCD_ENDPOINTS"].split(","))
+    )
+    command = [sys.executable, "-m", WORKER_MODULE, *(x for pair in args.items() for x in pair)]
+    worker = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        page = ""
+        deadline = time.monotonic() + 30
+        while not page and worker.poll() is None and time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1) as r,
+            ):
+                page = r.read().decode()
+            if not page:  # no readiness signal but the port: wait a little, or for its exit
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.wait(timeout=0.1)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, f"{name} as {' '.join(command)}: exit {worker.returncode}\n{err}"
+    assert "lessor_acquisitions" in page, f"{name}: no lessor metrics on --metrics-port:\n{page}"
+    with contextlib.closing(ReminderStore(store)) as opened:
+        leases = opened.leases()
+    assert leases, f"{name} took no lease in 4 s:\n{out}{err}"
+    assert all(lease.released is not None for lease in leases), "a lease not given back"
+
+
 @pytest.mark.slow
 def test_etcd_image_builds_and_the_compose_members_start_as_one_cluster(
-    docker_client: Any,
+    docker_client: Any, tmp_path: Path
 ) -> None:
     from lessor.etcd import EtcdLessor  # noqa: PLC0415
     from lessor.etcd.container import etcd_image  # noqa: PLC0415
@@ -718,6 +808,70 @@ def test_etcd_image_builds_and_the_compose_members_start_as_one_cluster(
         ):
             assert held.partitions == [Partition(0, 10)]
             assert rest.partitions == [Partition(10, 20)]
+
+        _run_a_compose_worker(compose, ports, tmp_path)
     finally:
         for container in containers.values():
             container.remove(force=True, v=True)
+
+
+@pytest.mark.slow
+def test_compose_up_starts_the_etcd_cluster(docker_client: Any) -> None:
+    """The Compose file's own network, names and volumes: ``up`` its three members (the image
+    built locally, as the README says) and lease through them on the project's network."""
+    from lessor.etcd import EtcdLessor  # noqa: PLC0415
+    from lessor.etcd.container import etcd_image  # noqa: PLC0415
+    from lessor.etcd.local import wait_healthy  # noqa: PLC0415
+
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor docker-compose is installed")
+    etcd_image()  # Compose can neither pull nor build it
+    project = f"lessordeploy{uuid.uuid4().hex[:8]}"
+    compose = [*command, "-p", project, "-f", str(COMPOSE)]
+
+    def run(*args: str) -> None:
+        done = subprocess.run(
+            [*compose, *args], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, f"compose {' '.join(args)}:\n{done.stdout}{done.stderr}"
+
+    try:
+        run("up", "-d", *ETCD_MEMBERS)
+        endpoints = []
+        deadline = time.monotonic() + 60
+        for member in ETCD_MEMBERS:
+            (container,) = docker_client.containers.list(
+                all=True,
+                filters={
+                    "label": [
+                        f"com.docker.compose.project={project}",
+                        f"com.docker.compose.service={member}",
+                    ]
+                },
+            )
+            networks = container.attrs["NetworkSettings"]["Networks"]
+            (address,) = {n["IPAddress"] for n in networks.values() if n["IPAddress"]}
+
+            def exited(container: Any = container) -> str | None:
+                container.reload()
+                if container.status not in ("exited", "dead"):
+                    return None
+                return f"{container.name} exited:\n{container.logs(tail=20).decode()}"
+
+            assert wait_healthy(f"http://{address}:2379/health", deadline, exited), (
+                f"{container.name} not healthy:\n{container.logs(tail=20).decode()}"
+            )
+            endpoints.append(f"{address}:2379")
+
+        ctx = Context.background().with_timeout(20)
+        with (
+            EtcdLessor(endpoints[:1], holder="first") as first,
+            EtcdLessor(endpoints[1:], holder="others", endpoint_order="given") as others,
+            first.lease("deploy", Partition(0, 10), 5, ctx=ctx) as held,
+            others.lease("deploy", Partition(0, 20), 5, ctx=ctx) as rest,
+        ):
+            assert held.partitions == [Partition(0, 10)]
+            assert rest.partitions == [Partition(10, 20)]
+    finally:
+        run("down", "--volumes", "--timeout", "2")
