@@ -446,10 +446,12 @@ def main() -> int:
     began = time.monotonic()
     run_id = uuid.uuid4().hex[:8]
     wanted = [s for s in SCENARIOS if not args.only or s.id in args.only.split(",")]
-    docker_why = "--local given" if args.local else docker_problem()
+    docker_why = "not used: --local given" if args.local else docker_problem()
     docker = docker_why is None
     if docker:
         print("etcd: in Docker, through testcontainers", flush=True)
+    elif args.local:
+        print("etcd: local processes (--local)", flush=True)
     else:
         print(
             f"etcd: Docker is absent ({docker_why}): FALLING BACK TO LOCAL etcd PROCESSES",

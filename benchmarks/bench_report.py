@@ -31,8 +31,9 @@ def _machine_line(report: dict[str, Any]) -> str:
     etcd = f"etcd {m['etcd']} in {m['etcd_runs_in']}"
     if m.get("docker"):
         etcd += f" (Docker {m['docker']})"
-    if m.get("docker_absent_because"):
-        etcd += f" — Docker absent: {m['docker_absent_because']}"
+    why = m.get("docker_absent_because")
+    if why:
+        etcd += f" (Docker {why})" if why.startswith("not used") else f" (Docker absent: {why})"
     return (
         f"`{report['command']}` on {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, "
         f"{m['os']}, Python {m['python']}; {etcd}; fsync {'on' if s['fsync'] else 'off'}; "
@@ -128,6 +129,17 @@ def _notes(report: dict[str, Any]) -> list[str]:
         f"CAS retries: lessor from {', '.join(sorted(sources))}; Lock from its failed "
         "tries; a raw put has none."
     )
+    delayed = [s for s in report["scenarios"] if s["delay_ms"]]
+    if delayed:
+        d = delayed[0]["delay_ms"]
+        notes.append(
+            f"{', '.join(s['id'] for s in delayed)}: a userspace delay proxy "
+            f"(`lessor.etcd.proxy.FaultProxy`; the kernel here has no netem) adds {d:g} ms one "
+            "way in front of every member's client port and on every peer link (each member "
+            f"advertises its proxy as its peer URL): a client round trip pays {2 * d:g} ms more, "
+            f"and so does each raft round trip behind a write. S4a's one worker talks to a "
+            "follower; S4b's four processes start on the two followers and the leader in turn."
+        )
     for s in report["scenarios"]:
         c = s["contenders"]["lessor"]
         if c["keys_granted_of_asked"] is not None and c["empty_grants"]:
