@@ -7,6 +7,7 @@ block either way.
 
 from __future__ import annotations
 
+import shutil
 from collections import deque
 from dataclasses import dataclass
 from typing import TextIO
@@ -57,10 +58,12 @@ class ProgressDisplay:
                 state = f"{line.alive}/{line.workers} workers" if line.alive else "  DOWN   "
                 text.append(
                     f"  {line.dc:<6} {state:<11} swept {line.swept:>9,} "
-                    f"{rates[line.dc]:>8,.0f}/s  [{'#' * filled}{' ' * (_BAR - filled)}] "
+                    f"{rates[line.dc]:>7,.0f}/s [{'#' * filled}{' ' * (_BAR - filled)}] "
                     f"etcd {line.member}"
                 )
-            self._redraw(text)
+            # A wrapped line would break the cursor arithmetic of the next redraw.
+            width = shutil.get_terminal_size().columns - 1
+            self._redraw([t[:width] for t in text])
         elif elapsed - self._last_print >= self.every:
             self._last_print = elapsed
             per_dc = "  ".join(

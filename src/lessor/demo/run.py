@@ -278,6 +278,7 @@ def _sweep(state: _Run, store: ReminderStore) -> tuple[float, float]:
     spawned = time.monotonic()
     started: float | None = None
     exited: set[int] = set()
+    end = ""
     while True:
         now = time.monotonic()
         progress = store.progress()
@@ -291,30 +292,37 @@ def _sweep(state: _Run, store: ReminderStore) -> tuple[float, float]:
                                 f"starting; their output:\n{_tails(state)}")  # fmt: skip
         elapsed = 0.0 if started is None else now - started
         display.update(elapsed, _lines(state, swept), progress.left)
-        for w in state.workers:
-            code = w.process.poll()
-            if code is not None and not w.killed and w.process.pid not in exited:
-                exited.add(w.process.pid)
-                state.problems.append(f"worker {w.dc}/{w.name} exited early with status {code}: "
-                                      f"{w.tail(3)}")  # fmt: skip
-                display.event(elapsed, f"worker {w.dc}/{w.name} exited with status {code}")
+        for text in _early_exits(state, exited):
+            display.event(elapsed, text)
         if progress.left == 0:
-            display.event(elapsed, "every reminder is done")
-            break
-        if all(w.process.poll() is not None for w in state.workers):
-            display.event(elapsed, "every worker has exited")
-            break
-        if elapsed >= LIMIT * args.seconds:
-            display.event(elapsed, f"gave up after {LIMIT:g} x --seconds with "
-                          f"{progress.left:,} reminders left")  # fmt: skip
+            end = "every reminder is done"
+        elif all(w.process.poll() is not None for w in state.workers):
+            end = "every worker has exited"
+        elif elapsed >= LIMIT * args.seconds:
+            end = f"gave up after {LIMIT:g} x --seconds with {progress.left:,} reminders left"
+        if end:
             break
         if started is not None and not faulted and elapsed >= FAULT_AT * args.seconds:
             faulted = True
             for text in _inject(state):
                 display.event(time.monotonic() - started, text)
         time.sleep(0.25)  # the display's refresh period: nothing announces progress
-    display.finish()
+    display.finish()  # the last progress block stays on screen
+    display.event(elapsed, end)
     return spawned if started is None else started, time.monotonic()
+
+
+def _early_exits(state: _Run, seen: set[int]) -> list[str]:
+    """Workers that exited on their own since last asked: each is a problem of the run."""
+    events = []
+    for w in state.workers:
+        code = w.process.poll()
+        if code is not None and not w.killed and w.process.pid not in seen:
+            seen.add(w.process.pid)
+            state.problems.append(f"worker {w.dc}/{w.name} exited early with status {code}: "
+                                  f"{w.tail(3)}")  # fmt: skip
+            events.append(f"worker {w.dc}/{w.name} exited with status {code}")
+    return events
 
 
 def _tails(state: _Run) -> str:
@@ -328,7 +336,7 @@ def _lines(state: _Run, swept: dict[str, int]) -> list[DcLine]:
         alive = sum(1 for w in mine if w.process.poll() is None)
         member = _member_of(state, i)
         if state.cluster is not None:
-            member = f"m{i} {member}" + ("" if state.cluster.member(i).running else " (down)")
+            member = f"m{i}" + ("" if state.cluster.member(i).running else " (down)")
         lines.append(DcLine(dc, member, alive, len(mine), swept[dc]))
     return lines
 
