@@ -239,6 +239,10 @@ def _member_of(state: _Run, i: int) -> str:
 def _spawn_workers(state: _Run, work: float, batch: int, threshold: int) -> None:
     args = state.args
     env = dict(os.environ)
+    if state.cluster is not None:
+        # TLS, auth and holder settings in the environment are for some other etcd; the
+        # demo's own cluster has none (only --prefix applies).
+        env = {k: v for k, v in env.items() if not k.startswith("LESSOR_ETCD_")}
     if args.prefix:
         env["LESSOR_ETCD_PREFIX"] = args.prefix
     for i, dc in enumerate(DCS):
