@@ -40,6 +40,7 @@ import datetime
 import json
 import os
 import platform
+import select
 import shlex
 import shutil
 import subprocess
@@ -66,6 +67,9 @@ CONTENDERS = ["lessor", "lock", "put"]
 PROCESSES = 4
 UNIVERSE = 1 << 20  # keys 0 .. 2^20: S3's random ranges are 1/16 to 1/4 of it
 DUR = 10.0  # seconds asked for each lease and each Lock's TTL: longer than any round
+# Past a round's end, the longest a worker may take to answer: an acquisition gives up within
+# the lessor's acquire_timeout (30 s), a Lock's wait ends with the round.
+ANSWER_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,13 @@ class Worker:
         stdin.write(json.dumps(message) + "\n")
         stdin.flush()
 
-    def receive(self) -> dict[str, Any]:
+    def receive(self, timeout: float = ANSWER_TIMEOUT) -> dict[str, Any]:
         stdout: IO[str] | None = self.process.stdout
         assert stdout is not None
+        # One line answers each command, so nothing waits in the reader's buffer beforehand.
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"bench worker {self.index} did not answer within {timeout:g} s")
         line = stdout.readline()
         if not line:
             code = self.process.wait()
@@ -150,7 +158,9 @@ def ask_all(pool: list[Worker], messages: list[dict[str, Any]]) -> list[dict[str
     """Send each worker its message, then collect every answer."""
     for w, m in zip(pool, messages, strict=True):
         w.send(m)
-    return [w.receive() for w in pool]
+    now = time.monotonic()
+    wait = ANSWER_TIMEOUT + max(0.0, *(m.get("end", now) - now for m in messages))
+    return [w.receive(wait) for w in pool]
 
 
 # -- aggregation -------------------------------------------------------------------------------
@@ -178,8 +188,10 @@ class Tally:
     def cycles(self) -> int:
         return sum(self.per_thread.values())
 
-    def add_round(self, start: float, answers: list[dict[str, Any]], counts: Counts) -> int:
-        last = start
+    def add_round(
+        self, start: float, end: float, answers: list[dict[str, Any]], counts: Counts
+    ) -> int:
+        last = end  # workers kept trying until the end, even those that finished no cycle
         for a in answers:
             self.cpu += a["cpu"]
             if a["conflicts"] is None or self.conflicts is None:
@@ -299,7 +311,7 @@ def run_scenario(
                 * len(procs),
             )
             counts = cluster_delta(before, scrape_all(target.member_endpoints))
-            done = tallies[contender].add_round(start, answers, counts)
+            done = tallies[contender].add_round(start, start + per_round, answers, counts)
             ask_all(procs, [{"cmd": "tidy"}] * len(procs))
             print(
                 f"  {spec.id} round {r + 1}/{args.rounds} {contender}: {done:,} cycles", flush=True

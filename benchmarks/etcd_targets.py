@@ -17,6 +17,7 @@ started with their single-member flags plus overrides (``--name``, the advertise
 from __future__ import annotations
 
 import contextlib
+import random
 import subprocess
 import threading
 import uuid
@@ -30,7 +31,13 @@ from lessor.etcd.proxy import FaultProxy
 
 __all__ = ["Target", "docker_problem", "one_member", "three_members"]
 
-HOST = "127.0.0.1"
+
+def _loopback_host() -> str:
+    """A random loopback address: other etcds on this machine (tests running beside the
+    benchmark) pick free ports on 127.0.0.1, and one of them could take a port between our
+    choosing it and etcd binding it, then answer our health check."""
+    rng = random.Random()
+    return f"127.{rng.randint(64, 254)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
 
 
 class _Member(Protocol):
@@ -80,7 +87,9 @@ def _version_of(binary: str) -> str:
     return first.split(":", 1)[1].strip()
 
 
-def _factory(docker: bool, fsync: bool) -> tuple[Callable[[list[str]], _Member], str, str]:
+def _factory(
+    docker: bool, fsync: bool, host: str
+) -> tuple[Callable[[list[str]], _Member], str, str]:
     """How to make a member from its override flags, the etcd version, and the word for it."""
     if docker:
         from lessor.etcd.container import (  # noqa: PLC0415  (testcontainers)
@@ -90,13 +99,13 @@ def _factory(docker: bool, fsync: bool) -> tuple[Callable[[list[str]], _Member],
 
         version = _version_of(find_static_etcd_binary())  # static: it runs here as well
         return (
-            lambda extra: EtcdContainer(host=HOST, fsync=fsync, extra_args=extra),
+            lambda extra: EtcdContainer(host=host, fsync=fsync, extra_args=extra),
             version,
             "Docker (testcontainers, host network)",
         )
     binary = find_etcd_binary()
     return (
-        lambda extra: LocalEtcd(host=HOST, binary=binary, fsync=fsync, extra_args=extra),
+        lambda extra: LocalEtcd(host=host, binary=binary, fsync=fsync, extra_args=extra),
         _version_of(binary),
         "local processes (no Docker daemon)",
     )
@@ -123,7 +132,7 @@ def _start_all(members: list[_Member]) -> None:
 
 @contextlib.contextmanager
 def one_member(*, docker: bool, fsync: bool) -> Iterator[Target]:
-    make, version, how = _factory(docker, fsync)
+    make, version, how = _factory(docker, fsync, _loopback_host())
     member = make([])
     with contextlib.ExitStack() as stack:
         stack.callback(member.close)
@@ -133,16 +142,19 @@ def one_member(*, docker: bool, fsync: bool) -> Iterator[Target]:
 
 @contextlib.contextmanager
 def three_members(*, docker: bool, fsync: bool, delay_ms: float) -> Iterator[Target]:
-    make, version, how = _factory(docker, fsync)
+    host = _loopback_host()
+    make, version, how = _factory(docker, fsync, host)
     delay = delay_ms / 1e3
     token = f"lessor-bench-{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:
-        ports = [(free_port(HOST), free_port(HOST)) for _ in range(3)]
+        ports = [(free_port(host), free_port(host)) for _ in range(3)]
         peer_proxies = [
-            stack.enter_context(FaultProxy(f"{HOST}:{peer}", delay=delay)) for _, peer in ports
+            stack.enter_context(FaultProxy(f"{host}:{peer}", listen=f"{host}:0", delay=delay))
+            for _, peer in ports
         ]
         client_proxies = [
-            stack.enter_context(FaultProxy(f"{HOST}:{client}", delay=delay)) for client, _ in ports
+            stack.enter_context(FaultProxy(f"{host}:{client}", listen=f"{host}:0", delay=delay))
+            for client, _ in ports
         ]
         cluster = ",".join(f"m{i}=http://{p.address}" for i, p in enumerate(peer_proxies))
         members: list[_Member] = []
