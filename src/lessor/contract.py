@@ -15,9 +15,11 @@
   exception from ``cb`` propagates unchanged. A failed give-back is logged, never raised:
   the lease then ends by itself at its expiry.
 * Every lease carries a fencing token (:attr:`Lease.token`, and
-  :func:`fencing_token` of ``lease_ctx``): within one section, the tokens of leases holding
-  at least one range strictly increase in the order they were granted, so a store that keeps
-  the highest token it has seen can reject writes from a holder whose lease has ended.
+  :func:`fencing_token` of ``lease_ctx``): within one section, two leases that hold a
+  common key (one after the other) carry strictly increasing tokens in the order they were
+  granted, so a store that keeps, per key, the highest token it has seen can reject writes
+  from a holder whose lease has ended. Leases granted together may share a token; they never
+  share a key.
 
 ``Lessor.lease(section_id, part, dur, ctx=None)`` is the same as a context manager yielding a
 :class:`Lease`.

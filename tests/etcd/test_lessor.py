@@ -328,11 +328,11 @@ def test_an_abandoned_swap_holds_nothing_whichever_lands_first(
     ours = section.Entry(grant.ID, 1, SortedPartitions([P(0, 10)]), "late")
     snapshot = txns.read(5)
     if order == "swap lands first":
-        assert txns.swap(snapshot, [], [], ours, 5)[1]
+        assert txns.swap(snapshot, [], [], [ours], 5)[1]
         txns.abandon(grant.ID, 1, 5)
     else:
         txns.abandon(grant.ID, 1, 5)
-        assert not txns.swap(snapshot, [], [], ours, 5)[1]
+        assert not txns.swap(snapshot, [], [], [ours], 5)[1]
     assert txns.read(5).live() == []
     with etcd_lessor.lease("s", P(0, 10), 5) as lease:
         assert lease.partitions == [P(0, 10)]

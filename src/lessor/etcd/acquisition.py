@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tenacity import RetryCallState, wait_random, wait_random_exponential
@@ -31,11 +32,12 @@ from lessor.context import Context
 from lessor.contract import Grant
 from lessor.errors import Cancelled, DeadlineExceeded, LessorError, Transient, Unavailable
 from lessor.etcd import section
+from lessor.etcd.gate import Gate
 from lessor.etcd.leases import EtcdLease, LeasePool
 from lessor.etcd.state import SectionTxns, Snapshot
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc
 from lessor.observe import notify
-from lessor.partition import Partition, SortedPartitionsBuilder
+from lessor.partition import Partition, SortedPartitions, SortedPartitionsBuilder
 
 __all__ = [
     "MAX_LIVE_LEASES",
@@ -99,7 +101,11 @@ class Held:
 
 
 class Acquisition:
-    """The state one ``_acquire`` call carries from attempt to attempt."""
+    """One ``_acquire`` call: what it asks for, and what it carries from attempt to attempt.
+
+    Attempts are made for several acquisitions at once (:class:`Section`); an acquisition is
+    *settled* when it has a :attr:`grant` or an :attr:`error`.
+    """
 
     def __init__(
         self,
@@ -110,8 +116,8 @@ class Acquisition:
         until: float,
         seq: int,
         holder: str,
-        cached: Snapshot | None,
         ctx: Context,
+        caller: Context | None = None,
         rpc_timeout: float,
         endpoints: int = 1,
         abandoned: Abandoned | None = None,
@@ -122,82 +128,32 @@ class Acquisition:
         self.until = until  # the grant's deadline
         self.seq = seq
         self.holder = holder
-        self.snapshot = cached
-        self.ctx = ctx  # the caller's, limited by the lessor's acquire_timeout
+        self.ctx = ctx  # the caller's, limited by the grant's deadline and acquire_timeout
+        self.caller = caller if caller is not None else ctx
         self.rpc_timeout = rpc_timeout
         self.endpoints = endpoints
         self.abandoned = abandoned if abandoned is not None else Abandoned()
+        self.started = time.monotonic()
         self.lease: EtcdLease | None = None
-        self.verified = False  # the snapshot was read during this acquisition
         self.ambiguous = False  # a swap may have committed without our hearing of it
         self.conflicts = 0
         self.last_failure: Exception | None = None
+        self.grant: Grant | None = None
+        self.error: BaseException | None = None
         self.what = f"section {txns.keys.section_id!r}"
 
-    # -- one attempt -------------------------------------------------------------------------
+    @property
+    def settled(self) -> bool:
+        return self.grant is not None or self.error is not None
 
-    def attempt(self) -> Grant:
-        try:
-            return self._attempt()
-        except Conflict as e:
-            self.last_failure = e
-            self.conflicts += 1
-            notify("conflict", "etcd", self.txns.keys.section_id)
-            raise
-        except LeaseNotFound as e:
-            # etcd refused the whole Txn, so nothing committed: retry with a new etcd lease.
-            self.last_failure = e
-            self.ambiguous = False
-            self._drop_lease(forget=True)
-            raise
-        except RetryableRpc as e:
-            self.last_failure = e
-            self.snapshot, self.verified = None, False  # unknown now: read afresh, maybe adopt
-            raise
+    def settle_failed(self, error: BaseException) -> None:
+        """No attempt succeeded (``error`` was the last outcome): leave nothing held."""
+        self.abandon()
+        self.error = self.failure(error, self.caller)
 
-    def _attempt(self) -> Grant:
-        timeout = self._timeout()
-        if self.snapshot is None:
-            self.snapshot = self.txns.read(timeout)
-            self.verified = True
-        snapshot = self.snapshot
-        if self.lease is not None:
-            token = snapshot.markers.get((self.lease.id, self.seq))
-            if token is not None:
-                return self._adopt(snapshot, self.lease, token)
-        gone = self.abandoned.current()
-        live = [e for e in snapshot.live() if e.owner not in gone]
-        relied = [e for e in live if any(p.overlaps(self.part) for p in e.ranges)]
-        free = SortedPartitionsBuilder(self.part)
-        for entry in relied:
-            for p in entry.ranges:
-                free.exclude(p)
-        parts = free.result()
-        if not parts:
-            if not self.verified:
-                self.snapshot, ok = self.txns.check(snapshot, relied, timeout)
-                self.verified = True
-                if not ok:
-                    raise Conflict()
-            return Grant(parts, self.until, self.snapshot.revision, handle=None)
-        if len(live) >= MAX_LIVE_LEASES:
-            raise SectionFull(f"{self.what} holds {len(live)} live leases, the most it may hold")
-        if self.lease is None:
-            self.lease = self.pool.take(self.until, timeout, self.what)
-        ours = section.Entry(self.lease.id, self.seq, parts, self.holder)
-        self.ambiguous = True
-        drop = [owner for owner in gone if owner in snapshot.markers]
-        self.snapshot, ok = self.txns.swap(snapshot, live, relied, ours, timeout, drop=drop)
-        self.ambiguous = False
-        self.verified = True
-        if not ok:
-            raise Conflict()
-        self.abandoned.discard(*drop)
-        return Grant(
-            parts, self.until, self.snapshot.revision, handle=Held(self.txns, self.lease, self.seq)
-        )
-
-    def _adopt(self, snapshot: Snapshot, lease: EtcdLease, token: int) -> Grant:
+    def _adopt(self, snapshot: Snapshot, token: int) -> Grant:
+        lease = self.lease
+        assert lease is not None
         self.ambiguous = False
         for entry in snapshot.entries:
             if entry.owner == (lease.id, self.seq):
@@ -224,11 +180,15 @@ class Acquisition:
 
     # -- the end -----------------------------------------------------------------------------
 
-    def finish(self, grant: Grant) -> Grant:
-        """The grant, after returning the etcd lease an empty grant does not need."""
+    def finish(self, grant: Grant) -> None:
+        """Settle with ``grant``. An empty grant needs no etcd lease; if an earlier swap of
+        ours may still commit, it is abandoned rather than left to hold ranges nobody uses."""
         if grant.handle is None:
-            self._drop_lease()
-        return grant
+            if self.ambiguous:
+                self.abandon()
+            else:
+                self._drop_lease()
+        self.grant = grant
 
     def abandon(self) -> None:
         """The acquisition failed: leave nothing held, even if its last swap did commit.
@@ -296,7 +256,163 @@ class Acquisition:
                 f"{self.what}: no lease before the deadline; {self.conflicts} compare-and-swap "
                 "attempts lost to other writers"
             )
+        if isinstance(error, DeadlineExceeded):
+            return error  # it says where the time went
         return DeadlineExceeded(f"{self.what}: the deadline passed while acquiring a lease")
+
+
+class Section:
+    """What a lessor keeps per section: its Txns, its gate, the last state it saw, and its
+    abandoned acquisitions; and the attempt that serves several acquisitions with one Txn.
+
+    The state is read and replaced only by the gate's leader; a release (outside the gate)
+    only marks its own entry dead. If that races with an attempt storing its state, the entry
+    stays "live" in the cache: the next swap's compare of its marker then fails once and brings
+    the fresh state. A stale cache costs a retry, never a wrong answer.
+    """
+
+    def __init__(self, txns: SectionTxns, pool: LeasePool, holder: str) -> None:
+        self.txns = txns
+        self.pool = pool
+        self.holder = holder
+        self.gate: Gate[Acquisition] = Gate()
+        self.abandoned = Abandoned()
+        self.snapshot: Snapshot | None = None
+        self.fetched_at = 0.0  # monotonic time at which the snapshot's Txn was sent
+        self._lock = threading.Lock()
+
+    def forget(self, lease: int, seq: int) -> None:
+        with self._lock:
+            if self.snapshot is not None:
+                self.snapshot = self.snapshot.without((lease, seq))
+
+    def attempt(self, members: Sequence[Acquisition]) -> None:
+        """One attempt for ``members`` (in queue order, none of them done): settles those it
+        can; raises :class:`Conflict` or a retryable error when the Txn settled none."""
+        try:
+            self._attempt(members)
+        except Conflict as e:
+            for m in members:
+                m.last_failure = e
+                m.conflicts += 1
+            notify("conflict", "etcd", self.txns.keys.section_id)
+            raise
+        except LeaseNotFound as e:
+            # etcd refused the whole Txn, so nothing committed: retry with new etcd leases.
+            for m in members:
+                m.last_failure = e
+                if not m.settled and m.ambiguous:
+                    m.ambiguous = False
+                    m._drop_lease(forget=True)
+            raise
+        except RetryableRpc as e:
+            for m in members:
+                m.last_failure = e
+            self.snapshot = None  # unknown now: read afresh, maybe adopt
+            raise
+
+    def _attempt(self, members: Sequence[Acquisition]) -> None:
+        timeout = min(m._timeout() for m in members)
+        if self.snapshot is None:
+            sent = time.monotonic()
+            self.snapshot = self.txns.read(timeout)
+            self.fetched_at = sent
+        snapshot = self.snapshot
+        pending = [m for m in members if not self._adopted(snapshot, m)]
+        if not pending:
+            return
+        gone = self.abandoned.current()
+        live = [e for e in snapshot.live() if e.owner not in gone]
+        plan = _Plan(pending, live)
+        if plan.full is not None:
+            plan.full.settle_failed(
+                SectionFull(f"{plan.full.what} holds {len(live)} live leases, the most it may hold")
+            )
+            return  # the others try again, after some of those leases end
+        relied = list(plan.relied.values())
+        if not plan.writers:
+            if any(m.started > self.fetched_at for m, _ in plan.proposals):
+                # Nothing to write, from a state cached before some of these acquisitions
+                # began: confirm it still holds, with a Txn that writes nothing.
+                sent = time.monotonic()
+                self.snapshot, ok = self.txns.check(snapshot, relied, timeout)
+                self.fetched_at = sent
+                if not ok:
+                    raise Conflict()
+            self._settle(plan.proposals, self.snapshot.revision)
+            return
+        # The longest-lived first, so that the others can share the etcd lease it takes.
+        writers = [m for m, _ in plan.writers]
+        for m in sorted(writers, key=lambda m: -m.until):
+            if m.lease is None:
+                m.lease = self.pool.take(m.until, timeout, m.what)
+        ours = [section.Entry(_lease_of(m).id, m.seq, parts, self.holder)
+                for m, parts in plan.writers]  # fmt: skip
+        drop = [owner for owner in gone if owner in snapshot.markers]
+        for m in writers:
+            m.ambiguous = True
+        sent = time.monotonic()
+        self.snapshot, ok = self.txns.swap(snapshot, live, relied, ours, timeout, drop=drop)
+        self.fetched_at = sent
+        for m in writers:
+            m.ambiguous = False
+        if not ok:
+            raise Conflict()
+        self.abandoned.discard(*drop)
+        self._settle(plan.proposals, self.snapshot.revision)
+
+    @staticmethod
+    def _adopted(snapshot: Snapshot, m: Acquisition) -> bool:
+        """A swap of ``m``'s whose reply was lost may have committed: if so, ``m`` takes its
+        entry (ranges and token) and is settled."""
+        token = None if m.lease is None else snapshot.markers.get((m.lease.id, m.seq))
+        if token is None:
+            return False
+        m.finish(m._adopt(snapshot, token))
+        return True
+
+    def _settle(
+        self, proposals: Sequence[tuple[Acquisition, SortedPartitions]], token: int
+    ) -> None:
+        for m, parts in proposals:
+            held = Held(self.txns, _lease_of(m), m.seq) if parts else None
+            m.finish(Grant(parts, m.until, token, handle=held))
+
+
+def _lease_of(m: Acquisition) -> EtcdLease:
+    assert m.lease is not None, "a writer holds an etcd lease"
+    return m.lease
+
+
+class _Plan:
+    """What one attempt gives whom: members in queue order, each the part of what it asks
+    that neither a live entry nor an earlier member holds."""
+
+    def __init__(self, pending: Sequence[Acquisition], live: Sequence[section.Entry]) -> None:
+        self.relied: dict[tuple[int, int], section.Entry] = {}  # entries the answer rests on
+        self.proposals: list[tuple[Acquisition, SortedPartitions]] = []
+        self.writers: list[tuple[Acquisition, SortedPartitions]] = []
+        self.full: Acquisition | None = None  # refused: the section holds too many leases
+        room = MAX_LIVE_LEASES - len(live)
+        taken: list[Partition] = []
+        for m in pending:
+            free = SortedPartitionsBuilder(m.part)
+            for entry in live:
+                if any(p.overlaps(m.part) for p in entry.ranges):
+                    self.relied[entry.owner] = entry
+                    for p in entry.ranges:
+                        free.exclude(p)
+            for p in taken:
+                free.exclude(p)
+            parts = free.result()
+            if parts and len(self.writers) == room:
+                if not self.writers:
+                    self.full = m
+                return  # this one and the rest wait for the next attempt
+            self.proposals.append((m, parts))
+            if parts:
+                self.writers.append((m, parts))
+                taken.extend(parts)
 
 
 class Backoff:

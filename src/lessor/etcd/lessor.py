@@ -6,16 +6,19 @@ attached to an etcd lease, so that etcd's lease clock decides which entries are 
 acquisition (``acquisition.py``) computes what is free and writes its entry with one
 compare-and-swap Txn (``state.py``); releasing deletes its marker. The process keeps the last
 state it saw of each section, and one etcd lease shared by consecutive acquisitions
-(``leases.py``), so an uncontended cycle is two etcd writes: the swap and the release.
+(``leases.py``), so an uncontended cycle is two etcd writes: the swap and the release. A
+process's concurrent acquisitions of one section share one swap (group commit, ``gate.py``).
 
 The fencing token of a lease is the revision of the Txn that wrote it: it grows with every
 write in the cluster, so tokens of one section strictly increase in the order leases were
-granted. An empty lease writes nothing; its token is the revision it was checked at and is not
-meant for fencing.
+granted, except that leases written by one swap share its revision (their ranges are disjoint,
+so per key the order is still strict). An empty lease writes nothing; its token is the revision
+it was checked at and is not meant for fencing.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import threading
@@ -27,40 +30,43 @@ from tenacity import Retrying, retry_if_exception_type
 
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
-from lessor.errors import Cancelled, ContextError, DeadlineExceeded
-from lessor.etcd.acquisition import RETRYABLE, Abandoned, Acquisition, Backoff, Conflict, Held
-from lessor.etcd.gate import Gate
+from lessor.errors import DeadlineExceeded, LessorError
+from lessor.etcd.acquisition import RETRYABLE, Acquisition, Backoff, Conflict, Held, Section
+from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
-from lessor.etcd.state import SectionTxns, Snapshot
+from lessor.etcd.state import SectionTxns
 from lessor.etcd.transport import Channels, ClientTransport, TLSConfig, Transport
 from lessor.partition import Partition
 
 __all__ = ["EtcdLessor"]
 
+MAX_GROUP = 32
+"""The most acquisitions of one section one Txn writes for a process (group commit)."""
 
-class _Section:
-    """What a lessor keeps per section: its Txns, its gate, and the last state it saw.
 
-    The state is read and replaced only by the acquisition that holds the gate; a release
-    (outside the gate) only marks its own entry dead. If that races with an acquisition storing
-    its state, the entry stays "live" in the cache: the next swap's compare of its marker then
-    fails once and brings the fresh state. A stale cache costs a retry, never a wrong answer.
-    """
-
-    __slots__ = ("_lock", "abandoned", "gate", "snapshot", "txns")
-
-    def __init__(self, txns: SectionTxns) -> None:
-        self.txns = txns
-        self.gate = Gate()
-        self.abandoned = Abandoned()
-        self.snapshot: Snapshot | None = None
-        self._lock = threading.Lock()
-
-    def forget(self, lease: int, seq: int) -> None:
-        with self._lock:
-            if self.snapshot is not None:
-                self.snapshot = self.snapshot.without((lease, seq))
+def _attempt(known: Section, batch: Sequence[Acquisition]) -> BaseException | None:
+    """One attempt for ``batch``; the retryable error it failed with, if any. A permanent
+    error (corrupt section, permission denied, ...) settles every member with it."""
+    active = []
+    for m in batch:
+        if m.ctx.done():
+            m.settle_failed(DeadlineExceeded(f"{m.what}: the deadline passed while acquiring"))
+        else:
+            active.append(m)
+    if not active:
+        return None
+    try:
+        known.attempt(active)
+    except (Conflict, *RETRYABLE) as e:
+        return e
+    except BaseException as e:
+        for i, m in enumerate(active):
+            if not m.settled:  # each thread raises an exception object of its own
+                m.settle_failed(e if i == 0 or not isinstance(e, Exception) else copy.copy(e))
+        if not isinstance(e, LessorError):
+            raise
+    return None
 
 
 def _positive(name: str, value: float, zero_ok: bool = False) -> float:
@@ -138,7 +144,7 @@ class EtcdLessor(Lessor):
         self._holder = holder if holder is not None else f"{socket.gethostname()}:{os.getpid()}"
         self._pool = LeasePool(self._transport, margin=margin, reuse=lease_reuse)
         self._lock = threading.Lock()
-        self._sections: dict[str, _Section] = {}
+        self._sections: dict[str, Section] = {}
         self._seq = 0
 
     @property
@@ -162,47 +168,72 @@ class EtcdLessor(Lessor):
             known = self._sections.get(section_id)
             if known is None:
                 keys = SectionKeys.of(self._prefix, section_id)
-                known = self._sections[section_id] = _Section(SectionTxns(self._transport, keys))
+                txns = SectionTxns(self._transport, keys)
+                known = self._sections[section_id] = Section(txns, self._pool, self._holder)
         # Retrying past the grant's own deadline would only write a lease nobody can use.
         retry_ctx = ctx.with_deadline(min(until, time.monotonic() + self._acquire_timeout))
-        try:
-            known.gate.enter(retry_ctx)
-        except ContextError as e:
-            if isinstance(ctx.err, Cancelled):
-                raise
-            raise DeadlineExceeded(
-                f"section {section_id!r}: the deadline passed while this process's other "
-                "acquisitions of the section went first"
-            ) from e
-        try:
-            return self._acquire_in_turn(ctx, retry_ctx, known, part=part, until=until, seq=seq)
-        finally:
-            known.gate.leave()
-            retry_ctx.cancel()
-
-    def _acquire_in_turn(
-        self, ctx: Context, retry_ctx: Context, known: _Section, *, part: Partition,
-        until: float, seq: int,
-    ) -> Grant:  # fmt: skip
         acquisition = Acquisition(
             known.txns, self._pool, part=part, until=until, seq=seq, holder=self._holder,
-            cached=known.snapshot, ctx=retry_ctx, rpc_timeout=self._rpc_timeout,
+            ctx=retry_ctx, caller=ctx, rpc_timeout=self._rpc_timeout,
             endpoints=len(self._transport.endpoints), abandoned=known.abandoned,
         )  # fmt: skip
+        waiter = Waiter(acquisition)
+        try:
+            if known.gate.join(waiter) or self._wait_turn(known, waiter):
+                self._lead(known, waiter)
+        finally:
+            retry_ctx.cancel()
+        if acquisition.error is not None:
+            raise acquisition.error
+        assert acquisition.grant is not None
+        return acquisition.grant
+
+    @staticmethod
+    def _wait_turn(known: Section, waiter: Waiter[Acquisition]) -> bool:
+        """Wait until a leader settles ``waiter`` (False) or hands it the lead (True)."""
+        acquisition = waiter.item
+        while not waiter.event.is_set():
+            if acquisition.ctx.done() and known.gate.withdraw(waiter):
+                # Still queued, never in an attempt since its last one: give up here.
+                acquisition.settle_failed(
+                    DeadlineExceeded(
+                        f"{acquisition.what}: the deadline passed while this process's other "
+                        "acquisitions of the section went first"
+                    )
+                )
+                return False
+            # Bounded waits so that a cancellation (which has no event of ours) is noticed too.
+            waiter.event.wait(max(0.0, min(acquisition.ctx.remaining(), 0.1)) or 0.01)
+        return not waiter.settled
+
+    def _lead(self, known: Section, me: Waiter[Acquisition]) -> None:
+        """Make attempts for the queue until ``me`` is settled, then hand the lead on."""
         try:
             try:
-                grant = acquisition.attempt()  # the common case, without tenacity's set-up
+                self._round(known, me)  # the common case, without tenacity's set-up
             except (Conflict, *RETRYABLE):
-                grant = self._retrying(retry_ctx)(acquisition.attempt)
+                self._retrying(me.item.ctx)(self._round, known, me)
         except BaseException as e:
-            acquisition.abandon()
-            known.snapshot = acquisition.snapshot
-            failure = acquisition.failure(e, ctx)
-            if failure is e:
-                raise
-            raise failure from None
-        known.snapshot = acquisition.snapshot
-        return acquisition.finish(grant)
+            if not me.item.settled:
+                me.item.settle_failed(e)
+        finally:
+            known.gate.hand_over(me)
+
+    @staticmethod
+    def _round(known: Section, me: Waiter[Acquisition]) -> None:
+        """One attempt for everyone queued; raises what it failed with if ``me`` is not
+        settled, so that tenacity waits and tries again."""
+        batch = known.gate.take(MAX_GROUP)
+        try:
+            failed = _attempt(known, [w.item for w in batch])
+        finally:
+            known.gate.put_back([w for w in batch if not w.item.settled])
+            for w in batch:
+                if w.item.settled and w is not me:
+                    known.gate.settle(w)
+        if not me.item.settled:
+            # None: the attempt settled others but not us (too many at once); go again.
+            raise failed if failed is not None else Conflict()
 
     @staticmethod
     def _retrying(retry_ctx: Context) -> Retrying:

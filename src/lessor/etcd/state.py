@@ -70,46 +70,50 @@ class SectionTxns:
         snapshot: Snapshot,
         live: Sequence[section.Entry],
         relied: Sequence[section.Entry],
-        ours: section.Entry,
+        ours: Sequence[section.Entry],
         timeout: float,
         *,
         drop: Sequence[tuple[int, int]] = (),
     ) -> tuple[Snapshot, bool]:
-        """Write ``ours`` beside the ``live`` entries of ``snapshot``, if what ``relied`` on
-        holds, deleting the markers of the entries in ``drop`` (left out of ``live``).
+        """Write the entries ``ours`` beside the ``live`` entries of ``snapshot``, with a marker
+        for each, if what ``relied`` on holds, deleting the markers of the entries in ``drop``
+        (left out of ``live``).
 
-        Returns the state written (its revision is the token) or the fresh state.
+        Returns the state written (its revision is the token of every entry in ``ours``) or
+        the fresh state.
         """
-        entries = (*live, ours)
-        marker = self.keys.marker(ours.lease, ours.seq)
+        rpc = self._rpc
+        entries = (*live, *ours)
+        markers = [self.keys.marker(e.lease, e.seq) for e in ours]
         success = [
-            self._rpc.RequestOp(
-                request_put=self._rpc.PutRequest(key=self.keys.value, value=section.encode(entries))
-            ),
-            self._rpc.RequestOp(
-                request_put=self._rpc.PutRequest(
-                    key=marker, value=ours.holder.encode(), lease=ours.lease
-                )
+            rpc.RequestOp(
+                request_put=rpc.PutRequest(key=self.keys.value, value=section.encode(entries))
             ),
             *(
-                self._rpc.RequestOp(
-                    request_delete_range=self._rpc.DeleteRangeRequest(key=self.keys.marker(*o))
+                rpc.RequestOp(
+                    request_put=rpc.PutRequest(key=marker, value=e.holder.encode(), lease=e.lease)
                 )
+                for marker, e in zip(markers, ours, strict=True)
+            ),
+            *(
+                rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.keys.marker(*o)))
                 for o in drop
             ),
         ]
-        # Our marker must not exist yet: an abandoned acquisition leaves a tombstone there
+        # Our markers must not exist yet: an abandoned acquisition leaves a tombstone there
         # (see abandon), so a swap that reaches etcd after its sender gave up cannot commit.
-        fresh = self._rpc.Compare(key=marker, target=self._rpc.Compare.VERSION,
-                                  result=self._rpc.Compare.EQUAL, version=0)  # fmt: skip
-        compares = [*self._compares(snapshot, relied), fresh]
+        fresh = [
+            rpc.Compare(key=marker, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL, version=0)
+            for marker in markers
+        ]
+        compares = [*self._compares(snapshot, relied), *fresh]
         response = self._txn(compares, success, self._state, timeout)
         revision = response.header.revision
         if not response.succeeded:
             return self._parse(revision, response.responses), False
-        markers = {e.owner: snapshot.markers[e.owner] for e in live}
-        markers[ours.owner] = revision
-        return Snapshot(revision, revision, entries, markers), True
+        written = {e.owner: snapshot.markers[e.owner] for e in live}
+        written.update((e.owner, revision) for e in ours)
+        return Snapshot(revision, revision, entries, written), True
 
     def abandon(self, lease: int, seq: int, timeout: float) -> None:
         """Make sure acquisition ``seq`` holds nothing, whether or not its swap committed.
