@@ -22,6 +22,7 @@ from lessor.errors import (
 from lessor.memory import MemoryLessor
 from lessor.partition import Partition, SortedPartitions, SortedPartitionsBuilder
 from lessor.registry import get, register, registered
+from lessor.sweep import ShardReport, Sweeper, SweepStats
 
 __all__ = [
     "Cancelled",
@@ -38,8 +39,11 @@ __all__ = [
     "MemoryLessor",
     "Partition",
     "PermissionDenied",
+    "ShardReport",
     "SortedPartitions",
     "SortedPartitionsBuilder",
+    "SweepStats",
+    "Sweeper",
     "Transient",
     "Unavailable",
     "WithLeaseCB",
