@@ -337,6 +337,9 @@ def run_scenario(
     for name, tally in tallies.items():
         result["contenders"][name] = summarise(name, tally, threads)
         overlaps = find_overlaps(tally.holdings)
+        if overlaps:  # said at once; the run goes on to write its evidence, then exits 1
+            print(f"  SAFETY VIOLATED: {spec.id} {name}: {len(overlaps)} overlapping holdings, "
+                  f"e.g. {overlaps[0]}", file=sys.stderr, flush=True)  # fmt: skip
         result["overlaps"][name] = [str(o) for o in overlaps[:20]]
         result["contenders"][name]["overlaps"] = len(overlaps)
     lessor, lock, put = (result["contenders"][c] for c in CONTENDERS)

@@ -68,7 +68,7 @@ class ConflictCounter:
             return
         counter = self
 
-        class _Conflicts(Observer):  # type: ignore[misc,valid-type]
+        class _Conflicts(Observer):
             def conflict(self, backend: str, section_id: str) -> None:
                 with counter._lock:
                     counter.count += 1
