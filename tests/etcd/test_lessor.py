@@ -336,3 +336,19 @@ def test_an_abandoned_swap_holds_nothing_whichever_lands_first(
     assert txns.read(5).live() == []
     with etcd_lessor.lease("s", P(0, 10), 5) as lease:
         assert lease.partitions == [P(0, 10)]
+
+
+def test_the_section_cache_is_bounded(
+    etcd_server: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lessor that uses many sections keeps the state of only the most recently used."""
+    monkeypatch.setattr("lessor.etcd.lessor.MAX_CACHED_SECTIONS", 3)
+    with EtcdLessor(etcd_server.endpoints, prefix=prefix) as it:
+        for name in ("a", "b", "c", "a", "d", "e"):
+            with it.lease(name, Partition(0, 10), 5) as lease:
+                assert lease.partitions == [Partition(0, 10)]
+        assert list(it._sections) == ["a", "d", "e"]
+        with EtcdLessor(etcd_server.endpoints, prefix=prefix) as other:
+            with other.lease("b", Partition(0, 10), 5):
+                with it.lease("b", Partition(5, 20), 5) as lease:  # evicted: read afresh
+                    assert lease.partitions == [Partition(10, 20)]

@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,10 @@ __all__ = ["EtcdLessor"]
 
 MAX_GROUP = 32
 """The most acquisitions of one section one Txn writes for a process (group commit)."""
+
+MAX_CACHED_SECTIONS = 1024
+"""Sections whose state a lessor keeps; past that, the least recently used idle one goes (its
+next acquisition reads the section afresh)."""
 
 
 def _attempt(known: Section, batch: Sequence[Acquisition]) -> BaseException | None:
@@ -144,7 +149,7 @@ class EtcdLessor(Lessor):
         self._holder = holder if holder is not None else f"{socket.gethostname()}:{os.getpid()}"
         self._pool = LeasePool(self._transport, margin=margin, reuse=lease_reuse)
         self._lock = threading.Lock()
-        self._sections: dict[str, Section] = {}
+        self._sections: OrderedDict[str, Section] = OrderedDict()
         self._seq = 0
 
     @property
@@ -170,6 +175,9 @@ class EtcdLessor(Lessor):
                 keys = SectionKeys.of(self._prefix, section_id)
                 txns = SectionTxns(self._transport, keys)
                 known = self._sections[section_id] = Section(txns, self._pool, self._holder)
+                self._evict()
+            else:
+                self._sections.move_to_end(section_id)
         # Retrying past the grant's own deadline would only write a lease nobody can use.
         retry_ctx = ctx.with_deadline(min(until, time.monotonic() + self._acquire_timeout))
         acquisition = Acquisition(
@@ -187,6 +195,20 @@ class EtcdLessor(Lessor):
             raise acquisition.error
         assert acquisition.grant is not None
         return acquisition.grant
+
+    def _evict(self) -> None:
+        """Forget idle sections past :data:`MAX_CACHED_SECTIONS`, least recently used first.
+        A section that is being acquired, or has abandoned acquisitions to clean up, stays."""
+        excess = len(self._sections) - MAX_CACHED_SECTIONS
+        if excess <= 0:
+            return
+        idle = [
+            section_id
+            for section_id, known in self._sections.items()
+            if not known.gate.leading and not known.abandoned.current()
+        ][:excess]
+        for section_id in idle:
+            del self._sections[section_id]
 
     @staticmethod
     def _wait_turn(known: Section, waiter: Waiter[Acquisition]) -> bool:
