@@ -20,8 +20,10 @@ at once. ``synchronous=NORMAL``: a demo's store need not survive a power cut.
 
 from __future__ import annotations
 
+import argparse
 import random
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -284,3 +286,36 @@ class ReminderStore:
                 )
             )
         return ids
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lessor.demo.store create --path P --rows N``: make a store for workers that
+    run elsewhere (deploy/compose.yaml's seed service)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lessor.demo.store",
+        description="The lessor demo's SQLite reminder store.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    create = commands.add_parser(
+        "create",
+        help="make a new store of random reminders",
+        description="Make a new store of random reminders (refuses an existing file).",
+    )
+    create.add_argument("--path", required=True, type=Path, help="the SQLite file to create")
+    create.add_argument(
+        "--rows", type=int, default=100_000, help="reminders to create (default 100000)"
+    )
+    args = parser.parse_args(argv)
+    if args.rows < 1:
+        parser.error(f"--rows must be at least 1, got {args.rows}")
+    try:
+        ReminderStore.create(args.path, args.rows).close()
+    except (OSError, sqlite3.Error) as e:
+        print(f"lessor.demo.store: {e}", file=sys.stderr)
+        return 1
+    print(f"created {args.path} with {args.rows} reminders")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
