@@ -134,6 +134,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _etcd(args: argparse.Namespace, out: TextIO) -> Iterator[tuple[list[str], Any]]:
     """The etcd endpoints, member i serving datacenter i; the local cluster or None."""
     from lessor.etcd import LocalEtcdCluster  # noqa: PLC0415  (grpc: only when run)
+    from lessor.etcd.local import SAFE_LEASE_VERSION, etcd_version  # noqa: PLC0415
     from lessor.etcd.transport import parse_endpoint  # noqa: PLC0415
 
     if args.endpoints:
@@ -149,7 +150,18 @@ def _etcd(args: argparse.Namespace, out: TextIO) -> Iterator[tuple[list[str], An
         cluster = LocalEtcdCluster(3, isolation=False)
     except FileNotFoundError as e:
         raise DemoError(f"cannot start a local etcd: {e}") from None
-    print(f"etcd: starting a local 3-member cluster ({cluster.binary}) ...", file=out, flush=True)
+    version = etcd_version(cluster.binary)
+    shown = ".".join(map(str, version)) if version else "version unknown"
+    print(f"etcd: starting a local 3-member cluster (etcd {shown}, {cluster.binary}) ...",
+          file=out, flush=True)  # fmt: skip
+    if version is not None and version < SAFE_LEASE_VERSION:
+        print(
+            f"etcd: note: etcd {shown} can revoke leases early after a leader change (etcd "
+            "issues #15247, #12528); the demo checks every lease, but production must run "
+            ">= 3.5.13 (set LESSOR_ETCD_BINARY to use another etcd)",
+            file=out,
+            flush=True,
+        )
     try:
         cluster.start()
     except (RuntimeError, OSError) as e:

@@ -118,6 +118,29 @@ def find_etcd_binary() -> str:
     )
 
 
+SAFE_LEASE_VERSION = (3, 5, 13)
+"""The first etcd 3.5 release that no longer revokes leases early after a leader change."""
+
+
+def etcd_version(binary: str) -> tuple[int, int, int] | None:
+    """``binary``'s version (from ``etcd --version``), or None when it cannot be told."""
+    try:
+        done = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in done.stdout.splitlines():
+        if line.startswith("etcd Version:"):
+            parts = line.split(":", 1)[1].strip().split(".")
+            try:
+                major, minor, patch = (int(p) for p in parts[:3])
+            except ValueError:
+                return None
+            return major, minor, patch
+    return None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
