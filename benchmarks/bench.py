@@ -422,6 +422,21 @@ def machine(target_how: str, etcd_version: str, docker_why: str | None) -> dict[
     }
 
 
+def code_version() -> str:
+    """The commit measured, and whether the lessor's sources differ from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--", str(HERE.parent / "src"))
+    return commit + (" with uncommitted changes in src/" if dirty else "")
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -497,6 +512,7 @@ def main() -> int:
                     scenarios[spec.id] = run_scenario(spec, target, pool, args, run_id)
     info = machine(how, version, docker_why)
     info["load_average_before"] = load
+    info["lessor_commit"] = code_version()
     targets = check_targets(scenarios)
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     stem = today + ("-quick" if args.quick else "")

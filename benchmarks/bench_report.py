@@ -35,7 +35,8 @@ def _machine_line(report: dict[str, Any]) -> str:
     if why:
         etcd += f" (Docker {why})" if why.startswith("not used") else f" (Docker absent: {why})"
     return (
-        f"`{report['command']}` on {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, "
+        f"`{report['command']}` at lessor {m.get('lessor_commit', 'unknown')}, "
+        f"on {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, "
         f"{m['os']}, Python {m['python']}; {etcd}; fsync {'on' if s['fsync'] else 'off'}; "
         f"load average {m['load_average_before']:.2f} before the run. Each contender ran "
         f"{s['seconds_per_contender']:g} s per scenario ({s['seconds_per_contender_s4']:g} s in "
