@@ -475,6 +475,7 @@ def main() -> int:
     args = parse_args()
     began = time.monotonic()
     run_id = uuid.uuid4().hex[:8]
+    measured = code_version()  # now: the sources may change while the run goes on
     wanted = [s for s in SCENARIOS if not args.only or s.id in args.only.split(",")]
     docker_why = "not used: --local given" if args.local else docker_problem()
     docker = docker_why is None
@@ -512,7 +513,8 @@ def main() -> int:
                     scenarios[spec.id] = run_scenario(spec, target, pool, args, run_id)
     info = machine(how, version, docker_why)
     info["load_average_before"] = load
-    info["lessor_commit"] = code_version()
+    info["load_average_after"] = os.getloadavg()[0]
+    info["lessor_commit"] = measured
     targets = check_targets(scenarios)
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     stem = today + ("-quick" if args.quick else "")

@@ -3,14 +3,14 @@
 ``bench.py`` calls these at the end of a run; they can also redraw the table and the plot of a
 results file already written:
 
-    python benchmarks/bench_report.py benchmarks/results/<date>.json
+    python benchmarks/bench_report.py benchmarks/results/<date>.json [--readme]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +101,24 @@ def render_markdown(report: dict[str, Any], image: str) -> str:
         )
     elif report["targets"]:
         out.append("Every target was met in this run.")
-    out += ["", *_notes(report)]
+    out += ["", *(f"- {note}" for note in _notes(report))]
     return "\n".join(out) + "\n"
+
+
+BUSY = 1.5  # load average (1 min) above which the machine counts as busy
 
 
 def _notes(report: dict[str, Any]) -> list[str]:
     notes = []
+    m = report["machine"]
+    before, after = m["load_average_before"], m.get("load_average_after")
+    if before > BUSY or (after is not None and after > BUSY):
+        notes.append(
+            f"**The machine was busy** (load average {before:.2f} before the run"
+            + (f", {after:.2f} after" if after is not None else "")
+            + f"; {m['cores']} cores shared with other work): the figures are lower and noisier "
+            "than on a quiet machine."
+        )
     safety = report["safety"]
     checked = sum(
         c["holdings_checked"] for s in report["scenarios"] for c in s["contenders"].values()
@@ -142,6 +154,14 @@ def _notes(report: dict[str, Any]) -> list[str]:
             "follower; S4b's four processes start on the two followers and the leader in turn."
         )
     for s in report["scenarios"]:
+        split = _by_home(s)
+        if split:
+            notes.append(
+                f"{s['id']}, cycles per thread whose process talks to the leader against one "
+                f"that talks to a follower: {split}. A client of the leader is a peer hop "
+                "closer to it: its writes commit sooner and, under contention, win more races."
+            )
+    for s in report["scenarios"]:
         c = s["contenders"]["lessor"]
         if c["keys_granted_of_asked"] is not None and c["empty_grants"]:
             notes.append(
@@ -151,6 +171,23 @@ def _notes(report: dict[str, Any]) -> list[str]:
                 "asked for. Lock serialises the whole section instead."
             )
     return notes
+
+
+def _by_home(s: dict[str, Any]) -> str | None:
+    """On a cluster, each contender's mean cycles per thread on the leader against on the
+    followers, as text; None where that does not apply."""
+    leader, homes, per_process = s.get("leader"), s.get("homes", []), s["threads_per_process"]
+    if s["members"] < 2 or leader is None or len(set(homes)) < 2 or leader not in homes:
+        return None
+    parts = []
+    for key, c in s["contenders"].items():
+        cycles = c["per_thread_cycles"]
+        on_leader = [n for i, n in enumerate(cycles) if homes[i // per_process] == leader]
+        elsewhere = [n for i, n in enumerate(cycles) if homes[i // per_process] != leader]
+        if on_leader and elsewhere:
+            parts.append(f"{NAMES[key]} {sum(on_leader) / len(on_leader):,.0f} against "
+                         f"{sum(elsewhere) / len(elsewhere):,.0f}")  # fmt: skip
+    return "; ".join(parts) or None
 
 
 def write_markdown(report: dict[str, Any], path: Path, image: str) -> tuple[Path, str]:
@@ -209,11 +246,20 @@ def update_readme(readme: Path, markdown: str, image: Path) -> None:
 
 
 def main() -> None:
-    path = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description="Redraw a results file's table and plot.")
+    parser.add_argument("json", type=Path, help="benchmarks/results/<date>.json")
+    parser.add_argument("--readme", action="store_true",
+                        help="also put them in benchmarks/README.md")  # fmt: skip
+    args = parser.parse_args()
+    path: Path = args.json.resolve()
     report = json.loads(path.read_text())
     png = write_plot(report, path.with_suffix(".png"))
-    md, _ = write_markdown(report, path.with_suffix(".md"), png.name)
+    md, text = write_markdown(report, path.with_suffix(".md"), png.name)
     print(f"wrote {md} and {png}")
+    if args.readme:
+        here = Path(__file__).resolve().parent
+        update_readme(here / "README.md", text, png.relative_to(here))
+        print(f"updated {here / 'README.md'}")
 
 
 if __name__ == "__main__":
