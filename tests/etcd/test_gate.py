@@ -1,8 +1,12 @@
 """Group commit (gate.py): a process's acquisitions of one section that queue behind a slow
-swap share the next one, in arrival order."""
+swap share the next one, in arrival order; and what must hold for every member of a group:
+its own deadline, a fresh answer, and a clean exit when its thread is interrupted."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -11,7 +15,7 @@ from typing import Any
 import pytest
 
 from lessor import Context, Lease, Partition
-from lessor.errors import DeadlineExceeded
+from lessor.errors import DeadlineExceeded, LessorError
 from lessor.etcd import EtcdLessor
 from lessor.etcd.gate import Gate
 from lessor.etcd.proxy import FaultProxy
@@ -132,5 +136,139 @@ def test_a_queued_acquisition_whose_deadline_passes_leaves_the_queue(
         assert gate.queued == 0
         link.heal()
         assert first.got.wait(20) and first.error is None, first.error
+    finally:
+        close_all(let_go, [first], cleanup)
+
+
+def test_a_range_freed_before_a_queued_acquisition_began_is_granted_to_it(
+    etcd_server: Any, prefix: str
+) -> None:
+    """A swap that succeeds for others must not pass a stale cache off as fresh: the cached
+    state still shows a released entry live, and the acquisition queued behind that swap must
+    see the range free (the swap reads back every marker)."""
+    with EtcdLessor(etcd_server.endpoints, prefix=prefix) as other:
+        held = other.lease("s", Partition(10, 20), 30)
+        assert held.__enter__().partitions == [Partition(10, 20)]
+        first, _, let_go, cleanup = queue_behind_a_stalled_swap(
+            etcd_server, prefix, [], heal=False
+        )
+        link, lessor = cleanup
+        try:
+            gate: Gate[Any] = lessor._sections["s"].gate
+            held.__exit__(None, None, None)  # released while the cache still shows it live
+            late = Holder(lessor, Partition(10, 20), let_go)
+            late.start()
+            until(lambda: gate.queued == 1)
+            link.heal()
+            assert late.got.wait(20) and late.error is None, late.error
+            assert late.lease is not None and late.lease.partitions == [Partition(10, 20)]
+        finally:
+            close_all(let_go, [first, late], cleanup)
+
+
+def test_short_deadlines_in_a_group_do_not_fail_the_others(etcd_server: Any, prefix: str) -> None:
+    """Acquisitions with a few milliseconds to live, or cancelled, share groups with ones that
+    have 20 s: only their own calls may fail."""
+    stop = time.monotonic() + 4
+    errors: list[str] = []
+    granted = [0]
+
+    def patient(lessor: EtcdLessor, i: int) -> None:
+        while time.monotonic() < stop:
+            ctx = Context.background().with_timeout(20)
+            try:
+                with lessor.lease("s", Partition(1000 + i, 1001 + i), 5, ctx=ctx):
+                    granted[0] += 1
+            except Exception as e:
+                errors.append(repr(e))
+
+    def hurried(lessor: EtcdLessor, i: int) -> None:
+        rng = random.Random(i)
+        while time.monotonic() < stop:
+            ctx = Context.background().with_timeout(rng.uniform(0.001, 0.03))
+            if rng.random() < 0.5:
+                timer = threading.Timer(rng.uniform(0, 0.02), ctx.cancel)
+                timer.start()
+            with (
+                contextlib.suppress(LessorError),
+                lessor.lease("s", Partition(i, i + 1), 5, ctx=ctx),
+            ):
+                pass
+
+    with EtcdLessor(etcd_server.endpoints, prefix=prefix) as lessor:
+        threads = [threading.Thread(target=patient, args=(lessor, i)) for i in range(4)]
+        threads += [threading.Thread(target=hurried, args=(lessor, i)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not errors, f"{len(errors)} patient acquisitions failed, e.g. {errors[:3]}"
+    assert granted[0] > 0
+
+
+@pytest.mark.parametrize("reuse", [0.0, 2.0])
+def test_a_group_keeps_its_members_deadlines(etcd_server: Any, prefix: str, reuse: float) -> None:
+    """32 acquisitions with 0.6 s each, 40 ms from etcd: one group must not make them wait for
+    an etcd lease each, one after another."""
+    with (
+        FaultProxy(etcd_server.endpoint, delay=0.02) as link,
+        EtcdLessor([link.address], prefix=prefix, lease_reuse=reuse) as lessor,
+    ):
+        with lessor.lease("s", Partition(10**6, 10**6 + 1), 1):
+            pass
+        took: list[float] = []
+        outcomes: list[str] = []
+
+        def acquire(i: int) -> None:
+            ctx = Context.background().with_timeout(0.6)
+            start = time.monotonic()
+            try:
+                with lessor.lease("s", Partition(10 * i, 10 * i + 10), 5, ctx=ctx):
+                    outcomes.append("granted")
+            except LessorError as e:
+                outcomes.append(type(e).__name__)
+            took.append(time.monotonic() - start)
+
+        threads = [threading.Thread(target=acquire, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert max(took) < 0.6 + 0.15, f"an acquisition with a 0.6 s deadline took {max(took):.2f}s"
+    assert outcomes.count("granted") >= 16, outcomes
+
+
+class Interrupt(BaseException):
+    """Stands for KeyboardInterrupt, delivered to one thread."""
+
+
+def test_an_interrupted_waiter_leaves_the_queue(etcd_server: Any, prefix: str) -> None:
+    first, _, let_go, cleanup = queue_behind_a_stalled_swap(etcd_server, prefix, [], heal=False)
+    link, lessor = cleanup
+    try:
+        gate: Gate[Any] = lessor._sections["s"].gate
+        interrupted = threading.Event()
+
+        def wait_in_queue() -> None:
+            try:
+                with lessor.lease("s", Partition(1, 2), 5):
+                    pass
+            except Interrupt:
+                interrupted.set()
+
+        waiter = threading.Thread(target=wait_in_queue, daemon=True)
+        waiter.start()
+        until(lambda: gate.queued == 1)
+        assert waiter.ident is not None
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(waiter.ident), ctypes.py_object(Interrupt)
+        )
+        assert interrupted.wait(5)
+        assert gate.queued == 0
+        link.heal()
+        assert first.got.wait(20) and first.error is None, first.error
+        ctx = Context.background().with_timeout(3)
+        with lessor.lease("s", Partition(2, 3), 5, ctx=ctx) as lease:  # not wedged
+            assert lease.partitions == [Partition(2, 3)]
     finally:
         close_all(let_go, [first], cleanup)

@@ -1,21 +1,31 @@
-"""One acquisition of the etcd lessor, across its attempts.
+"""Acquisitions of the etcd lessor, and the attempt that serves several of them at once.
 
-An attempt:
+A process's acquisitions of one section queue at the section's gate (gate.py); the leader
+makes an attempt for all of them (:meth:`Section.attempt`):
 
 1. Takes the section's state: the one the process cached, or a fresh read.
-2. Adopts its own entry if the state holds one: a compare-and-swap whose reply was lost
-   (timeout, failover) may have committed, and a retry must take that entry, ranges and
-   token, rather than see its own ranges as somebody else's.
-3. Computes ``free = part - ranges of the live entries that overlap part``.
-4. Nothing free: the answer stands if the state was read during this acquisition; a cached
-   state is first checked by a Txn that writes nothing.
-5. Otherwise takes an etcd lease (leases.py) and compares-and-swaps (state.py). A failed swap
-   brings back the fresh state, so the next attempt starts at step 2 with no extra read.
+2. Adopts entries of its own: a compare-and-swap whose reply was lost (timeout, failover) may
+   have committed, and a retry must take that entry, ranges and token, rather than see its
+   own ranges as somebody else's.
+3. Gives each acquisition, in queue order, ``part - ranges of the live entries - what earlier
+   acquisitions of this attempt get``.
+4. Nothing to write: the answers stand if the state was read after every one of these
+   acquisitions began; a state cached from before is first checked by a Txn that writes
+   nothing.
+5. Otherwise takes one etcd lease for the acquisitions that need one (leases.py) and writes
+   every entry with one compare-and-swap (state.py). It compares the section key's revision,
+   and, for acquisitions that began after the state was read, the markers their answers rest
+   on. A failed swap brings back the fresh state, so the next attempt needs no extra read.
 
 Between attempts: after a lost swap, only a jitter of a millisecond or two (the fresh state is
 in hand, and a loser that backed off for longer would fall behind the newcomers and could
-starve); after a transient error, randomised exponential back-off. No attempt is made past the
-grant's own deadline.
+starve); after a transient error, randomised exponential back-off. No attempt is made past an
+acquisition's own deadline.
+
+A swap whose reply was lost stays *ambiguous* until it is known not to have committed (a later
+swap of the same acquisition succeeded, or the section moved on without its marker): an
+acquisition that ends without a grant while ambiguous is abandoned, leaving a tombstone that
+stops the lost swap from committing later.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tenacity import RetryCallState, wait_random, wait_random_exponential
@@ -55,6 +65,9 @@ MAX_LIVE_LEASES = 100
 """Live leases one section may hold at once: the value and the Txn must stay bounded."""
 
 RETRYABLE = (RetryableRpc, LeaseNotFound)
+
+MAX_DROPS = 16
+"""Abandoned entries one swap removes at most (etcd takes 128 operations per Txn)."""
 
 
 class SectionFull(Transient):
@@ -136,6 +149,9 @@ class Acquisition:
         self.started = time.monotonic()
         self.lease: EtcdLease | None = None
         self.ambiguous = False  # a swap may have committed without our hearing of it
+        # The section's mod revision that the last swap whose reply was lost compared against:
+        # that swap can still commit while the section stays there.
+        self.lost_at: int | None = None
         self.conflicts = 0
         self.last_failure: Exception | None = None
         self.grant: Grant | None = None
@@ -154,7 +170,7 @@ class Acquisition:
     def _adopt(self, snapshot: Snapshot, token: int) -> Grant:
         lease = self.lease
         assert lease is not None
-        self.ambiguous = False
+        self.ambiguous, self.lost_at = False, None
         for entry in snapshot.entries:
             if entry.owner == (lease.id, self.seq):
                 log.info(
@@ -167,13 +183,12 @@ class Acquisition:
                 )
         raise LessorError(f"{self.what}: marker of acquisition {self.seq} has no entry")
 
-    def _timeout(self) -> float:
-        """How long this attempt's call may take. With other endpoints to try, never all the
-        time that is left: a member that accepts a call and never answers (paused, or
-        forwarding to a dead leader) must leave time to ask another."""
-        remaining = self.ctx.remaining()
-        if remaining <= 0:
-            self.ctx.raise_if_done()
+    def timeout(self) -> float:
+        """How long a call made for this acquisition may take (0 when its time is up). With
+        other endpoints to try, never all the time that is left: a member that accepts a call
+        and never answers (paused, or forwarding to a dead leader) must leave time to ask
+        another."""
+        remaining = max(0.0, self.ctx.remaining())
         if self.endpoints > 1 and remaining > 0.4:
             remaining /= 2
         return min(self.rpc_timeout, remaining)
@@ -267,8 +282,9 @@ class Section:
 
     The state is read and replaced only by the gate's leader; a release (outside the gate)
     only marks its own entry dead. If that races with an attempt storing its state, the entry
-    stays "live" in the cache: the next swap's compare of its marker then fails once and brings
-    the fresh state. A stale cache costs a retry, never a wrong answer.
+    stays "live" in the cache, which is then older than the acquisitions that follow: their
+    swap or check compares that entry's marker, fails once, and brings the fresh state. A
+    stale cache costs a retry, never a wrong answer.
     """
 
     def __init__(self, txns: SectionTxns, pool: LeasePool, holder: str) -> None:
@@ -298,12 +314,18 @@ class Section:
             notify("conflict", "etcd", self.txns.keys.section_id)
             raise
         except LeaseNotFound as e:
-            # etcd refused the whole Txn, so nothing committed: retry with new etcd leases.
+            # etcd refused the whole Txn, so this swap did not commit: retry with new etcd
+            # leases. An earlier swap of a member whose reply was lost still might (if its
+            # etcd lease is not the missing one): that one is abandoned, as at the end.
             for m in members:
                 m.last_failure = e
-                if not m.settled and m.ambiguous:
-                    m.ambiguous = False
-                    m._drop_lease(forget=True)
+                if not m.settled and m.lease is not None:
+                    self.pool.forget(m.lease)
+                    if m.lost_at is not None:
+                        m.abandon()
+                    else:
+                        m._drop_lease()
+                    m.ambiguous, m.lost_at = False, None
             raise
         except RetryableRpc as e:
             for m in members:
@@ -312,10 +334,9 @@ class Section:
             raise
 
     def _attempt(self, members: Sequence[Acquisition]) -> None:
-        timeout = min(m._timeout() for m in members)
         if self.snapshot is None:
             sent = time.monotonic()
-            self.snapshot = self.txns.read(timeout)
+            self.snapshot = self.txns.read(_timeout(members))
             self.fetched_at = sent
         snapshot = self.snapshot
         pending = [m for m in members if not self._adopted(snapshot, m)]
@@ -329,37 +350,68 @@ class Section:
                 SectionFull(f"{plan.full.what} holds {len(live)} live leases, the most it may hold")
             )
             return  # the others try again, after some of those leases end
-        relied = list(plan.relied.values())
+        # A state read after an acquisition began is a valid answer for it as it stands (the
+        # acquisition takes effect at that read); one cached from before must be shown to
+        # still hold: the markers of the entries its answer rests on are compared too.
+        relied = plan.relied(lambda m: m.started > self.fetched_at)
         if not plan.writers:
-            if any(m.started > self.fetched_at for m, _ in plan.proposals):
-                # Nothing to write, from a state cached before some of these acquisitions
-                # began: confirm it still holds, with a Txn that writes nothing.
+            if relied is not None:
                 sent = time.monotonic()
-                self.snapshot, ok = self.txns.check(snapshot, relied, timeout)
+                self.snapshot, ok = self.txns.check(snapshot, relied, _timeout(members))
                 self.fetched_at = sent
                 if not ok:
                     raise Conflict()
             self._settle(plan.proposals, self.snapshot.revision)
             return
-        # The longest-lived first, so that the others can share the etcd lease it takes.
         writers = [m for m, _ in plan.writers]
-        for m in sorted(writers, key=lambda m: -m.until):
-            if m.lease is None:
-                m.lease = self.pool.take(m.until, timeout, m.what)
-        ours = [section.Entry(_lease_of(m).id, m.seq, parts, self.holder)
-                for m, parts in plan.writers]  # fmt: skip
-        drop = [owner for owner in gone if owner in snapshot.markers]
-        for m in writers:
-            m.ambiguous = True
-        sent = time.monotonic()
-        self.snapshot, ok = self.txns.swap(snapshot, live, relied, ours, timeout, drop=drop)
-        self.fetched_at = sent
-        for m in writers:
-            m.ambiguous = False
-        if not ok:
+        needing = [m for m in writers if m.lease is None]
+        if needing:  # one etcd lease for all of them, living past the latest deadline
+            lease = self.pool.take(
+                max(m.until for m in needing),
+                _timeout(members),
+                needing[0].what,
+                users=len(needing),
+            )
+            for m in needing:
+                m.lease = lease
+        drop = [owner for owner in gone if owner in snapshot.markers][:MAX_DROPS]
+        if not self._swap(plan, live, relied or (), drop, _timeout(members)):
             raise Conflict()
         self.abandoned.discard(*drop)
         self._settle(plan.proposals, self.snapshot.revision)
+
+    def _swap(
+        self,
+        plan: _Plan,
+        live: Sequence[section.Entry],
+        relied: Sequence[section.Entry],
+        drop: Sequence[tuple[int, int]],
+        timeout: float,
+    ) -> bool:
+        """The plan's compare-and-swap, keeping track of which writers' swaps may still
+        commit without our knowing (their reply lost)."""
+        snapshot = self.snapshot
+        assert snapshot is not None
+        writers = [m for m, _ in plan.writers]
+        ours = [section.Entry(_lease_of(m).id, m.seq, parts, self.holder)
+                for m, parts in plan.writers]  # fmt: skip
+        before = [m.lost_at for m in writers]
+        for m in writers:  # until the reply arrives, this swap may commit unbeknown to us
+            m.ambiguous, m.lost_at = True, snapshot.mod_revision
+        sent = time.monotonic()
+        ok: bool | None = None  # None: no reply (a retryable error), so still ambiguous
+        try:
+            self.snapshot, ok = self.txns.swap(snapshot, live, relied, ours, timeout, drop=drop)
+        except LeaseNotFound:  # refused whole: this swap did not commit
+            ok = False
+            raise
+        finally:
+            if ok is not None:
+                for m, lost_at in zip(writers, before, strict=True):
+                    m.lost_at = None if ok else lost_at  # an earlier lost swap may still commit
+                    m.ambiguous = m.lost_at is not None
+        self.fetched_at = sent
+        return bool(ok)
 
     @staticmethod
     def _adopted(snapshot: Snapshot, m: Acquisition) -> bool:
@@ -367,6 +419,9 @@ class Section:
         entry (ranges and token) and is settled."""
         token = None if m.lease is None else snapshot.markers.get((m.lease.id, m.seq))
         if token is None:
+            if m.lost_at is not None and snapshot.mod_revision > m.lost_at:
+                # The section moved on without our marker: the lost swap can never commit.
+                m.ambiguous, m.lost_at = False, None
             return False
         m.finish(m._adopt(snapshot, token))
         return True
@@ -379,6 +434,11 @@ class Section:
             m.finish(Grant(parts, m.until, token, handle=held))
 
 
+def _timeout(members: Sequence[Acquisition]) -> float:
+    """A call for several acquisitions may take as long as the most pressed of them may wait."""
+    return min(m.timeout() for m in members)
+
+
 def _lease_of(m: Acquisition) -> EtcdLease:
     assert m.lease is not None, "a writer holds an etcd lease"
     return m.lease
@@ -389,30 +449,41 @@ class _Plan:
     that neither a live entry nor an earlier member holds."""
 
     def __init__(self, pending: Sequence[Acquisition], live: Sequence[section.Entry]) -> None:
-        self.relied: dict[tuple[int, int], section.Entry] = {}  # entries the answer rests on
         self.proposals: list[tuple[Acquisition, SortedPartitions]] = []
         self.writers: list[tuple[Acquisition, SortedPartitions]] = []
         self.full: Acquisition | None = None  # refused: the section holds too many leases
+        self._relied: list[tuple[Acquisition, list[section.Entry]]] = []
         room = MAX_LIVE_LEASES - len(live)
         taken: list[Partition] = []
         for m in pending:
             free = SortedPartitionsBuilder(m.part)
-            for entry in live:
-                if any(p.overlaps(m.part) for p in entry.ranges):
-                    self.relied[entry.owner] = entry
-                    for p in entry.ranges:
-                        free.exclude(p)
+            relied = [e for e in live if any(p.overlaps(m.part) for p in e.ranges)]
+            for entry in relied:
+                for p in entry.ranges:
+                    free.exclude(p)
             for p in taken:
                 free.exclude(p)
             parts = free.result()
-            if parts and len(self.writers) == room:
+            if parts and len(self.writers) >= room:
                 if not self.writers:
                     self.full = m
                 return  # this one and the rest wait for the next attempt
             self.proposals.append((m, parts))
+            self._relied.append((m, relied))
             if parts:
                 self.writers.append((m, parts))
                 taken.extend(parts)
+
+    def relied(self, unproven: Callable[[Acquisition], bool]) -> list[section.Entry] | None:
+        """The entries that the answers of the ``unproven`` members rest on; None when no
+        member is unproven."""
+        found: dict[tuple[int, int], section.Entry] = {}
+        any_unproven = False
+        for m, entries in self._relied:
+            if unproven(m):
+                any_unproven = True
+                found.update((e.owner, e) for e in entries)
+        return list(found.values()) if any_unproven else None
 
 
 class Backoff:

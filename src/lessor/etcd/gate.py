@@ -105,9 +105,29 @@ class Gate(Generic[T]):
         with self._lock:
             if leader in self._queue:  # it gave up between attempts
                 self._queue.remove(leader)
-            if not self._queue:
-                self._leading = False
-                return
-            first = self._queue[0]
-            first.lead = True
-        first.event.set()
+            leader.lead = False
+            first = self._next_leader()
+        if first is not None:
+            first.event.set()
+
+    def leave(self, waiter: Waiter[T]) -> bool:
+        """``waiter``'s thread stops waiting (an exception reached it): out of the queue, and
+        the lead passed on if it had it. False while it is inside an attempt, whose outcome
+        is still to come."""
+        with self._lock:
+            if waiter.in_attempt:
+                return False
+            if waiter in self._queue:
+                self._queue.remove(waiter)
+            first = self._next_leader() if waiter.lead else None
+        if first is not None:
+            first.event.set()
+        return True
+
+    def _next_leader(self) -> Waiter[T] | None:
+        if not self._queue:
+            self._leading = False
+            return None
+        first = self._queue[0]
+        first.lead = True
+        return first

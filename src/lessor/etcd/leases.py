@@ -62,10 +62,11 @@ class LeasePool:
         self._lock = threading.Lock()
         self._current: EtcdLease | None = None
 
-    def take(self, until: float, timeout: float, what: str) -> EtcdLease:
-        """A lease that lives past ``until + margin``, granting one if none does.
+    def take(self, until: float, timeout: float, what: str, users: int = 1) -> EtcdLease:
+        """A lease that lives past ``until + margin``, granting one if none does, for
+        ``users`` acquisitions.
 
-        The caller must :meth:`give_back` what it took.
+        Each of them must :meth:`give_back` what it took.
         """
         now = time.monotonic()
         with self._lock:
@@ -76,7 +77,7 @@ class LeasePool:
                 and not current.retired
                 and current.expiry - self._margin >= until
             ):
-                current.users += 1
+                current.users += users
                 return current
         ttl = max(1, math.ceil(until - now + self._margin + self._reuse))
         t0 = time.monotonic()
@@ -85,7 +86,7 @@ class LeasePool:
         )
         if response.error:
             raise LessorError(f"{what}: etcd refused a lease of {ttl}s: {response.error}")
-        lease = EtcdLease(id=response.ID, granted_ttl=response.TTL, t0=t0, users=1)
+        lease = EtcdLease(id=response.ID, granted_ttl=response.TTL, t0=t0, users=users)
         if lease.expiry - self._margin < until:
             # etcd granted less than asked (it never should): no acquisition may rely on it.
             self._revoke(lease, timeout)

@@ -19,6 +19,7 @@ it was checked at and is not meant for fencing.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import socket
 import threading
@@ -31,7 +32,7 @@ from tenacity import Retrying, retry_if_exception_type
 
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
-from lessor.errors import DeadlineExceeded, LessorError
+from lessor.errors import Cancelled, DeadlineExceeded, LessorError
 from lessor.etcd.acquisition import RETRYABLE, Acquisition, Backoff, Conflict, Held, Section
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys, validate_prefix
@@ -42,8 +43,14 @@ from lessor.partition import Partition
 
 __all__ = ["EtcdLessor"]
 
+log = logging.getLogger("lessor")
+
 MAX_GROUP = 32
 """The most acquisitions of one section one Txn writes for a process (group commit)."""
+
+MIN_CALL_TIME = 0.05
+"""An acquisition with less time left than this is not put in a call to etcd: it would make
+the call's timeout too short for the others in the same group."""
 
 MAX_CACHED_SECTIONS = 1024
 """Sections whose state a lessor keeps; past that, the least recently used idle one goes (its
@@ -51,26 +58,33 @@ next acquisition reads the section afresh)."""
 
 
 def _attempt(known: Section, batch: Sequence[Acquisition]) -> BaseException | None:
-    """One attempt for ``batch``; the retryable error it failed with, if any. A permanent
-    error (corrupt section, permission denied, ...) settles every member with it."""
+    """One attempt for ``batch`` (its leader first); the retryable error it failed with, if
+    any. A permanent error (corrupt section, permission denied, ...) settles every member."""
     active = []
     for m in batch:
         if m.ctx.done():
             m.settle_failed(DeadlineExceeded(f"{m.what}: the deadline passed while acquiring"))
-        else:
+        elif m.timeout() >= MIN_CALL_TIME:
             active.append(m)
+        # else: too little time left to wait for etcd; it stays queued until its deadline,
+        # rather than cut everyone's call short
     if not active:
         return None
     try:
         known.attempt(active)
     except (Conflict, *RETRYABLE) as e:
         return e
-    except BaseException as e:
+    except Exception as e:
         for i, m in enumerate(active):
             if not m.settled:  # each thread raises an exception object of its own
-                m.settle_failed(e if i == 0 or not isinstance(e, Exception) else copy.copy(e))
+                m.settle_failed(e if i == 0 else copy.copy(e))
         if not isinstance(e, LessorError):
             raise
+    except BaseException as e:  # KeyboardInterrupt, SystemExit: the leader's alone
+        for m in active[1:]:
+            if not m.settled:
+                m.settle_failed(Cancelled(f"{m.what}: acquisition interrupted ({e!r})"))
+        raise
     return None
 
 
@@ -167,28 +181,31 @@ class EtcdLessor(Lessor):
         until = time.monotonic() + dur
         if ctx.deadline is not None:
             until = min(until, ctx.deadline)
+        # Retrying past the grant's own deadline would only write a lease nobody can use.
+        retry_ctx = ctx.with_deadline(min(until, time.monotonic() + self._acquire_timeout))
         with self._lock:
             self._seq += 1
-            seq = self._seq
             known = self._sections.get(section_id)
             if known is None:
                 keys = SectionKeys.of(self._prefix, section_id)
                 txns = SectionTxns(self._transport, keys)
                 known = self._sections[section_id] = Section(txns, self._pool, self._holder)
-                self._evict()
             else:
                 self._sections.move_to_end(section_id)
-        # Retrying past the grant's own deadline would only write a lease nobody can use.
-        retry_ctx = ctx.with_deadline(min(until, time.monotonic() + self._acquire_timeout))
-        acquisition = Acquisition(
-            known.txns, self._pool, part=part, until=until, seq=seq, holder=self._holder,
-            ctx=retry_ctx, caller=ctx, rpc_timeout=self._rpc_timeout,
-            endpoints=len(self._transport.endpoints), abandoned=known.abandoned,
-        )  # fmt: skip
-        waiter = Waiter(acquisition)
+            acquisition = Acquisition(
+                known.txns, self._pool, part=part, until=until, seq=self._seq,
+                holder=self._holder, ctx=retry_ctx, caller=ctx, rpc_timeout=self._rpc_timeout,
+                endpoints=len(self._transport.endpoints), abandoned=known.abandoned,
+            )  # fmt: skip
+            waiter = Waiter(acquisition)
+            leads = known.gate.join(waiter)  # joined before any eviction can see the section
+            self._evict()
         try:
-            if known.gate.join(waiter) or self._wait_turn(known, waiter):
+            if leads or self._wait_turn(known, waiter):
                 self._lead(known, waiter)
+        except BaseException:
+            self._give_up(known, waiter)
+            raise
         finally:
             retry_ctx.cancel()
         if acquisition.error is not None:
@@ -228,6 +245,24 @@ class EtcdLessor(Lessor):
             waiter.event.wait(max(0.0, min(acquisition.ctx.remaining(), 0.1)) or 0.01)
         return not waiter.settled
 
+    def _give_up(self, known: Section, waiter: Waiter[Acquisition]) -> None:
+        """An exception (KeyboardInterrupt, ...) reached a thread waiting for its turn: leave
+        the queue, and hold nothing."""
+        acquisition = waiter.item
+        if not known.gate.leave(waiter):  # inside an attempt: wait for it, bounded
+            waiter.event.wait(self._rpc_timeout + 1.0)
+        grant = acquisition.grant
+        if grant is not None:
+            if grant.handle is not None:
+                try:
+                    self._release(grant)
+                except Exception:
+                    log.warning("section=%r: could not give back an interrupted acquisition's "
+                                "lease (it expires by itself)", known.txns.keys.section_id,
+                                exc_info=True)  # fmt: skip
+        elif not acquisition.settled and not waiter.in_attempt:
+            acquisition.settle_failed(Cancelled(f"{acquisition.what}: acquisition interrupted"))
+
     def _lead(self, known: Section, me: Waiter[Acquisition]) -> None:
         """Make attempts for the queue until ``me`` is settled, then hand the lead on."""
         try:
@@ -238,6 +273,8 @@ class EtcdLessor(Lessor):
         except BaseException as e:
             if not me.item.settled:
                 me.item.settle_failed(e)
+            if not isinstance(e, Exception):
+                raise  # KeyboardInterrupt, SystemExit: the caller's _give_up cleans up
         finally:
             known.gate.hand_over(me)
 

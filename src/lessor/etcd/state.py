@@ -58,12 +58,10 @@ class SectionTxns:
     def check(
         self, snapshot: Snapshot, relied: Sequence[section.Entry], timeout: float
     ) -> tuple[Snapshot, bool]:
-        """Whether ``snapshot`` still holds for the entries ``relied`` on (no write); if not,
-        the fresh state."""
-        response = self._txn(self._compares(snapshot, relied), [], self._state, timeout)
-        if response.succeeded:
-            return snapshot.at(response.header.revision), True
-        return self._parse(response.header.revision, response.responses), False
+        """Whether ``snapshot`` still holds for the entries ``relied`` on (no write); either
+        way, the state as it is now."""
+        response = self._txn(self._compares(snapshot, relied), self._state, self._state, timeout)
+        return self._parse(response.header.revision, response.responses), response.succeeded
 
     def swap(
         self,
@@ -99,6 +97,7 @@ class SectionTxns:
                 rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.keys.marker(*o)))
                 for o in drop
             ),
+            self._state[1],  # every marker, after the writes: the state written is all fresh
         ]
         # Our markers must not exist yet: an abandoned acquisition leaves a tombstone there
         # (see abandon), so a swap that reaches etcd after its sender gave up cannot commit.
@@ -111,9 +110,7 @@ class SectionTxns:
         revision = response.header.revision
         if not response.succeeded:
             return self._parse(revision, response.responses), False
-        written = {e.owner: snapshot.markers[e.owner] for e in live}
-        written.update((e.owner, revision) for e in ours)
-        return Snapshot(revision, revision, entries, written), True
+        return Snapshot(revision, revision, entries, self._markers(response.responses[-1])), True
 
     def abandon(self, lease: int, seq: int, timeout: float) -> None:
         """Make sure acquisition ``seq`` holds nothing, whether or not its swap committed.
@@ -185,9 +182,12 @@ class SectionTxns:
             mod_revision = kvs[0].mod_revision
         else:
             entries, mod_revision = (), 0
+        return Snapshot(revision, mod_revision, entries, self._markers(responses[1]))
+
+    def _markers(self, response: Any) -> dict[tuple[int, int], int]:
         markers: dict[tuple[int, int], int] = {}
-        for kv in responses[1].response_range.kvs:
+        for kv in response.response_range.kvs:
             owner = self.keys.owner(kv.key)
             if owner is not None:
                 markers[owner] = kv.create_revision
-        return Snapshot(revision, mod_revision, entries, markers)
+        return markers
