@@ -139,7 +139,9 @@ def judge(
         ps.sort(key=lambda p: p.start)
         for i, b in enumerate(ps):
             for a in ps[:i]:
-                if a.token != b.token and a.start < b.end and b.start < a.end:
+                # Leases granted together share a token, so holders are told apart by name too.
+                same_lease = (a.dc, a.worker, a.token) == (b.dc, b.worker, b.token)
+                if not same_lease and a.start < b.end and b.start < a.end:
                     overlaps.append(ItemOverlap(item, a, b))
                 elif a.end <= b.start and a.token >= b.token:
                     inversions.append((a, b))
