@@ -149,9 +149,7 @@ def test_a_range_freed_before_a_queued_acquisition_began_is_granted_to_it(
     with EtcdLessor(etcd_server.endpoints, prefix=prefix) as other:
         held = other.lease("s", Partition(10, 20), 30)
         assert held.__enter__().partitions == [Partition(10, 20)]
-        first, _, let_go, cleanup = queue_behind_a_stalled_swap(
-            etcd_server, prefix, [], heal=False
-        )
+        first, _, let_go, cleanup = queue_behind_a_stalled_swap(etcd_server, prefix, [], heal=False)
         link, lessor = cleanup
         try:
             gate: Gate[Any] = lessor._sections["s"].gate
