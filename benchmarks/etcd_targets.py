@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from etcd_metrics import is_leader
-from lessor.etcd.local import LocalEtcd, find_etcd_binary, free_port
+from lessor.etcd.local import LocalEtcd, find_etcd_binary, free_ports
 from lessor.etcd.proxy import FaultProxy
 
 __all__ = ["Target", "docker_problem", "one_member", "three_members"]
@@ -147,7 +147,8 @@ def three_members(*, docker: bool, fsync: bool, delay_ms: float) -> Iterator[Tar
     delay = delay_ms / 1e3
     token = f"lessor-bench-{uuid.uuid4().hex[:8]}"
     with contextlib.ExitStack() as stack:
-        ports = [(free_port(host), free_port(host)) for _ in range(3)]
+        flat = free_ports(6, host)
+        ports = [(flat[i], flat[i + 1]) for i in range(0, 6, 2)]
         peer_proxies = [
             stack.enter_context(FaultProxy(f"{host}:{peer}", listen=f"{host}:0", delay=delay))
             for _, peer in ports

@@ -758,14 +758,15 @@ def test_etcd_image_builds_and_the_compose_members_start_as_one_cluster(
 ) -> None:
     from lessor.etcd import EtcdLessor  # noqa: PLC0415
     from lessor.etcd.container import etcd_image  # noqa: PLC0415
-    from lessor.etcd.local import free_port, wait_healthy  # noqa: PLC0415
+    from lessor.etcd.local import free_ports, wait_healthy  # noqa: PLC0415
 
     compose = load_compose(os.environ)  # as `docker compose` would resolve it here
     members = {n: s for n, s in compose["services"].items() if n in ETCD_MEMBERS}
     image = etcd_image()
     assert {s["image"] for s in members.values()} == {image}, "not the image etcd_image() built"
 
-    ports = {(name, port): free_port("127.0.0.1") for name in members for port in ("2379", "2380")}
+    wanted = [(name, port) for name in members for port in ("2379", "2380")]
+    ports = dict(zip(wanted, free_ports(len(wanted)), strict=True))
     run = uuid.uuid4().hex[:8]
     containers: dict[str, Any] = {}
     try:

@@ -81,7 +81,7 @@ from types import TracebackType
 
 import grpc
 
-from lessor.etcd.local import find_etcd_binary, free_port, tuning_flags, wait_healthy
+from lessor.etcd.local import find_etcd_binary, free_ports, tuning_flags, wait_healthy
 
 __all__ = ["LocalEtcdCluster", "Member", "MemberStatus"]
 
@@ -118,8 +118,7 @@ class Member:
         self.index = index
         self.name = f"m{index}"
         self.host = host
-        self.client_port = free_port(host)
-        self.peer_port = free_port(host)
+        self.client_port, self.peer_port = free_ports(2, host)
         self.uid = uid  # None: runs as the caller
         self.mark = mark
         self.dir = workdir / self.name

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lessor.etcd.local import free_port, tuning_flags, wait_healthy
+from lessor.etcd.local import free_ports, tuning_flags, wait_healthy
 
 # Before testcontainers is imported: releases before 4.9 read it at import time.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -192,8 +192,7 @@ class EtcdContainer:
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
         self.data_dir = data_dir
-        self.client_port = free_port(host)
-        self.peer_port = free_port(host)
+        self.client_port, self.peer_port = free_ports(2, host)
         self.name = f"lessor-etcd-{self.client_port}-{uuid.uuid4().hex[:8]}"
         self._container: DockerContainer | None = None
 

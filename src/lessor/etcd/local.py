@@ -34,6 +34,7 @@ __all__ = [
     "ServerTLS",
     "find_etcd_binary",
     "free_port",
+    "free_ports",
     "tuning_flags",
     "wait_healthy",
 ]
@@ -148,6 +149,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports: all are held open until the last is found, since one
+    call after another to :func:`free_port` may be handed the same port again."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket())
+            s.bind((host, 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
 class LocalEtcd:
     """One etcd member on loopback; a context manager. Restartable with the same data."""
 
@@ -173,8 +186,7 @@ class LocalEtcd:
         self.fsync = fsync
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
-        self.client_port = free_port(host)
-        self.peer_port = free_port(host)
+        self.client_port, self.peer_port = free_ports(2, host)
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
