@@ -96,6 +96,13 @@ class ThreadRecord:
     # [section index, start, end, token, low, high, low, high, ...]
     holdings: list[list[Any]] = field(default_factory=list)
 
+    def completed(self, started: float, got: float, now: float, asked: int) -> None:
+        """Note a completed cycle: asked at ``started``, held at ``got``, done at ``now``."""
+        self.histogram.record_value(max(1, int((got - started) * 1e6)))
+        self.cycles += 1
+        self.last = now
+        self.asked += asked
+
     def failed(self, e: BaseException) -> bool:
         """Note a failed cycle; whether the thread should stop."""
         self.errors += 1
@@ -187,7 +194,7 @@ class Scenario:
         lessor, dur, make_part = self.lessor, self.dur, self.part_maker()
 
         def loop(rec: ThreadRecord, end: float) -> None:
-            sections, hist, holdings = rec.sections, rec.histogram, rec.holdings
+            sections, holdings = rec.sections, rec.holdings
             turn = 0
             now = time.monotonic()
             while now < end:
@@ -205,10 +212,7 @@ class Scenario:
                     now = time.monotonic()
                     continue
                 now = time.monotonic()
-                hist.record_value(max(1, int((got - started) * 1e6)))
-                rec.cycles += 1
-                rec.last = now
-                rec.asked += part.high - part.low
+                rec.completed(started, got, now, part.high - part.low)
                 ranges = lease.partitions
                 if not ranges:
                     rec.empty += 1
@@ -226,7 +230,7 @@ class Scenario:
 
         def loop(rec: ThreadRecord, end: float) -> None:
             locks = [_CountingLock(scenario, self.lock_prefix + s, rec) for s in rec.sections]
-            hist, holdings, ttl = rec.histogram, rec.holdings, self.lock_ttl
+            holdings, ttl = rec.holdings, self.lock_ttl
             whole = self.universe.high
             turn = 0
             now = time.monotonic()
@@ -248,10 +252,7 @@ class Scenario:
                     now = time.monotonic()
                     continue
                 now = time.monotonic()
-                hist.record_value(max(1, int((got - started) * 1e6)))
-                rec.cycles += 1
-                rec.last = now
-                rec.asked += whole
+                rec.completed(started, got, now, whole)
                 rec.granted += whole
                 # Its lease was granted after ``started``: it lives at least until then + ttl.
                 holdings.append(
@@ -264,7 +265,7 @@ class Scenario:
         client = self.client
 
         def loop(rec: ThreadRecord, end: float) -> None:
-            keys, hist = [self.put_prefix + s for s in rec.sections], rec.histogram
+            keys = [self.put_prefix + s for s in rec.sections]
             value = b"x" * 64
             turn = 0
             now = time.monotonic()
@@ -280,9 +281,7 @@ class Scenario:
                     now = time.monotonic()
                     continue
                 now = time.monotonic()
-                hist.record_value(max(1, int((now - started) * 1e6)))
-                rec.cycles += 1
-                rec.last = now
+                rec.completed(started, now, now, 0)  # a put asks for no keys
 
         return loop
 
