@@ -19,6 +19,7 @@ it was checked at and is not meant for fencing.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 import socket
@@ -219,12 +220,15 @@ class EtcdLessor(Lessor):
         excess = len(self._sections) - MAX_CACHED_SECTIONS
         if excess <= 0:
             return
-        idle = [
-            section_id
-            for section_id, known in self._sections.items()
-            if not known.gate.leading and not known.abandoned.current()
-        ][:excess]
-        for section_id in idle:
+        idle = itertools.islice(
+            (
+                section_id
+                for section_id, known in self._sections.items()
+                if not known.gate.leading and not known.abandoned.current()
+            ),
+            excess,  # stop at the first few: this runs under the lessor's lock
+        )
+        for section_id in list(idle):
             del self._sections[section_id]
 
     @staticmethod
