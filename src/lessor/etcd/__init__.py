@@ -10,9 +10,10 @@ from __future__ import annotations
 import threading
 
 from lessor.context import Context
-from lessor.etcd.acquisition import MAX_LIVE_LEASES, SectionFull
+from lessor.etcd.core import SectionFull
 from lessor.etcd.cluster import LocalEtcdCluster
 from lessor.etcd.keys import MAX_SECTION_ID_BYTES
+from lessor.etcd.plan import MAX_LIVE_LEASES
 from lessor.etcd.lessor import EtcdLessor
 from lessor.etcd.local import LocalEtcd, find_etcd_binary
 from lessor.etcd.settings import ENVIRONMENT, EtcdSettings

@@ -5,13 +5,21 @@ swap it at once make one of them fail for nothing, and a thread that keeps losin
 while luckier ones keep winning. The gate queues a process's acquisitions of one section in
 arrival order. One of them at a time *leads*: it takes every acquisition waiting at that
 moment (itself first) and makes one attempt for all of them — one Txn that writes an entry
-for each that gets ranges (see ``acquisition.attempt_together``). Those that the attempt does
-not settle go back to the front of the queue, in order. When the leader's own acquisition is
-settled it hands the lead to the first one still waiting, so nobody's caller waits for
-acquisitions other than those queued before it and in the same attempt.
+for each that gets ranges (``core.attempt``). Those that the attempt does not settle go back
+to the front of the queue, in order. When the leader's own acquisition is settled it hands the
+lead to the first one still waiting, so nobody's caller waits for acquisitions other than
+those queued before it and in the same attempt.
 
-A waiter whose context ends while it is queued (not inside an attempt) withdraws itself; one
-inside an attempt waits for that attempt, which is bounded by its own deadline too.
+The gate is pure bookkeeping under one lock: it never blocks and never calls etcd. It wakes a
+waiter through the ``wake`` callback the shell gave it (a thread's event, a task's future).
+
+Every way out is here, so that the queue always has a leader while it has waiters:
+
+* :meth:`withdraw`: a queued waiter whose time is up leaves (if it was just handed the lead,
+  the lead passes on).
+* :meth:`leave`: a waiter whose thread an exception reached *departs*. Queued, it leaves as
+  with withdraw. Inside an attempt, nobody waits for it: :meth:`finish` hands it to the leader
+  as an orphan, to be settled and to have whatever it was granted given back.
 
 The gate spans only acquisitions, never callbacks: holders run concurrently.
 """
@@ -19,7 +27,7 @@ The gate spans only acquisitions, never callbacks: holders run concurrently.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 __all__ = ["Gate", "Waiter"]
@@ -28,23 +36,27 @@ T = TypeVar("T")
 
 
 class Waiter(Generic[T]):
-    """One queued acquisition (``item``) and the event that wakes its thread: set once, when
-    the item is settled or when its thread is to lead."""
+    """One queued acquisition (``item``) and how to wake its thread (``wake``): called once
+    the item is settled, or when its thread is to lead."""
 
-    __slots__ = ("event", "in_attempt", "item", "lead", "settled")
+    __slots__ = ("departed", "in_attempt", "item", "lead", "wake")
 
-    def __init__(self, item: T) -> None:
+    def __init__(self, item: T, wake: Callable[[], object]) -> None:
         self.item = item
-        self.event = threading.Event()
+        self.wake = wake
         self.lead = False
-        self.settled = False
         self.in_attempt = False
+        self.departed = False
 
 
 class Gate(Generic[T]):
-    """The queue of one section's acquisitions in this process, and who leads it."""
+    """The queue of one section's acquisitions in this process, and who leads it.
 
-    def __init__(self) -> None:
+    ``settled(item)`` tells whether an attempt has settled an item.
+    """
+
+    def __init__(self, settled: Callable[[T], bool]) -> None:
+        self._settled = settled
         self._lock = threading.Lock()
         self._leading = False
         self._queue: list[Waiter[T]] = []  # arrival order; empty whenever nobody leads
@@ -80,51 +92,69 @@ class Gate(Generic[T]):
                 w.in_attempt = True
             return batch
 
-    def put_back(self, waiters: Sequence[Waiter[T]]) -> None:
-        """Waiters an attempt did not settle go back to the front, in their order."""
+    def finish(self, batch: Sequence[Waiter[T]]) -> list[Waiter[T]]:
+        """The attempt for ``batch`` is over: the settled are woken, the others go back to the
+        front of the queue in their order. Returns the departed: the leader's to settle."""
+        settled, back, departed = [], [], []
         with self._lock:
-            for w in waiters:
+            for w in batch:
                 w.in_attempt = False
-            self._queue[:0] = waiters
-
-    def settle(self, waiter: Waiter[T]) -> None:
-        waiter.settled = True
-        waiter.event.set()
+                if w.departed:
+                    departed.append(w)
+                elif self._settled(w.item):
+                    settled.append(w)
+                else:
+                    back.append(w)
+            self._queue[:0] = back
+        for w in settled:
+            if not w.lead:
+                w.wake()
+        return departed
 
     def withdraw(self, waiter: Waiter[T]) -> bool:
-        """Take a queued waiter out (its context ended); False while it is inside an attempt
-        or already settled."""
+        """Take a queued waiter out (its time is up); False while it is inside an attempt, or
+        settled, or already out."""
         with self._lock:
-            if waiter.settled or waiter.in_attempt or waiter.lead:
+            if waiter.in_attempt or waiter.departed or waiter not in self._queue:
                 return False
             self._queue.remove(waiter)
-            return True
+            first = self._pass_lead(waiter)
+        if first is not None:
+            first.wake()
+        return True
+
+    def leave(self, waiter: Waiter[T]) -> bool:
+        """``waiter``'s thread stops waiting (an exception reached it). True: it is out of the
+        queue (the lead passed on if it had it), and its item is its thread's own to settle
+        or give back. False: it is inside an attempt, or had already left; the leader settles
+        it and gives back what it is granted."""
+        with self._lock:
+            if waiter.departed:
+                return False
+            waiter.departed = True
+            if waiter.in_attempt:
+                return False
+            if waiter in self._queue:
+                self._queue.remove(waiter)
+            first = self._pass_lead(waiter)
+        if first is not None:
+            first.wake()
+        return True
 
     def hand_over(self, leader: Waiter[T]) -> None:
         """``leader`` is done: the first waiter still queued leads next."""
         with self._lock:
             if leader in self._queue:  # it gave up between attempts
                 self._queue.remove(leader)
-            leader.lead = False
-            first = self._next_leader()
+            first = self._pass_lead(leader)
         if first is not None:
-            first.event.set()
+            first.wake()
 
-    def leave(self, waiter: Waiter[T]) -> bool:
-        """``waiter``'s thread stops waiting (an exception reached it): out of the queue, and
-        the lead passed on if it had it. False while it is inside an attempt, whose outcome
-        is still to come."""
-        with self._lock:
-            if waiter.in_attempt:
-                return False
-            if waiter in self._queue:
-                self._queue.remove(waiter)
-            first = self._next_leader() if waiter.lead else None
-        if first is not None:
-            first.event.set()
-        return True
-
-    def _next_leader(self) -> Waiter[T] | None:
+    def _pass_lead(self, waiter: Waiter[T]) -> Waiter[T] | None:
+        """If ``waiter`` led, the next leader (to wake), else None. Under the lock."""
+        if not waiter.lead:
+            return None
+        waiter.lead = False
         if not self._queue:
             self._leading = False
             return None

@@ -11,12 +11,20 @@ reach into another section's markers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote
 
-__all__ = ["MAX_SECTION_ID_BYTES", "SectionKeys", "validate_prefix"]
+__all__ = ["MAX_SECTION_ID_BYTES", "Owner", "SectionKeys", "validate_prefix"]
 
 MAX_SECTION_ID_BYTES = 4096
 """The longest section id accepted, in UTF-8 bytes (its key may be up to three times longer)."""
+
+
+class Owner(NamedTuple):
+    """Who wrote a section entry and its marker: one acquisition, unique in the cluster."""
+
+    lease: int  # the etcd lease its marker is attached to
+    seq: int  # the acquisition's number in its lessor
 
 
 def validate_prefix(prefix: str) -> str:
@@ -56,13 +64,13 @@ class SectionKeys:
     def marker(self, lease_id: int, seq: int) -> bytes:
         return self.markers + f"{lease_id:x}.{seq:x}".encode()
 
-    def owner(self, marker: bytes) -> tuple[int, int] | None:
+    def owner(self, marker: bytes) -> Owner | None:
         """The (lease, seq) a marker key of this section names; None for any other key."""
         if not marker.startswith(self.markers):
             return None
         lease, dot, seq = marker[len(self.markers) :].partition(b".")
         try:
-            return (int(lease, 16), int(seq, 16)) if dot else None
+            return Owner(int(lease, 16), int(seq, 16)) if dot else None
         except ValueError:
             return None
 

@@ -18,7 +18,6 @@ it was checked at and is not meant for fencing.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 import os
@@ -29,16 +28,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type
-
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
-from lessor.errors import Cancelled, DeadlineExceeded, LessorError
-from lessor.etcd.acquisition import RETRYABLE, Acquisition, Backoff, Conflict, Held, Section
+from lessor.errors import Cancelled, DeadlineExceeded
+from lessor.etcd import core
+from lessor.etcd.acquisition import Section
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
-from lessor.etcd.state import SectionTxns
+from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import Channels, ClientTransport, TLSConfig, Transport
 from lessor.partition import Partition
 
@@ -46,47 +44,9 @@ __all__ = ["EtcdLessor"]
 
 log = logging.getLogger("lessor")
 
-MAX_GROUP = 32
-"""The most acquisitions of one section one Txn writes for a process (group commit)."""
-
-MIN_CALL_TIME = 0.05
-"""An acquisition with less time left than this is not put in a call to etcd: it would make
-the call's timeout too short for the others in the same group."""
-
 MAX_CACHED_SECTIONS = 1024
 """Sections whose state a lessor keeps; past that, the least recently used idle one goes (its
 next acquisition reads the section afresh)."""
-
-
-def _attempt(known: Section, batch: Sequence[Acquisition]) -> BaseException | None:
-    """One attempt for ``batch`` (its leader first); the retryable error it failed with, if
-    any. A permanent error (corrupt section, permission denied, ...) settles every member."""
-    active = []
-    for m in batch:
-        if m.ctx.done():
-            m.settle_failed(DeadlineExceeded(f"{m.what}: the deadline passed while acquiring"))
-        elif m.timeout() >= MIN_CALL_TIME:
-            active.append(m)
-        # else: too little time left to wait for etcd; it stays queued until its deadline,
-        # rather than cut everyone's call short
-    if not active:
-        return None
-    try:
-        known.attempt(active)
-    except (Conflict, *RETRYABLE) as e:
-        return e
-    except Exception as e:
-        for i, m in enumerate(active):
-            if not m.settled:  # each thread raises an exception object of its own
-                m.settle_failed(e if i == 0 else copy.copy(e))
-        if not isinstance(e, LessorError):
-            raise
-    except BaseException as e:  # KeyboardInterrupt, SystemExit: the leader's alone
-        for m in active[1:]:
-            if not m.settled:
-                m.settle_failed(Cancelled(f"{m.what}: acquisition interrupted ({e!r})"))
-        raise
-    return None
 
 
 def _positive(name: str, value: float, zero_ok: bool = False) -> float:
@@ -161,8 +121,16 @@ class EtcdLessor(Lessor):
             raise ValueError("EtcdLessor needs endpoints (['host:port', ...]) or a client")
         if holder is not None and not isinstance(holder, str):
             raise TypeError(f"holder must be a str, got {holder!r}")
+        if holder is not None and holder.encode("utf-8", "replace") == TOMBSTONE:
+            raise ValueError(f"holder must not be {holder!r}: that marks abandoned acquisitions")
         self._holder = holder if holder is not None else f"{socket.gethostname()}:{os.getpid()}"
         self._pool = LeasePool(self._transport, margin=margin, reuse=lease_reuse)
+        self._config = core.Config(
+            holder=self._holder,
+            rpc_timeout=self._rpc_timeout,
+            release_timeout=self._release_timeout,
+            endpoints=len(self._transport.endpoints),
+        )
         self._lock = threading.Lock()
         self._sections: OrderedDict[str, Section] = OrderedDict()
         self._seq = 0
@@ -179,40 +147,47 @@ class EtcdLessor(Lessor):
     # -- Lessor ------------------------------------------------------------------------------
 
     def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
-        until = time.monotonic() + dur
+        now = time.monotonic()
+        until = now + dur
         if ctx.deadline is not None:
             until = min(until, ctx.deadline)
-        # Retrying past the grant's own deadline would only write a lease nobody can use.
-        retry_ctx = ctx.with_deadline(min(until, time.monotonic() + self._acquire_timeout))
         with self._lock:
             self._seq += 1
-            known = self._sections.get(section_id)
-            if known is None:
-                keys = SectionKeys.of(self._prefix, section_id)
-                txns = SectionTxns(self._transport, keys)
-                known = self._sections[section_id] = Section(txns, self._pool, self._holder)
-            else:
-                self._sections.move_to_end(section_id)
-            acquisition = Acquisition(
-                known.txns, self._pool, part=part, until=until, seq=self._seq,
-                holder=self._holder, ctx=retry_ctx, caller=ctx, rpc_timeout=self._rpc_timeout,
-                endpoints=len(self._transport.endpoints), abandoned=known.abandoned,
-            )  # fmt: skip
-            waiter = Waiter(acquisition)
+            known = self._section(section_id)
+            member = core.Member(
+                part=part,
+                until=until,
+                # Retrying past the grant's own deadline would only write a lease nobody can use.
+                deadline=min(until, now + self._acquire_timeout),
+                seq=self._seq,
+                started=now,
+                ctx=ctx,
+                what=f"section {section_id!r}",
+            )
+            turn = threading.Event()
+            waiter = Waiter(member, turn.set)
             leads = known.gate.join(waiter)  # joined before any eviction can see the section
             self._evict()
         try:
-            if leads or self._wait_turn(known, waiter):
-                self._lead(known, waiter)
+            if leads or self._wait_turn(known, waiter, turn):
+                known.drive(core.lead(known.known, known.gate, waiter, self._config))
         except BaseException:
             self._give_up(known, waiter)
             raise
-        finally:
-            retry_ctx.cancel()
-        if acquisition.error is not None:
-            raise acquisition.error
-        assert acquisition.grant is not None
-        return acquisition.grant
+        if member.error is not None:
+            raise member.error
+        assert member.grant is not None
+        return member.grant
+
+    def _section(self, section_id: str) -> Section:
+        """The section's state, made if need be (under the lessor's lock)."""
+        known = self._sections.get(section_id)
+        if known is None:
+            keys = SectionKeys.of(self._prefix, section_id)
+            known = self._sections[section_id] = Section(self._transport, keys, self._pool)
+        else:
+            self._sections.move_to_end(section_id)
+        return known
 
     def _evict(self) -> None:
         """Forget idle sections past :data:`MAX_CACHED_SECTIONS`, least recently used first.
@@ -221,110 +196,58 @@ class EtcdLessor(Lessor):
         if excess <= 0:
             return
         idle = itertools.islice(
-            (
-                section_id
-                for section_id, known in self._sections.items()
-                if not known.gate.leading and not known.abandoned.current()
-            ),
+            (section_id for section_id, known in self._sections.items() if known.idle),
             excess,  # stop at the first few: this runs under the lessor's lock
         )
         for section_id in list(idle):
             del self._sections[section_id]
 
-    @staticmethod
-    def _wait_turn(known: Section, waiter: Waiter[Acquisition]) -> bool:
+    def _wait_turn(
+        self, known: Section, waiter: Waiter[core.Member], turn: threading.Event
+    ) -> bool:
         """Wait until a leader settles ``waiter`` (False) or hands it the lead (True)."""
-        acquisition = waiter.item
-        while not waiter.event.is_set():
-            if acquisition.ctx.done() and known.gate.withdraw(waiter):
-                # Still queued, never in an attempt since its last one: give up here.
-                acquisition.settle_failed(
-                    DeadlineExceeded(
-                        f"{acquisition.what}: the deadline passed while this process's other "
-                        "acquisitions of the section went first"
-                    )
+        member = waiter.item
+        while not turn.is_set():
+            if member.done(time.monotonic()) and known.gate.withdraw(waiter):
+                # Still queued, not inside an attempt: give up here.
+                late = DeadlineExceeded(
+                    f"{member.what}: the deadline passed while this process's other "
+                    "acquisitions of the section went first"
                 )
+                known.drive(core.fail(known.known, member, late, self._config))
                 return False
             # Bounded waits so that a cancellation (which has no event of ours) is noticed too.
-            waiter.event.wait(max(0.0, min(acquisition.ctx.remaining(), 0.1)) or 0.01)
-        return not waiter.settled
+            turn.wait(max(0.0, min(member.deadline - time.monotonic(), 0.1)) or 0.01)
+        return not member.settled
 
-    def _give_up(self, known: Section, waiter: Waiter[Acquisition]) -> None:
-        """An exception (KeyboardInterrupt, ...) reached a thread waiting for its turn: leave
-        the queue, and hold nothing."""
-        acquisition = waiter.item
-        if not known.gate.leave(waiter):  # inside an attempt: wait for it, bounded
-            waiter.event.wait(self._rpc_timeout + 1.0)
-        grant = acquisition.grant
+    def _give_up(self, known: Section, waiter: Waiter[core.Member]) -> None:
+        """An exception (KeyboardInterrupt, ...) reached a thread while it acquired. Out of
+        the gate, its acquisition is its own to end here; inside an attempt, the leader ends
+        it (``core.orphaned``): nobody waits for it."""
+        if not known.gate.leave(waiter):
+            return
+        member = waiter.item
+        grant = member.grant
         if grant is not None:
-            if grant.handle is not None:
+            if isinstance(grant.handle, core.Held):
                 try:
                     self._release(grant)
                 except Exception:
                     log.warning("section=%r: could not give back an interrupted acquisition's "
                                 "lease (it expires by itself)", known.txns.keys.section_id,
                                 exc_info=True)  # fmt: skip
-        elif not acquisition.settled and not waiter.in_attempt:
-            acquisition.settle_failed(Cancelled(f"{acquisition.what}: acquisition interrupted"))
-
-    def _lead(self, known: Section, me: Waiter[Acquisition]) -> None:
-        """Make attempts for the queue until ``me`` is settled, then hand the lead on."""
-        try:
-            try:
-                self._round(known, me)  # the common case, without tenacity's set-up
-            except (Conflict, *RETRYABLE):
-                self._retrying(me.item.ctx)(self._round, known, me)
-        except BaseException as e:
-            if not me.item.settled:
-                me.item.settle_failed(e)
-            if not isinstance(e, Exception):
-                raise  # KeyboardInterrupt, SystemExit: the caller's _give_up cleans up
-        finally:
-            known.gate.hand_over(me)
-
-    @staticmethod
-    def _round(known: Section, me: Waiter[Acquisition]) -> None:
-        """One attempt for everyone queued; raises what it failed with if ``me`` is not
-        settled, so that tenacity waits and tries again."""
-        batch = known.gate.take(MAX_GROUP)
-        try:
-            failed = _attempt(known, [w.item for w in batch])
-        finally:
-            known.gate.put_back([w for w in batch if not w.item.settled])
-            for w in batch:
-                if w.item.settled and w is not me:
-                    known.gate.settle(w)
-        if not me.item.settled:
-            # None: the attempt settled others but not us (too many at once); go again.
-            raise failed if failed is not None else Conflict()
-
-    @staticmethod
-    def _retrying(retry_ctx: Context) -> Retrying:
-        def sleep(seconds: float) -> None:
-            retry_ctx.wait(seconds)  # wakes early when the caller cancels
-
-        return Retrying(
-            retry=retry_if_exception_type((Conflict, *RETRYABLE)),
-            wait=Backoff(retry_ctx),
-            stop=lambda state: retry_ctx.done(),
-            sleep=sleep,
-            reraise=True,
-        )
+        elif member.error is None:
+            interrupted = Cancelled(f"{member.what}: acquisition interrupted")
+            known.drive(core.fail(known.known, member, interrupted, self._config))
 
     def _release(self, grant: Grant) -> None:
         held = grant.handle
         if held is None:
             return  # an empty lease wrote nothing
-        assert isinstance(held, Held)
-        known = self._sections.get(held.txns.keys.section_id)
-        if known is not None:  # forget our entry now: our next swap drops it before etcd does
-            known.forget(held.lease.id, held.seq)
-        try:
-            if not (held.lease.retired and held.lease.users == 1):
-                held.txns.delete_marker(held.lease.id, held.seq, self._release_timeout)
-            # else give_back revokes the etcd lease, and the marker goes with it: one write
-        finally:
-            self._pool.give_back(held.lease, self._release_timeout)
+        assert isinstance(held, core.Held)
+        with self._lock:
+            known = self._section(held.known.keys.section_id)
+        known.drive(core.release(held, self._config))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

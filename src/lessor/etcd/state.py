@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from lessor.etcd import section
-from lessor.etcd.keys import SectionKeys
+from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.transport import Transport
 
-__all__ = ["SectionTxns", "Snapshot"]
+__all__ = ["TOMBSTONE", "SectionTxns", "Snapshot"]
+
+TOMBSTONE = b"\x00lessor: abandoned"
+"""The value of a tombstone marker (``SectionTxns.abandon``). A marker of a live entry holds its
+holder's label, which the lessor never lets be this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,19 +30,10 @@ class Snapshot:
     revision: int  # the revision it was read or written at
     mod_revision: int  # the section key's; 0 when the key does not exist
     entries: tuple[section.Entry, ...]
-    markers: Mapping[tuple[int, int], int]  # live entry owner -> token (marker create revision)
+    markers: Mapping[Owner, int]  # live entry owner -> token (marker create revision)
 
     def live(self) -> list[section.Entry]:
         return [e for e in self.entries if e.owner in self.markers]
-
-    def without(self, owner: tuple[int, int]) -> Snapshot:
-        """The same, with ``owner``'s entry known dead (its holder released it)."""
-        markers = {o: t for o, t in self.markers.items() if o != owner}
-        return Snapshot(self.revision, self.mod_revision, self.entries, markers)
-
-    def at(self, revision: int) -> Snapshot:
-        """The same state, confirmed to hold at a later ``revision``."""
-        return Snapshot(revision, self.mod_revision, self.entries, self.markers)
 
 
 class SectionTxns:
@@ -119,13 +114,18 @@ class SectionTxns:
         it when it wakes). If the swap already committed, its marker is deleted, which kills
         its entry. If not, a tombstone takes the marker's key (on the same etcd lease, so it
         expires with it), and the late swap's "marker absent" compare fails.
+
+        The test is "a marker that is not our tombstone", not "a marker": this call is
+        retried when its reply is lost, and a retry that took our own tombstone for a
+        committed swap would delete it, and let the late swap commit an entry nobody holds.
+        (A ``VALUE`` compare on a key that does not exist is false in etcd.)
         """
         rpc, marker = self._rpc, self.keys.marker(lease, seq)
-        committed = rpc.Compare(key=marker, target=rpc.Compare.VERSION,
-                                result=rpc.Compare.GREATER, version=0)  # fmt: skip
+        committed = rpc.Compare(key=marker, target=rpc.Compare.VALUE,
+                                result=rpc.Compare.NOT_EQUAL, value=TOMBSTONE)  # fmt: skip
         delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=marker))
         tombstone = rpc.RequestOp(
-            request_put=rpc.PutRequest(key=marker, value=b"abandoned", lease=lease)
+            request_put=rpc.PutRequest(key=marker, value=TOMBSTONE, lease=lease)
         )
         self._txn([committed], [delete], [tombstone], timeout)
 
@@ -184,8 +184,8 @@ class SectionTxns:
             entries, mod_revision = (), 0
         return Snapshot(revision, mod_revision, entries, self._markers(responses[1]))
 
-    def _markers(self, response: Any) -> dict[tuple[int, int], int]:
-        markers: dict[tuple[int, int], int] = {}
+    def _markers(self, response: Any) -> dict[Owner, int]:
+        markers: dict[Owner, int] = {}
         for kv in response.response_range.kvs:
             owner = self.keys.owner(kv.key)
             if owner is not None:

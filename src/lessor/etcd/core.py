@@ -1,0 +1,552 @@
+"""The acquisition core of the etcd lessor: every decision, and no I/O.
+
+What to read, what to compare, what to write and who gets what are decided here, by
+generators that yield operations (``ops.py``) and receive their results; the shell in
+``lessor.py`` performs them over gRPC on threads, and the model-based tests perform them on an
+in-memory etcd, one step at a time. The core reads time only from ``Config.clock``.
+
+A process's acquisitions of one section queue at the section's gate (``gate.py``); the one
+that leads makes attempts (:func:`lead`) for everyone queued, and each attempt
+(:func:`attempt`):
+
+1. Takes the section's state: the newest this process knows (``known.py``), or a fresh read.
+2. Adopts entries of its own: a compare-and-swap whose reply was lost (timeout, failover) may
+   have committed, and a retry must take that entry, ranges and token, rather than see its
+   own ranges as somebody else's.
+3. Gives each acquisition, in queue order, ``part - ranges of the live entries - what earlier
+   acquisitions of this attempt get`` (``plan.py``).
+4. Nothing to write: the answers stand if the state was read after every one of these
+   acquisitions began; a state from before is first checked by a Txn that writes nothing.
+5. Otherwise takes one etcd lease for the acquisitions that need one and writes every entry
+   with one compare-and-swap (``state.py``). It compares the section key's revision and, for
+   acquisitions that began after the state was read, the markers their answers rest on. A
+   failed swap brings back the fresh state, so the next attempt needs no extra read.
+
+**Tokens.** A grant's fencing token is the revision in the reply of the Txn that wrote it (or,
+for an adopted entry, its marker's create revision, which is the same number): never a
+revision taken from state other threads can change.
+
+**Ambiguity.** A swap whose reply was lost stays *ambiguous* until it is known not to have
+committed (a later swap of the same acquisition succeeded, or the section moved on without
+its marker): an acquisition that ends without a grant while ambiguous is abandoned, leaving a
+tombstone that stops the lost swap from committing later (:func:`clean_up`).
+
+**Departures.** An acquisition whose thread stops waiting (an exception reached it) while it is
+inside an attempt is not waited for: the leader settles it when the attempt ends, and gives
+back whatever the attempt granted it (:func:`orphaned`). Nothing stays held for a caller that
+has gone.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from lessor.context import Context
+from lessor.contract import Grant
+from lessor.errors import Cancelled, DeadlineExceeded, LessorError, Transient, Unavailable
+from lessor.etcd import section
+from lessor.etcd.gate import Gate, Waiter
+from lessor.etcd.keys import Owner
+from lessor.etcd.known import Known, View
+from lessor.etcd.leases import EtcdLease
+from lessor.etcd.ops import (
+    Check,
+    CleanUp,
+    DeleteMarker,
+    ForgetLease,
+    GiveBack,
+    Read,
+    Steps,
+    Swap,
+    TakeLease,
+    Tombstone,
+    Wait,
+)
+from lessor.etcd.plan import Plan
+from lessor.etcd.retry import Backoff
+from lessor.etcd.state import Snapshot
+from lessor.etcd.transport import LeaseNotFound, RetryableRpc
+from lessor.observe import notify
+from lessor.partition import Partition
+
+__all__ = [
+    "MAX_GROUP",
+    "RETRYABLE",
+    "Config",
+    "Conflict",
+    "Held",
+    "Member",
+    "SectionFull",
+    "attempt",
+    "clean_up",
+    "fail",
+    "lead",
+    "orphaned",
+    "release",
+]
+
+log = logging.getLogger("lessor")
+
+RETRYABLE = (RetryableRpc, LeaseNotFound)
+
+MAX_GROUP = 32
+"""The most acquisitions of one section one Txn writes for a process (group commit)."""
+
+MIN_CALL_TIME = 0.05
+"""An acquisition with less time left than this is not put in a call to etcd: it would make
+the call's timeout too short for the others in the same group."""
+
+MAX_DROPS = 16
+"""Abandoned entries one swap removes at most (etcd takes 128 operations per Txn)."""
+
+CLEAN_UP_PAUSE = 0.5
+"""Seconds between two tries to clear an abandoned acquisition."""
+
+
+class SectionFull(Transient):
+    """A section already holds :data:`~lessor.etcd.plan.MAX_LIVE_LEASES` live leases."""
+
+
+class Conflict(Exception):
+    """The compare-and-swap lost to another writer, or to a marker that expired."""
+
+
+class Stale(Conflict):
+    """The state at hand predates the acquisition and cannot settle it: read it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What the core needs to know of its lessor."""
+
+    holder: str  # the label written with every entry
+    rpc_timeout: float  # the longest any one call may take
+    release_timeout: float  # the longest a release's call may take
+    endpoints: int = 1  # how many etcd endpoints calls can fail over between
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A grant's handle: what releasing it needs."""
+
+    known: Known
+    lease: EtcdLease
+    seq: int
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.lease.id, self.seq)
+
+
+class Member:
+    """One acquisition: what it asks for, and what it carries from attempt to attempt.
+
+    It is *settled* when it has a :attr:`grant` or an :attr:`error`; only the gate's leader
+    (or, once out of the gate, its own thread) changes it.
+    """
+
+    def __init__(
+        self,
+        *,
+        part: Partition,
+        until: float,
+        deadline: float,
+        seq: int,
+        started: float,
+        ctx: Context,
+        what: str,
+    ) -> None:
+        self.part = part
+        self.until = until  # the grant's deadline
+        self.deadline = deadline  # no call for it after this (at most ``until``)
+        self.seq = seq
+        self.started = started
+        self.ctx = ctx  # the caller's: its cancellation ends the acquisition
+        self.what = what
+        self.lease: EtcdLease | None = None
+        self.ambiguous = False  # a swap may have committed without our hearing of it
+        # The section's mod revision that the last swap whose reply was lost compared against:
+        # that swap can still commit while the section stays there.
+        self.lost_at: int | None = None
+        self.conflicts = 0
+        self.last_failure: BaseException | None = None
+        self.backoff = Backoff()
+        self.grant: Grant | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.grant is not None or self.error is not None
+
+    def done(self, now: float) -> bool:
+        """Its time is up, or its caller cancelled."""
+        return now >= self.deadline or self.ctx.err is not None
+
+    def timeout(self, now: float, config: Config) -> float:
+        """How long a call made for it may take (0 when its time is up). With other endpoints
+        to try, never all the time that is left: a member that accepts a call and never
+        answers (paused, or forwarding to a dead leader) must leave time to ask another."""
+        remaining = 0.0 if self.ctx.err is not None else max(0.0, self.deadline - now)
+        if config.endpoints > 1 and remaining > 0.4:
+            remaining /= 2
+        return min(config.rpc_timeout, remaining)
+
+    def failure(self, error: BaseException) -> BaseException:
+        """What to raise when no attempt succeeded, given the last error."""
+        if isinstance(self.ctx.err, Cancelled):
+            return Cancelled(f"{self.what}: cancelled while acquiring a lease")
+        if not isinstance(error, (Conflict, *RETRYABLE, DeadlineExceeded)):
+            return error  # permanent: corrupt section, permission denied, ...
+        if isinstance(self.last_failure, RetryableRpc):
+            return Unavailable(
+                f"{self.what}: etcd did not answer before the deadline: {self.last_failure}"
+            )
+        if self.conflicts:
+            return DeadlineExceeded(
+                f"{self.what}: no lease before the deadline; {self.conflicts} compare-and-swap "
+                "attempts lost to other writers"
+            )
+        if isinstance(error, DeadlineExceeded):
+            return error  # it says where the time went
+        return DeadlineExceeded(f"{self.what}: the deadline passed while acquiring a lease")
+
+
+# -- the leader ----------------------------------------------------------------------------
+
+
+def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -> Steps:
+    """Make attempts for the queue until ``me`` is settled, then hand the lead on.
+
+    If an exception reaches the leader's thread inside an attempt, ``me`` departs and the
+    attempt's other members go back to the queue, whose next leader carries on for them.
+    """
+    m = me.item
+    try:
+        while True:
+            batch = gate.take(MAX_GROUP)
+            try:
+                failed = yield from attempt(known, [w.item for w in batch], config)
+            except BaseException:
+                gate.leave(me)  # the leader's thread alone is interrupted
+                raise
+            finally:
+                for w in gate.finish(batch):
+                    yield from orphaned(known, w.item, config)
+            if m.settled:
+                return
+            now = config.clock()
+            if m.done(now):
+                late = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring a lease")
+                yield from fail(known, m, failed if failed is not None else late, config)
+                return
+            remaining = m.deadline - now
+            if failed is None or isinstance(failed, Conflict):
+                # None: the attempt settled others but not us (too many at once).
+                pause = m.backoff.after_conflict(remaining)
+            else:
+                pause = m.backoff.after_transient(remaining)
+            yield Wait(pause, m.ctx)
+    finally:
+        gate.hand_over(me)
+
+
+def attempt(known: Known, members: Sequence[Member], config: Config) -> Steps:
+    """One attempt for ``members`` (in queue order): settles those it can. Returns the
+    retryable error it failed with (a :class:`Conflict`, or an etcd error worth another try),
+    or None. A permanent error (corrupt section, permission denied, ...) settles every member.
+    """
+    active = yield from _ready(known, members, config)
+    if not active:
+        return None
+    try:
+        yield from _attempt(known, active, config)
+    except Conflict as e:
+        for m in active:
+            m.last_failure = e
+            if not isinstance(e, Stale):
+                m.conflicts += 1
+        notify("conflict", "etcd", known.keys.section_id)
+        return e
+    except LeaseNotFound as e:
+        yield from _lease_gone(known, active, e, config)
+        return e
+    except RetryableRpc as e:
+        for m in active:
+            m.last_failure = e
+        return e
+    except Exception as e:
+        for i, m in enumerate(active):
+            if not m.settled:  # each thread raises an exception object of its own
+                yield from fail(known, m, e if i == 0 else copy.copy(e), config)
+        if not isinstance(e, LessorError):
+            raise
+    return None
+
+
+def _ready(known: Known, members: Sequence[Member], config: Config) -> Steps:
+    """The members worth a call to etcd; those whose time is up are failed."""
+    now = config.clock()
+    active = []
+    for m in members:
+        if m.settled:
+            continue
+        if m.done(now):
+            late = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring")
+            yield from fail(known, m, late, config)
+        elif m.timeout(now, config) >= MIN_CALL_TIME:
+            active.append(m)
+        # else: too little time left to wait for etcd; it stays queued until its deadline,
+        # rather than cut everyone's call short
+    return active
+
+
+def _lease_gone(
+    known: Known, members: Sequence[Member], error: LeaseNotFound, config: Config
+) -> Steps:
+    """etcd refused the whole Txn for want of an etcd lease, so this swap did not commit:
+    the next attempt takes new leases. An earlier swap of a member whose reply was lost still
+    might (if its etcd lease is not the missing one): that one is abandoned, as at the end."""
+    for m in members:
+        m.last_failure = error
+        if not m.settled and m.lease is not None:
+            yield ForgetLease(m.lease)
+            if m.lost_at is not None:
+                yield from _abandon(known, m, config)
+            else:
+                yield from _give_back(m, config)
+            m.ambiguous, m.lost_at = False, None
+
+
+def _attempt(known: Known, members: Sequence[Member], config: Config) -> Steps:
+    timeout = min(m.timeout(config.clock(), config) for m in members)
+    view = known.view()
+    if view is None:
+        sent = config.clock()
+        view = known.store((yield Read(timeout)), sent)
+    snapshot = view.snapshot
+    pending = []
+    for m in members:
+        if not (yield from _adopted(known, snapshot, m, config)):
+            pending.append(m)
+    if not pending:
+        return
+    live = known.live(snapshot)
+    plan = Plan(pending, live)
+    if plan.full is not None:
+        if plan.full.started > view.fetched_at:
+            # Full in a state read before it began: ask etcd, the leases may have ended since.
+            known.invalidate(view)
+            raise Stale()
+        full = SectionFull(f"{plan.full.what} holds {len(live)} live leases, the most it may hold")
+        yield from fail(known, plan.full, full, config)
+        return  # the others try again, after some of those leases end
+    # A state read after an acquisition began is a valid answer for it as it stands (the
+    # acquisition takes effect at that read); one read before must be shown to still hold:
+    # the markers of the entries its answer rests on are compared too.
+    relied = plan.relied(lambda m: m.started > view.fetched_at)
+    if plan.writers:
+        yield from _swap(
+            known, view, plan, live=live, relied=relied or (), timeout=timeout, config=config
+        )
+        return
+    token = snapshot.revision
+    if relied is not None:
+        sent = config.clock()
+        fresh, held = yield Check(snapshot, relied, timeout)
+        known.store(fresh, sent)
+        if not held:
+            raise Conflict()
+        token = fresh.revision
+    for m, parts in plan.proposals:
+        yield from _finish(known, m, Grant(parts, m.until, token), config)
+
+
+def _swap(
+    known: Known,
+    view: View,
+    plan: Plan[Member],
+    *,
+    live: Sequence[section.Entry],
+    relied: Sequence[section.Entry],
+    timeout: float,
+    config: Config,
+) -> Steps:
+    """Write the plan's entries with one compare-and-swap, keeping track of which writers'
+    swaps may have committed without our knowing (their reply lost)."""
+    snapshot = view.snapshot
+    writers = [m for m, _ in plan.writers]
+    needing = [m for m in writers if m.lease is None]
+    if needing:  # one etcd lease for all of them, living past the latest deadline
+        until = max(m.until for m in needing)
+        lease = yield TakeLease(until, len(needing), timeout, needing[0].what)
+        for m in needing:
+            m.lease = lease
+    drop = [o for o in known.abandoned.current() if o in snapshot.markers][:MAX_DROPS]
+    ours = [section.Entry(_lease_of(m).id, m.seq, parts, config.holder)
+            for m, parts in plan.writers]  # fmt: skip
+    before = [m.lost_at for m in writers]
+    for m in writers:  # until the reply arrives, this swap may commit unbeknown to us
+        m.ambiguous, m.lost_at = True, snapshot.mod_revision
+    sent = config.clock()
+    try:
+        fresh, written = yield Swap(snapshot, live, relied, ours, drop, timeout)
+    except LeaseNotFound:  # refused whole: this swap did not commit
+        for m, lost_at in zip(writers, before, strict=True):
+            m.lost_at, m.ambiguous = lost_at, lost_at is not None
+        raise
+    except BaseException:
+        known.invalidate(view)  # it may have committed: what we knew may be out of date
+        raise
+    for m, lost_at in zip(writers, before, strict=True):
+        m.lost_at = None if written else lost_at  # an earlier lost swap may still commit
+        m.ambiguous = m.lost_at is not None
+    known.store(fresh, sent)
+    if not written:
+        raise Conflict()
+    known.abandoned.discard(*drop)
+    token = fresh.revision  # the revision of this very Txn
+    for m, parts in plan.proposals:
+        held = Held(known, _lease_of(m), m.seq) if parts else None
+        yield from _finish(known, m, Grant(parts, m.until, token, handle=held), config)
+
+
+def _adopted(known: Known, snapshot: Snapshot, m: Member, config: Config) -> Steps:
+    """A swap of ``m``'s whose reply was lost may have committed: if so, ``m`` takes its entry
+    (ranges and token) and is settled. Returns whether it was."""
+    owner = None if m.lease is None else Owner(m.lease.id, m.seq)
+    token = None if owner is None else snapshot.markers.get(owner)
+    if token is None:
+        if m.lost_at is not None and snapshot.mod_revision > m.lost_at:
+            # The section moved on without our marker: the lost swap can never commit.
+            m.ambiguous, m.lost_at = False, None
+        return False
+    m.ambiguous, m.lost_at = False, None
+    entry = next((e for e in snapshot.entries if e.owner == owner), None)
+    if entry is None:
+        error = LessorError(f"{m.what}: marker of acquisition {m.seq} has no entry")
+        yield from fail(known, m, error, config)
+        return True
+    log.info(
+        "lease section=%r token=%d: adopted an entry whose commit reply was lost",
+        known.keys.section_id,
+        token,
+    )
+    held = Held(known, _lease_of(m), m.seq)
+    yield from _finish(known, m, Grant(entry.ranges, m.until, token, handle=held), config)
+    return True
+
+
+def _lease_of(m: Member) -> EtcdLease:
+    assert m.lease is not None, "a writer holds an etcd lease"
+    return m.lease
+
+
+# -- the end of an acquisition -------------------------------------------------------------
+
+
+def _finish(known: Known, m: Member, grant: Grant, config: Config) -> Steps:
+    """Settle ``m`` with ``grant``. An empty grant needs no etcd lease; if an earlier swap of
+    ``m`` may still commit, it is abandoned rather than left to hold ranges nobody uses."""
+    m.grant = grant
+    if grant.handle is None:
+        if m.ambiguous:
+            yield from _abandon(known, m, config)
+        else:
+            yield from _give_back(m, config)
+
+
+def fail(known: Known, m: Member, error: BaseException, config: Config) -> Steps:
+    """Settle ``m`` without a grant (``error`` was the last outcome): leave nothing held."""
+    m.error = m.failure(error)
+    yield from _abandon(known, m, config)
+
+
+def orphaned(known: Known, m: Member, config: Config) -> Steps:
+    """``m``'s thread left while ``m`` was inside an attempt: give back what it got."""
+    grant = m.grant
+    if grant is not None and isinstance(grant.handle, Held):
+        yield CleanUp(_release_quietly(grant.handle, config))
+    elif not m.settled:
+        # Not reached by the attempt (too little time left, or the leader was interrupted
+        # first): it holds no grant, but an earlier swap of its own may still commit.
+        yield from fail(known, m, Cancelled(f"{m.what}: acquisition interrupted"), config)
+
+
+def _give_back(m: Member, config: Config) -> Steps:
+    lease, m.lease = m.lease, None
+    if lease is not None:
+        yield GiveBack(lease, config.rpc_timeout)
+
+
+def _abandon(known: Known, m: Member, config: Config) -> Steps:
+    """``m`` ends without ranges: leave nothing held, even if its last swap did commit. The
+    clean-up runs apart: the caller's time is up or its error is final, and etcd may be the
+    very thing that is not answering."""
+    lease, m.lease = m.lease, None
+    if lease is None:
+        return
+    if m.ambiguous:
+        owner = Owner(lease.id, m.seq)
+        known.abandoned.add(owner)
+        yield CleanUp(clean_up(known, owner, lease, config))
+    else:
+        yield CleanUp(_give_back_lease(lease, config))
+
+
+def _give_back_lease(lease: EtcdLease, config: Config) -> Steps:
+    yield GiveBack(lease, config.rpc_timeout)
+
+
+def clean_up(known: Known, owner: Owner, lease: EtcdLease, config: Config) -> Steps:
+    """Make sure an abandoned acquisition holds nothing: its swap may commit long after we
+    gave up (a leader that kept it in its log commits it when quorum returns), so keep trying
+    while the etcd lease lives."""
+    try:
+        while True:
+            try:
+                yield Tombstone(owner, config.rpc_timeout)
+                return
+            except LeaseNotFound:
+                return  # the etcd lease is gone: so is anything the swap wrote
+            except RetryableRpc as e:
+                if config.clock() + CLEAN_UP_PAUSE >= lease.expiry:
+                    log.warning(
+                        "section=%r: could not clear an abandoned acquisition before its etcd "
+                        "lease expires (which frees it): %s",
+                        known.keys.section_id,
+                        e,
+                    )
+                    return
+            yield Wait(CLEAN_UP_PAUSE)
+    except LessorError as e:
+        log.warning("section=%r: could not clear an abandoned acquisition: %s",
+                    known.keys.section_id, e)  # fmt: skip
+    finally:
+        known.abandoned.discard(owner)
+        yield GiveBack(lease, config.rpc_timeout)
+
+
+def release(held: Held, config: Config) -> Steps:
+    """Give back a grant: its entry is dead to this process at once (its next swap drops it),
+    and to everyone once its marker is deleted."""
+    held.known.release(held.owner)
+    lease = held.lease
+    try:
+        if not (lease.retired and lease.users == 1):
+            yield DeleteMarker(held.owner, config.release_timeout)
+        # else giving it back revokes the etcd lease, and the marker goes with it: one write
+    finally:
+        yield GiveBack(lease, config.release_timeout)
+
+
+def _release_quietly(held: Held, config: Config) -> Steps:
+    try:
+        yield from release(held, config)
+    except (LessorError, *RETRYABLE) as e:
+        log.warning("section=%r: could not give back an interrupted acquisition's lease (it "
+                    "expires by itself): %s", held.known.keys.section_id, e)  # fmt: skip

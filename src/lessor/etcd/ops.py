@@ -1,0 +1,140 @@
+"""What the acquisition core asks its shell to do: the operations it yields.
+
+The core (``core.py``) decides; it never calls etcd, sleeps or starts a thread. Its generators
+yield one of these and receive the result (or have the failure thrown into them), the way h11
+and h2 keep protocol logic apart from sockets. A shell performs them: the threaded one in
+``lessor.py`` over gRPC, and the model-based tests against an in-memory etcd.
+
+Txn operations carry the ``timeout`` the core allows them; what each Txn compares and returns
+is in ``state.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lessor.etcd import section
+from lessor.etcd.keys import Owner
+from lessor.etcd.leases import EtcdLease
+from lessor.etcd.state import Snapshot
+
+__all__ = [
+    "Check",
+    "CleanUp",
+    "DeleteMarker",
+    "ForgetLease",
+    "GiveBack",
+    "Op",
+    "Read",
+    "Steps",
+    "Swap",
+    "TakeLease",
+    "Tombstone",
+    "Wait",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Read the section (value and markers at one revision). Result: a :class:`Snapshot`."""
+
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Confirm ``snapshot`` still holds for the entries ``relied`` on, writing nothing.
+    Result: ``(state now, held)``."""
+
+    snapshot: Snapshot
+    relied: Sequence[section.Entry]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Swap:
+    """Write ``ours`` beside ``live`` if ``snapshot`` and ``relied`` still hold, deleting the
+    markers of ``drop``. Result: ``(state written or state now, written)``."""
+
+    snapshot: Snapshot
+    live: Sequence[section.Entry]
+    relied: Sequence[section.Entry]
+    ours: Sequence[section.Entry]
+    drop: Sequence[Owner]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class TakeLease:
+    """An etcd lease living past ``until`` (plus the margin) for ``users`` acquisitions.
+    Result: an :class:`EtcdLease`."""
+
+    until: float
+    users: int
+    timeout: float
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    """One user of ``lease`` is done with it (the pool revokes it when it is idle and retired)."""
+
+    lease: EtcdLease
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetLease:
+    """etcd no longer knows ``lease``: never hand it out again."""
+
+    lease: EtcdLease
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMarker:
+    """Delete ``owner``'s holder marker: its entry is dead from then on."""
+
+    owner: Owner
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """Make sure ``owner`` holds nothing, whether or not its swap committed (``state.py``)."""
+
+    owner: Owner
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Sleep ``seconds``; a shell may wake early when ``wakes_on`` (a context) ends."""
+
+    seconds: float
+    wakes_on: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class CleanUp:
+    """Run ``steps`` apart from the caller (a thread, a task), to their end; result: None."""
+
+    steps: Steps
+
+
+Op = (
+    Read
+    | Check
+    | Swap
+    | TakeLease
+    | GiveBack
+    | ForgetLease
+    | DeleteMarker
+    | Tombstone
+    | Wait
+    | CleanUp
+)
+
+Steps = Generator[Op, Any, Any]
+"""A piece of the core: yields operations, receives their results."""
