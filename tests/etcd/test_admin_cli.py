@@ -8,7 +8,9 @@ import sys
 import time
 from typing import Any
 
-from lessor import Partition
+import pytest
+
+from lessor import CorruptSection, Partition
 from lessor.etcd import EtcdLessor, LocalEtcd
 from lessor.etcd.keys import SectionKeys
 
@@ -88,3 +90,34 @@ def test_unreachable_etcd_and_missing_settings_are_clear() -> None:
     for command in ("inspect", "repair"):
         helped = cli(command, "--help")
         assert helped.returncode == 0 and "--endpoints" in helped.stdout
+
+
+ONE_ENTRY = b'{"v":1,"leases":[{"lease":1,"seq":1,"holder":"","ranges":["%s"]}]}'
+HOSTILE = {
+    "nested 100000 deep": b"[" * 100_000,  # json raised RecursionError through inspect and lease
+    "a 1 MiB bad range": ONE_ENTRY % (b"z_" + b"0" * 2**20),  # its error message was 2 MiB long
+}
+
+
+@pytest.mark.parametrize("raw", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_values_are_reported_and_repaired(etcd_server: LocalEtcd, client: Any,
+                                                  prefix: str, raw: bytes) -> None:  # fmt: skip
+    where = ["--endpoints", etcd_server.endpoint, "--prefix", prefix]
+    key = SectionKeys.of(prefix, "hostile").value
+    client.put(key, raw)
+    shown = cli("inspect", "--json", *where)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    [section] = json.loads(shown.stdout)
+    assert section["section"] == "hostile" and "cannot be decoded" in section["corrupt"]
+    assert len(shown.stdout) < 2000  # the reason is shown, not the value
+    table = cli("inspect", *where)
+    assert table.returncode == 0 and "CORRUPT" in table.stdout, table.stderr
+    with EtcdLessor(etcd_server.endpoints, prefix=prefix) as it:
+        with pytest.raises(CorruptSection, match="'hostile'"), it.lease("hostile", P(0, 10), 5):
+            pass
+        done = cli("repair", "--section", "hostile", "--yes", *where)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert f"discarded {len(raw)} bytes" in done.stdout
+        assert client.get(key)[0] is None
+        with it.lease("hostile", P(0, 10), 5) as lease:
+            assert lease.partitions == [P(0, 10)]

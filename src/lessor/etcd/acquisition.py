@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from lessor.context import Context
@@ -48,6 +49,7 @@ class Section:
         self.known = Known(keys)
         self.gate: Gate[core.Member] = Gate(lambda m: m.settled)
         self._pool = pool
+        self._handlers = self._handle()
 
     @property
     def idle(self) -> bool:
@@ -66,38 +68,40 @@ class Section:
                 return end.value
             result, error = None, None
             try:
-                result = self._perform(op)
+                result = self.perform(op)
             except BaseException as e:  # the core decides what every failure means
                 error = e
 
-    def _perform(self, op: Op) -> Any:
-        txns = self.txns
-        if isinstance(op, Swap):
-            return txns.swap(op.snapshot, op.live, op.relied, op.ours, op.timeout, drop=op.drop)
-        if isinstance(op, Read):
-            return txns.read(op.timeout)
-        if isinstance(op, Check):
-            return txns.check(op.snapshot, op.relied, op.timeout)
-        if isinstance(op, TakeLease):
-            return self._pool.take(op.until, op.timeout, op.what, users=op.users)
-        if isinstance(op, GiveBack):
-            return self._pool.give_back(op.lease, op.timeout)
-        if isinstance(op, DeleteMarker):
-            return txns.delete_marker(op.owner.lease, op.owner.seq, op.timeout)
-        if isinstance(op, ForgetLease):
-            return self._pool.forget(op.lease)
-        if isinstance(op, Tombstone):
-            return txns.abandon(op.owner.lease, op.owner.seq, op.timeout)
-        if isinstance(op, Wait):
-            ctx = op.wakes_on if isinstance(op.wakes_on, Context) else Context.background()
-            ctx.wait(op.seconds)  # wakes early when the caller cancels
-            return None
-        if isinstance(op, CleanUp):
-            threading.Thread(
-                target=self._drive_quietly, args=(op.steps,), name="lessor clean-up", daemon=True
-            ).start()
-            return None
-        raise TypeError(f"unknown operation {op!r}")
+    def perform(self, op: Op) -> Any:
+        """Carry out one operation; its result, or its failure raised."""
+        return self._handlers[type(op)](op)
+
+    def _handle(self) -> dict[type, Callable[[Any], Any]]:
+        txns, pool = self.txns, self._pool
+        return {
+            Swap: lambda op: txns.swap(
+                op.snapshot, op.live, op.relied, op.ours, op.timeout, drop=op.drop
+            ),
+            Read: lambda op: txns.read(op.timeout),
+            Check: lambda op: txns.check(op.snapshot, op.relied, op.timeout),
+            TakeLease: lambda op: pool.take(op.until, op.timeout, op.what, users=op.users),
+            GiveBack: lambda op: pool.give_back(op.lease, op.timeout),
+            DeleteMarker: lambda op: txns.delete_marker(op.owner.lease, op.owner.seq, op.timeout),
+            ForgetLease: lambda op: pool.forget(op.lease),
+            Tombstone: lambda op: txns.abandon(op.owner.lease, op.owner.seq, op.timeout),
+            Wait: self._wait,
+            CleanUp: self._clean_up,
+        }
+
+    @staticmethod
+    def _wait(op: Wait) -> None:
+        ctx = op.wakes_on if isinstance(op.wakes_on, Context) else Context.background()
+        ctx.wait(op.seconds)  # wakes early when the caller cancels
+
+    def _clean_up(self, op: CleanUp) -> None:
+        threading.Thread(
+            target=self._drive_quietly, args=(op.steps,), name="lessor clean-up", daemon=True
+        ).start()
 
     def _drive_quietly(self, steps: Steps) -> None:
         try:

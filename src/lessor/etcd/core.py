@@ -84,9 +84,11 @@ __all__ = [
     "attempt",
     "clean_up",
     "fail",
+    "give_up",
     "lead",
     "orphaned",
     "release",
+    "withdraw",
 ]
 
 log = logging.getLogger("lessor")
@@ -160,6 +162,7 @@ class Member:
         started: float,
         ctx: Context,
         what: str,
+        backoff: Backoff | None = None,
     ) -> None:
         self.part = part
         self.until = until  # the grant's deadline
@@ -175,7 +178,7 @@ class Member:
         self.lost_at: int | None = None
         self.conflicts = 0
         self.last_failure: BaseException | None = None
-        self.backoff = Backoff()
+        self.backoff = backoff if backoff is not None else Backoff()
         self.grant: Grant | None = None
         self.error: BaseException | None = None
 
@@ -231,12 +234,15 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             batch = gate.take(MAX_GROUP)
             try:
                 failed = yield from attempt(known, [w.item for w in batch], config)
+            except GeneratorExit:  # closed unfinished: no more calls can be made
+                gate.leave(me)
+                gate.finish(batch)  # what was granted to departed members expires by itself
+                raise
             except BaseException:
                 gate.leave(me)  # the leader's thread alone is interrupted
+                yield from _orphans(known, gate.finish(batch), config)
                 raise
-            finally:
-                for w in gate.finish(batch):
-                    yield from orphaned(known, w.item, config)
+            yield from _orphans(known, gate.finish(batch), config)
             if m.settled:
                 return
             now = config.clock()
@@ -253,6 +259,11 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             yield Wait(pause, m.ctx)
     finally:
         gate.hand_over(me)
+
+
+def _orphans(known: Known, departed: Sequence[Waiter[Member]], config: Config) -> Steps:
+    for w in departed:
+        yield from orphaned(known, w.item, config)
 
 
 def attempt(known: Known, members: Sequence[Member], config: Config) -> Steps:
@@ -507,6 +518,14 @@ def clean_up(known: Known, owner: Owner, lease: EtcdLease, config: Config) -> St
     gave up (a leader that kept it in its log commits it when quorum returns), so keep trying
     while the etcd lease lives."""
     try:
+        yield from _tombstone(known, owner, lease, config)
+    finally:
+        known.abandoned.discard(owner)
+    yield GiveBack(lease, config.rpc_timeout)
+
+
+def _tombstone(known: Known, owner: Owner, lease: EtcdLease, config: Config) -> Steps:
+    try:
         while True:
             try:
                 yield Tombstone(owner, config.rpc_timeout)
@@ -526,22 +545,55 @@ def clean_up(known: Known, owner: Owner, lease: EtcdLease, config: Config) -> St
     except LessorError as e:
         log.warning("section=%r: could not clear an abandoned acquisition: %s",
                     known.keys.section_id, e)  # fmt: skip
-    finally:
-        known.abandoned.discard(owner)
-        yield GiveBack(lease, config.rpc_timeout)
 
 
 def release(held: Held, config: Config) -> Steps:
     """Give back a grant: its entry is dead to this process at once (its next swap drops it),
-    and to everyone once its marker is deleted."""
+    and to everyone once its marker is deleted. The etcd lease is given back whatever the
+    deletion's outcome; a deletion that failed is raised after that."""
     held.known.release(held.owner)
     lease = held.lease
+    failure: BaseException | None = None
     try:
         if not (lease.retired and lease.users == 1):
             yield DeleteMarker(held.owner, config.release_timeout)
         # else giving it back revokes the etcd lease, and the marker goes with it: one write
-    finally:
-        yield GiveBack(lease, config.release_timeout)
+    except GeneratorExit:
+        raise
+    except BaseException as e:
+        failure = e
+    yield GiveBack(lease, config.release_timeout)
+    if failure is not None:
+        raise failure
+
+
+def withdraw(known: Known, gate: Gate[Member], waiter: Waiter[Member], config: Config) -> Steps:
+    """``waiter``'s time ran out while it waited for its turn. Returns True when it left the
+    queue and is settled; False when it is inside an attempt, which settles it (and is bounded
+    by its deadline too), or is already settled."""
+    if not gate.withdraw(waiter):
+        return False
+    m = waiter.item
+    late = DeadlineExceeded(
+        f"{m.what}: the deadline passed while this process's other acquisitions of the "
+        "section went first"
+    )
+    yield from fail(known, m, late, config)
+    return True
+
+
+def give_up(known: Known, gate: Gate[Member], waiter: Waiter[Member], config: Config) -> Steps:
+    """An exception (KeyboardInterrupt, ...) reached ``waiter``'s thread while it acquired.
+    Out of the gate, its acquisition is its own to end here; inside an attempt, the leader
+    ends it (:func:`orphaned`): nobody waits for it."""
+    if not gate.leave(waiter):
+        return
+    m = waiter.item
+    if m.grant is not None:
+        if isinstance(m.grant.handle, Held):
+            yield from _release_quietly(m.grant.handle, config)
+    elif m.error is None:
+        yield from fail(known, m, Cancelled(f"{m.what}: acquisition interrupted"), config)
 
 
 def _release_quietly(held: Held, config: Config) -> Steps:

@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lessor.errors import LessorError
@@ -55,8 +56,16 @@ class EtcdLease:
 class LeasePool:
     """Hands out etcd leases to acquisitions; revokes the ones nobody can use any more."""
 
-    def __init__(self, transport: Transport, *, margin: float, reuse: float) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        margin: float,
+        reuse: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._transport = transport
+        self._clock = clock
         self._margin = margin
         self._reuse = reuse
         self._lock = threading.Lock()
@@ -68,7 +77,7 @@ class LeasePool:
 
         Each of them must :meth:`give_back` what it took.
         """
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             current = self._current
             if (
@@ -80,7 +89,7 @@ class LeasePool:
                 current.users += users
                 return current
         ttl = max(1, math.ceil(until - now + self._margin + self._reuse))
-        t0 = time.monotonic()
+        t0 = self._clock()
         response = self._transport.lease(
             "LeaseGrant", self._transport.rpc.LeaseGrantRequest(TTL=ttl), timeout, what
         )
@@ -129,7 +138,7 @@ class LeasePool:
                 return
             lease.revoked = True
         lease_id = lease.id
-        if lease.expiry <= time.monotonic():
+        if lease.expiry <= self._clock():
             return  # etcd has let it go already
         try:
             self._transport.lease(

@@ -30,7 +30,6 @@ from typing import Any
 
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
-from lessor.errors import Cancelled, DeadlineExceeded
 from lessor.etcd import core
 from lessor.etcd.acquisition import Section
 from lessor.etcd.gate import Waiter
@@ -172,7 +171,7 @@ class EtcdLessor(Lessor):
             if leads or self._wait_turn(known, waiter, turn):
                 known.drive(core.lead(known.known, known.gate, waiter, self._config))
         except BaseException:
-            self._give_up(known, waiter)
+            known.drive(core.give_up(known.known, known.gate, waiter, self._config))
             raise
         if member.error is not None:
             raise member.error
@@ -208,37 +207,13 @@ class EtcdLessor(Lessor):
         """Wait until a leader settles ``waiter`` (False) or hands it the lead (True)."""
         member = waiter.item
         while not turn.is_set():
-            if member.done(time.monotonic()) and known.gate.withdraw(waiter):
-                # Still queued, not inside an attempt: give up here.
-                late = DeadlineExceeded(
-                    f"{member.what}: the deadline passed while this process's other "
-                    "acquisitions of the section went first"
-                )
-                known.drive(core.fail(known.known, member, late, self._config))
+            if member.done(time.monotonic()) and known.drive(
+                core.withdraw(known.known, known.gate, waiter, self._config)
+            ):
                 return False
             # Bounded waits so that a cancellation (which has no event of ours) is noticed too.
             turn.wait(max(0.0, min(member.deadline - time.monotonic(), 0.1)) or 0.01)
         return not member.settled
-
-    def _give_up(self, known: Section, waiter: Waiter[core.Member]) -> None:
-        """An exception (KeyboardInterrupt, ...) reached a thread while it acquired. Out of
-        the gate, its acquisition is its own to end here; inside an attempt, the leader ends
-        it (``core.orphaned``): nobody waits for it."""
-        if not known.gate.leave(waiter):
-            return
-        member = waiter.item
-        grant = member.grant
-        if grant is not None:
-            if isinstance(grant.handle, core.Held):
-                try:
-                    self._release(grant)
-                except Exception:
-                    log.warning("section=%r: could not give back an interrupted acquisition's "
-                                "lease (it expires by itself)", known.txns.keys.section_id,
-                                exc_info=True)  # fmt: skip
-        elif member.error is None:
-            interrupted = Cancelled(f"{member.what}: acquisition interrupted")
-            known.drive(core.fail(known.known, member, interrupted, self._config))
 
     def _release(self, grant: Grant) -> None:
         held = grant.handle

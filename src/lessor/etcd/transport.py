@@ -8,8 +8,9 @@ minutes after one error (pyetcd), and let raw ``grpc.RpcError`` escape for most 
 Two transports share one interface:
 
 * :class:`Channels`: our own gRPC channels, one per endpoint. A call that finds its endpoint
-  unreachable moves the next call to the following endpoint; the caller's retry loop decides
-  whether to try again.
+  unreachable or overloaded moves the next call to the following endpoint; the caller's retry
+  loop decides whether to try again. A call whose auth token etcd refuses as expired, or as
+  issued before the last change to users and roles, logs in again (once) and is retried.
 * :class:`ClientTransport`: a client the user built (``pyetcd`` or ``etcd3``), used through
   its stubs, channel and auth token.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +44,24 @@ __all__ = [
 ]
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+# etcd's own strings, from api/v3rpc/rpctypes/error.go (etcd-io/etcd):
+#   ErrGRPCNoSpace                = status.New(codes.ResourceExhausted,
+#                                       "etcdserver: mvcc: database space exceeded")
+#   ErrGRPCRequestTooManyRequests = status.New(codes.ResourceExhausted,
+#                                       "etcdserver: too many requests")
+#   ErrGRPCInvalidAuthToken       = status.New(codes.Unauthenticated,
+#                                       "etcdserver: invalid auth token")
+#   ErrGRPCAuthOldRevision        = status.New(codes.InvalidArgument,
+#                                       "etcdserver: revision of auth store is old")
+# RESOURCE_EXHAUSTED alone says nothing: NOSPACE lasts until an operator acts, "too many
+# requests" (a member whose applied index lags its committed index) passes by itself, and
+# gRPC uses the code too for a message over a size limit ("... larger than max (N vs. M)").
+_NO_SPACE = "database space exceeded"
+_TOO_MANY_REQUESTS = "etcdserver: too many requests"
+_INVALID_AUTH_TOKEN = "invalid auth token"
+_AUTH_OLD_REVISION = "revision of auth store is old"
+_TOO_LARGE = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
 
 # gRPC reconnects after a refused connection with a 1 s initial back-off by default; etcd
 # members restart faster than that, and a lease deadline is often only seconds long.
@@ -137,16 +157,69 @@ class Transport(Protocol):
 def _retryable(code: object, details: str) -> bool:
     # etcd (3.5.16 at least) can answer a read it could not serve for want of quorum with
     # UNKNOWN "context deadline exceeded", racing gRPC's own DEADLINE_EXCEEDED.
-    return code in _RETRYABLE or (
-        code == grpc.StatusCode.UNKNOWN
-        and ("context deadline exceeded" in details or "context canceled" in details)
+    return (
+        code in _RETRYABLE
+        or (
+            code == grpc.StatusCode.UNKNOWN
+            and ("context deadline exceeded" in details or "context canceled" in details)
+        )
+        # An overloaded member refuses before proposing anything; another member, or this
+        # one a moment later, can serve.
+        or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and _TOO_MANY_REQUESTS in details)
     )
+
+
+def _stale_token(code: object, details: str) -> bool:
+    """etcd refused the request's auth token, and a new login can fix that.
+
+    This is what etcd's Go client retries after logging in again (``shouldRefreshToken`` in
+    client/v3/retry_interceptor.go: ``ErrInvalidAuthToken`` or ``ErrAuthOldRevision``): a
+    simple token expires when idle (``--auth-token-ttl``), and any change to users, roles or
+    permissions makes every token issued before it old, which a JWT token carries in itself.
+    """
+    return (code == grpc.StatusCode.UNAUTHENTICATED and _INVALID_AUTH_TOKEN in details) or (
+        code == grpc.StatusCode.INVALID_ARGUMENT and _AUTH_OLD_REVISION in details
+    )
+
+
+def _exhausted(endpoint: str, what: str, details: str) -> Exception:
+    """What a RESOURCE_EXHAUSTED that is not "too many requests" (retryable) means.
+
+    A message over a gRPC size limit is neither out of space nor passing: the same request
+    would fail again. gRPC in this process says ``CLIENT: Received ...`` or ``CLIENT: Sent
+    ...``; etcd's gRPC server says ``grpc: received message larger than max``.
+    """
+    found = _TOO_LARGE.search(details)
+    if found is None and _NO_SPACE in details:
+        return Unavailable(
+            f"{what}: etcd {endpoint} is out of space ({details}); an operator must compact "
+            "and defragment it and disarm the NOSPACE alarm"
+        )
+    if found is None:
+        return LessorError(f"{what}: etcd {endpoint} failed: RESOURCE_EXHAUSTED: {details}")
+    size, limit = f"{found[1]} bytes", f"{found[2]} bytes"
+    if "CLIENT:" in details and "Received" in details:
+        message, whose = f"etcd {endpoint}'s answer was {size}", "this client's receive limit"
+        setting = "grpc.max_receive_message_length"
+    elif "CLIENT:" in details:
+        message, whose = f"the request to etcd {endpoint} was {size}", "this client's send limit"
+        setting = "grpc.max_send_message_length"
+    else:
+        message, whose = f"the request to etcd {endpoint} was {size}", "etcd's limit"
+        setting = "etcd's --max-request-bytes plus 512 KiB of gRPC overhead"
+    return LessorError(f"{what}: {message}, over {whose} of {limit} ({setting}): {details}")
+
+
+def _status(err: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    """A failed call's status code and details (UNKNOWN, and the text, when it has none)."""
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = (err.details() if hasattr(err, "details") else str(err)) or ""
+    return code, details
 
 
 def translate(err: grpc.RpcError, endpoint: str, what: str) -> Exception:
     """The exception a failed call becomes; ``what`` names the operation and section."""
-    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-    details = (err.details() if hasattr(err, "details") else str(err)) or ""
+    code, details = _status(err)
     if _retryable(code, details):
         return RetryableRpc(endpoint, code, details)
     if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
@@ -154,14 +227,20 @@ def translate(err: grpc.RpcError, endpoint: str, what: str) -> Exception:
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
         return PermissionDenied(f"{what}: etcd {endpoint} refused: {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT and (
-        "authentication failed" in details or "user name" in details
+        "authentication failed" in details
+        or "user name" in details
+        or _AUTH_OLD_REVISION in details
     ):
-        return PermissionDenied(f"{what}: etcd {endpoint} refused the credentials: {details}")
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return Unavailable(
-            f"{what}: etcd {endpoint} is out of space ({details}); an operator must compact "
-            "and defragment it and disarm the NOSPACE alarm"
+        # Channels logs in again on an old token (see _stale_token); a user's own client
+        # (ClientTransport) must do so itself.
+        refused = (
+            "a token issued before its users or roles last changed (log in again)"
+            if _AUTH_OLD_REVISION in details
+            else "the credentials"
         )
+        return PermissionDenied(f"{what}: etcd {endpoint} refused {refused}: {details}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return _exhausted(endpoint, what, details)
     return LessorError(f"{what}: etcd {endpoint} failed: {code.name}: {details}")
 
 
@@ -197,6 +276,9 @@ class Channels:
         self._index = random.randrange(len(self._endpoints)) if endpoint_order == "random" else 0
         self._channels: dict[str, tuple[grpc.Channel, Any, Any, Any]] = {}
         self._token: str | None = None
+        # One login at a time: threads that find the token stale together wait for the first
+        # one's login and share its token, rather than each logging in (a raft write each).
+        self._login_lock = threading.Lock()
 
     @property
     def endpoint(self) -> str:
@@ -223,41 +305,58 @@ class Channels:
                 self._channels[endpoint] = found
             return found
 
-    def _metadata(self, endpoint: str, timeout: float, refresh: bool = False) -> Any:
-        if self._user is None:
-            return None
+    def _token_for(self, endpoint: str, timeout: float, stale: str | None = None) -> str:
+        """The auth token to send: the current one, or a new login's if there is none yet
+        or it is still ``stale`` (another thread may have replaced it in the meantime)."""
         with self._lock:
             token = self._token
-        if token is None or refresh:
+        if token is not None and token != stale:
+            return token
+        if not self._login_lock.acquire(timeout=timeout):
+            raise RetryableRpc(
+                endpoint,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"waited {timeout}s for another thread's login as {self._user!r}",
+            )
+        try:
+            with self._lock:
+                token = self._token
+            if token is not None and token != stale:
+                return token  # another thread logged in while this one waited for it
             auth = self._stubs(endpoint)[3]
             request = self.rpc.AuthenticateRequest(name=self._user, password=self._password)
             try:
-                token = auth.Authenticate(request, timeout=timeout).token
+                token = str(auth.Authenticate(request, timeout=timeout).token)
             except grpc.RpcError as e:
+                if _retryable(*_status(e)):
+                    self._rotate(endpoint)  # or every retry would log in at the same member
                 raise translate(e, endpoint, f"authenticating as {self._user!r}") from None
             with self._lock:
                 self._token = token
-        return (("token", token),)
+            return token
+        finally:
+            self._login_lock.release()
 
     def _call(self, which: int, method: str, request: Any, timeout: float, what: str) -> Any:
         endpoint = self.endpoint
         stub = self._stubs(endpoint)[which]
+        token = self._token_for(endpoint, timeout) if self._user is not None else None
         refreshed = False
         while True:
-            metadata = self._metadata(endpoint, timeout, refresh=refreshed)
+            metadata = (("token", token),) if token is not None else None
             try:
                 return getattr(stub, method)(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as e:
-                code = e.code() if hasattr(e, "code") else None
-                details = (e.details() if hasattr(e, "details") else "") or ""
-                if (
-                    code == grpc.StatusCode.UNAUTHENTICATED
-                    and "invalid auth token" in details
-                    and self._user is not None
-                    and not refreshed
-                ):
-                    refreshed = True  # simple tokens expire when idle: log in again, once
-                    continue
+                code, details = _status(e)
+                if token is not None and _stale_token(code, details):
+                    if not refreshed:  # log in again, once, and retry (see _stale_token)
+                        refreshed = True
+                        token = self._token_for(endpoint, timeout, stale=token)
+                        continue
+                    if _AUTH_OLD_REVISION in details:
+                        # Users or roles changed again since the login: a passing race, and
+                        # the next attempt logs in anew.
+                        raise RetryableRpc(endpoint, code, details) from None
                 if _retryable(code, details):
                     self._rotate(endpoint)
                 raise translate(e, endpoint, what) from None
