@@ -24,6 +24,11 @@
 ``Lessor.lease(section_id, part, dur, ctx=None)`` is the same as a context manager yielding a
 :class:`Lease`.
 
+A backend may bound how long one lease can last (:attr:`Lessor.max_duration`; etcd's lease
+TTL has a maximum). The bound applies to the *effective* duration, ``dur`` capped by ``ctx``'s
+deadline: a longer one is refused with a :class:`ValueError` naming the maximum before
+anything reaches the backend.
+
 Arguments are checked before anything reaches a backend: ``section_id`` a non-empty ``str``,
 ``part`` a :class:`~lessor.partition.Partition`, ``dur`` positive and finite float seconds or a
 ``timedelta``, ``ctx`` a :class:`~lessor.context.Context` that is not already done (else
@@ -118,6 +123,11 @@ class Lessor(abc.ABC):
     backend: ClassVar[str] = "custom"
     """The backend's name in logs and metrics (:mod:`lessor.observe`)."""
 
+    @property
+    def max_duration(self) -> float:
+        """The longest lease, in seconds, this lessor can grant (``math.inf``: no bound)."""
+        return math.inf
+
     def with_lease(
         self,
         ctx: Context,
@@ -211,6 +221,12 @@ class LeaseScope:
             raise RuntimeError("a LeaseScope can be entered only once")
         self._entered = True
         self._ctx.raise_if_done()
+        longest = self._lessor.max_duration
+        if min(self._dur, self._ctx.remaining()) > longest:
+            raise ValueError(
+                f"lease duration {self._dur!r}s is longer than the {longest:.0f}s the "
+                f"{self._lessor.backend!r} lessor can grant (a shorter ctx deadline also caps it)"
+            )
         backend = self._lessor.backend
         start = time.monotonic()
         try:

@@ -270,3 +270,59 @@ def test_an_interrupted_waiter_leaves_the_queue(etcd_server: Any, prefix: str) -
             assert lease.partitions == [Partition(2, 3)]
     finally:
         close_all(let_go, [first], cleanup)
+
+
+def test_a_member_interrupted_inside_another_s_attempt_leaves_no_leaderless_gate(
+    etcd_server: Any, prefix: str
+) -> None:
+    """Regression (4569aea): a thread interrupted while its acquisition was a member of
+    another thread's attempt was later handed the lead, which it never took up: every later
+    acquisition of the section waited out its whole deadline."""
+    link = FaultProxy(etcd_server.endpoint).start()
+    lessor = EtcdLessor([link.address], prefix=prefix, rpc_timeout=0.3, acquire_timeout=20)
+    threads: list[threading.Thread] = []
+    try:
+        with lessor.lease("s", Partition(1000, 1001), 5):
+            pass  # cached, with an etcd lease at hand
+        gate: Gate[Any] = lessor._sections["s"].gate
+        link.blackhole()
+        outcomes: dict[str, BaseException | None] = {}
+
+        def acquire(name: str, part: Partition, seconds: float) -> None:
+            try:
+                ctx = Context.background().with_timeout(seconds)
+                with lessor.lease("s", part, 5, ctx=ctx):
+                    outcomes[name] = None
+            except BaseException as e:
+                outcomes[name] = e
+
+        # The leader's deadline passes while the interrupted member's thread still waits for the
+        # attempt's outcome (at 4569aea: up to rpc_timeout + 1 s), so the lead goes to it.
+        leader = threading.Thread(target=acquire, args=("leader", Partition(0, 1), 1.0))
+        leader.start()
+        threads.append(leader)
+        until(lambda: gate.leading and gate.queued == 0)  # the leader's first attempt stalls
+        member = threading.Thread(target=acquire, args=("member", Partition(1, 2), 30.0))
+        member.start()
+        threads.append(member)
+        until(lambda: gate.queued == 1)
+        until(lambda: gate.queued == 0)  # the leader's next attempt took the member in
+        assert member.ident is not None
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(member.ident), ctypes.py_object(Interrupt)
+        )
+        member.join(5)
+        assert isinstance(outcomes.get("member"), Interrupt), outcomes
+        leader.join(10)  # its deadline passes while etcd does not answer
+        assert isinstance(outcomes.get("leader"), LessorError), outcomes
+        link.heal()
+        ctx = Context.background().with_timeout(5)
+        with lessor.lease("s", Partition(2, 3), 5, ctx=ctx) as lease:  # not wedged
+            assert lease.partitions == [Partition(2, 3)]
+        until(lambda: not gate.leading)
+    finally:
+        link.heal()
+        for t in threads:
+            t.join(20)
+        lessor.close()
+        link.close()

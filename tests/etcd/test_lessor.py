@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -168,6 +169,62 @@ def test_a_section_holds_a_bounded_number_of_leases(etcd_lessor: EtcdLessor) -> 
             etcd_lessor.with_lease(Context.background(), "full", P(0, 1000), 5, lambda c, p: None)
         with etcd_lessor.lease("full", P(0, 50), 5) as covered:
             assert covered.partitions == []  # asking for held ranges only still works
+
+
+def test_a_full_section_is_asked_again_not_remembered(
+    etcd_server: LocalEtcd, etcd_lessor: EtcdLessor, prefix: str
+) -> None:
+    """Regression (4569aea): once its cached state showed a full section, a lessor raised
+    SectionFull forever without asking etcd, even after every one of those leases ended."""
+    with EtcdLessor(etcd_server.endpoints, prefix=prefix, holder="other") as other:
+        with contextlib.ExitStack() as stack:
+            for i in range(MAX_LIVE_LEASES):
+                stack.enter_context(other.lease("full", P(i, i + 1), 60))
+            with pytest.raises(SectionFull):
+                etcd_lessor.with_lease(Context.background(), "full", P(500, 501), 5,
+                                       lambda c, p: None)  # fmt: skip
+        # Every one of those leases has ended: the section is empty again.
+        ctx = Context.background().with_timeout(5)
+        with etcd_lessor.lease("full", P(500, 501), 5, ctx=ctx) as lease:
+            assert lease.partitions == [P(500, 501)]
+        # And after another writer changed the section, too.
+        with other.lease("full", P(0, 1), 5):
+            with etcd_lessor.lease("full", P(0, 2), 5, ctx=ctx) as lease:
+                assert lease.partitions == [P(1, 2)]
+
+
+@pytest.mark.parametrize("dur", [1e10, 1e19, timedelta(days=200_000)])
+def test_an_absurd_duration_is_refused_before_any_call(dur: float | timedelta) -> None:
+    """Regression (4569aea): 1e10 s (past etcd's longest lease) came back as a generic error
+    after a round trip, and 1e19 s escaped as protobuf's ValueError. Nothing answers on this
+    endpoint: the refusal must come before any call."""
+    with EtcdLessor(["127.0.0.1:9"], acquire_timeout=2) as lessors:
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="can grant") as e:
+            with lessors.lease("s", P(0, 1), dur):
+                pass
+        assert f"{lessors.max_duration:.0f}s" in str(e.value)
+        assert time.monotonic() - started < 0.5
+
+
+def test_a_huge_duration_capped_by_the_callers_deadline_is_fine(etcd_lessor: EtcdLessor) -> None:
+    ctx = Context.background().with_timeout(3)
+    with etcd_lessor.lease("capped", P(0, 1), 1e19, ctx=ctx) as lease:
+        assert lease.partitions == [P(0, 1)]
+        assert lease.deadline <= time.monotonic() + 3
+
+
+def test_a_short_lease_never_shares_a_long_ones_etcd_lease(
+    etcd_lessor: EtcdLessor, client: Any, prefix: str
+) -> None:
+    """A crashed holder's ranges come free within ceil(dur + margin + reuse) of its grant:
+    a short acquisition must not attach its marker to a day-long etcd lease."""
+    with etcd_lessor.lease("mixed", P(0, 1), 86_400):
+        with etcd_lessor.lease("mixed", P(1, 2), 1):
+            ttls = sorted(meta.lease_id for meta in markers(client, prefix, "mixed"))
+            assert len(set(ttls)) == 2, "the short lease shares the long one's etcd lease"
+            short = min(client.get_lease_info(lease_id).grantedTTL for lease_id in ttls)
+            assert short <= 1 + 0.2 + 2 + 1
 
 
 def test_a_users_pyetcd_client_works_alongside(

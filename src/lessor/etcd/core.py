@@ -105,6 +105,9 @@ the call's timeout too short for the others in the same group."""
 MAX_DROPS = 16
 """Abandoned entries one swap removes at most (etcd takes 128 operations per Txn)."""
 
+LEASE_SPREAD = 1.0
+"""Members of one attempt share an etcd lease when their deadlines lie this close (seconds)."""
+
 CLEAN_UP_PAUSE = 0.5
 """Seconds between two tries to clear an abandoned acquisition."""
 
@@ -391,12 +394,7 @@ def _swap(
     swaps may have committed without our knowing (their reply lost)."""
     snapshot = view.snapshot
     writers = [m for m, _ in plan.writers]
-    needing = [m for m in writers if m.lease is None]
-    if needing:  # one etcd lease for all of them, living past the latest deadline
-        until = max(m.until for m in needing)
-        lease = yield TakeLease(until, len(needing), timeout, needing[0].what)
-        for m in needing:
-            m.lease = lease
+    yield from _take_leases([m for m in writers if m.lease is None], timeout)
     drop = [o for o in known.abandoned.current() if o in snapshot.markers][:MAX_DROPS]
     ours = [section.Entry(_lease_of(m).id, m.seq, parts, config.holder)
             for m, parts in plan.writers]  # fmt: skip
@@ -424,6 +422,21 @@ def _swap(
     for m, parts in plan.proposals:
         held = Held(known, _lease_of(m), m.seq) if parts else None
         yield from _finish(known, m, Grant(parts, m.until, token, handle=held), config)
+
+
+def _take_leases(needing: Sequence[Member], timeout: float) -> Steps:
+    """Etcd leases for the members that need one: one for all whose deadlines lie within
+    :data:`LEASE_SPREAD` of each other (the common case: one for everyone). A member's lease
+    outlives its deadline by at most that much more than its own would: after a crash, its
+    ranges must not stay held for a longer-lived member's sake."""
+    waiting = sorted(needing, key=lambda m: m.until, reverse=True)
+    while waiting:
+        until = waiting[0].until
+        share = [m for m in waiting if m.until >= until - LEASE_SPREAD]
+        lease = yield TakeLease(until, len(share), timeout, share[0].what)
+        for m in share:
+            m.lease = lease
+        waiting = waiting[len(share) :]
 
 
 def _adopted(known: Known, snapshot: Snapshot, m: Member, config: Config) -> Steps:

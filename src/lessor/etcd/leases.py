@@ -30,7 +30,11 @@ from dataclasses import dataclass, field
 from lessor.errors import LessorError
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc, Transport
 
-__all__ = ["EtcdLease", "LeasePool"]
+__all__ = ["MAX_LEASE_TTL", "EtcdLease", "LeasePool"]
+
+MAX_LEASE_TTL = 9_000_000_000
+"""etcd's longest lease TTL in seconds (``MaxLeaseTTL`` in etcd's lease package): a grant asking
+for more is refused."""
 
 log = logging.getLogger("lessor")
 
@@ -70,6 +74,12 @@ class LeasePool:
         self._reuse = reuse
         self._lock = threading.Lock()
         self._current: EtcdLease | None = None
+        self._minimum_ttl = 0  # etcd's, once a grant shows it (it grants more when asked less)
+
+    @property
+    def max_duration(self) -> float:
+        """The longest acquisition a lease of at most :data:`MAX_LEASE_TTL` can cover."""
+        return float(MAX_LEASE_TTL - 1) - self._margin - self._reuse
 
     def take(self, until: float, timeout: float, what: str, users: int = 1) -> EtcdLease:
         """A lease that lives past ``until + margin``, granting one if none does, for
@@ -84,7 +94,7 @@ class LeasePool:
                 self._reuse > 0
                 and current is not None
                 and not current.retired
-                and current.expiry - self._margin >= until
+                and until + self._margin <= current.expiry <= self._longest(until, now)
             ):
                 current.users += users
                 return current
@@ -96,6 +106,8 @@ class LeasePool:
         if response.error:
             raise LessorError(f"{what}: etcd refused a lease of {ttl}s: {response.error}")
         lease = EtcdLease(id=response.ID, granted_ttl=response.TTL, t0=t0, users=users)
+        if lease.granted_ttl > ttl:
+            self._minimum_ttl = max(self._minimum_ttl, response.TTL)
         if lease.expiry - self._margin < until:
             # etcd granted less than asked (it never should): no acquisition may rely on it.
             self._revoke(lease, timeout)
@@ -109,6 +121,11 @@ class LeasePool:
         if superseded is not None:
             self._retire(superseded, timeout)
         return lease
+
+    def _longest(self, until: float, now: float) -> float:
+        """The latest expiry an acquisition until ``until`` may share: one that outlives it by
+        more than the reuse slack would keep its ranges held that much longer after a crash."""
+        return now + max(math.ceil(until - now + self._margin + self._reuse), self._minimum_ttl)
 
     def give_back(self, lease: EtcdLease, timeout: float) -> None:
         """An acquisition no longer uses ``lease`` (its marker is deleted or will expire)."""

@@ -135,6 +135,12 @@ class EtcdLessor(Lessor):
         self._seq = 0
 
     @property
+    def max_duration(self) -> float:
+        """The longest lease: its etcd lease, ``dur + margin`` and the reuse slack rounded up
+        to whole seconds, must not exceed etcd's maximum TTL (:data:`MAX_LEASE_TTL`)."""
+        return self._pool.max_duration
+
+    @property
     def prefix(self) -> str:
         return self._prefix
 
