@@ -39,9 +39,9 @@ from lessor.etcd import core
 from lessor.etcd import section as section_codec
 from lessor.etcd.acquisition import Section
 from lessor.etcd.gate import Waiter
-from lessor.etcd.keys import SectionKeys
+from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.leases import LeasePool
-from lessor.etcd.ops import CleanUp, Op, Steps, Wait
+from lessor.etcd.ops import CleanUp, Op, Steps, Tombstone, Wait
 from lessor.etcd.retry import Backoff
 from lessor.partition import SortedPartitions, SortedPartitionsBuilder
 from tests.support.etcd_model import FAULTS, EtcdModel, FakeClock, ModelTransport
@@ -117,7 +117,7 @@ class AcquisitionModel(RuleBasedStateMachine):
         ]
         self.actors: list[Actor] = []
         self.holdings: list[Holding] = []
-        self.failed_releases: list[Holding] = []
+        self.unclean: set[Owner] = set()  # entries whose removal met a failed call
         self._recorded: set[Actor] = set()
         self.moment = 0  # counts the changes the model has seen
         self.occupied: dict[str, dict[int, int]] = {sid: {} for sid in SECTIONS}  # key -> moment
@@ -167,6 +167,10 @@ class AcquisitionModel(RuleBasedStateMachine):
                   f"{_show(op)}{state}")  # fmt: skip
         result: Any = None
         error: BaseException | None = None
+        if fault != "ok" and actor.released is not None:
+            self.unclean.add(actor.released.held.owner)  # its marker may outlive the release
+        if fault != "ok" and isinstance(op, Tombstone):
+            self.unclean.add(op.owner)  # its clean-up may give up
         if isinstance(op, Wait):  # a thread that sleeps lets time pass
             self.clock.advance(op.seconds)
             self.etcd.expire()
@@ -201,7 +205,7 @@ class AcquisitionModel(RuleBasedStateMachine):
 
     def _ended(self, actor: Actor) -> None:
         if actor.released is not None and actor.error is not None:
-            self.failed_releases.append(actor.released)
+            self.unclean.add(actor.released.held.owner)
 
     def _wake(self, actor: Actor) -> None:
         """A woken thread runs: it leads, or finds its acquisition settled."""
@@ -216,15 +220,10 @@ class AcquisitionModel(RuleBasedStateMachine):
         """After every change: which keys etcd shows held, and what was newly granted."""
         self.moment += 1
         for sid in SECTIONS:
-            keys = SectionKeys.of(PREFIX, sid)
-            raw = self.etcd.kvs.get(keys.value)
-            if raw is None:
-                continue
-            for entry in section_codec.decode(sid, raw.value):
-                if keys.marker(entry.lease, entry.seq) in self.etcd.kvs:
-                    for p in entry.ranges:
-                        for k in range(p.low, p.high):
-                            self.occupied[sid][k] = self.moment
+            for entry in self._live_entries(sid):
+                for p in entry.ranges:
+                    for k in range(p.low, p.high):
+                        self.occupied[sid][k] = self.moment
         for actor in self._acquisitions():
             m = actor.member
             assert m is not None
@@ -440,9 +439,12 @@ class AcquisitionModel(RuleBasedStateMachine):
         while self.etcd.delayed:
             self.etcd.apply_delayed(0)
         self._quiesce()
-        # A newcomer gets every key but those whose release failed (free at their expiry).
+        # A newcomer gets every key but those of entries whose removal met a failed call
+        # (their markers expire with their etcd leases).
         newcomer = Process("newcomer", self.etcd, self.clock, reuse=0.0)
         for sid in SECTIONS:
+            excused = [p for e in self._live_entries(sid) if e.owner in self.unclean
+                       for p in e.ranges]  # fmt: skip
             section = newcomer.sections[sid]
             now = self.clock()
             member = core.Member(part=Partition(0, KEYS), until=now + 1, deadline=now + 1, seq=1,
@@ -452,18 +454,22 @@ class AcquisitionModel(RuleBasedStateMachine):
             actor = Actor("newcomer", newcomer, section, member=member, waiter=waiter)
             self._run_now(actor, core.lead(section.known, section.gate, waiter, newcomer.config))
             assert member.grant is not None, member.error
-            expected = SortedPartitionsBuilder(Partition(0, KEYS))
-            for h in self.failed_releases:
-                if h.section_id == sid:
-                    for p in h.ranges:
-                        expected.exclude(p)
             missing = SortedPartitionsBuilder(Partition(0, KEYS))
             for p in member.grant.partitions:
                 missing.exclude(p)
             for p in missing.result():
-                assert not any(p.overlaps(q) for q in expected.result()), (
-                    f"{sid}: keys {p} withheld from a newcomer after everything ended"
-                )
+                for k in range(p.low, p.high):
+                    assert any(q.low <= k < q.high for q in excused), (
+                        f"{sid}: key {k} withheld from a newcomer after everything ended"
+                    )
+
+    def _live_entries(self, sid: str) -> list[section_codec.Entry]:
+        keys = SectionKeys.of(PREFIX, sid)
+        raw = self.etcd.kvs.get(keys.value)
+        if raw is None:
+            return []
+        entries = section_codec.decode(sid, raw.value)
+        return [e for e in entries if keys.marker(e.lease, e.seq) in self.etcd.kvs]
 
     def _quiesce(self) -> None:
         """Run every thread to its end, every call answered; move time on when all wait."""

@@ -352,7 +352,7 @@ def _attempt(known: Known, members: Sequence[Member], config: Config) -> Steps:
     live = known.live(snapshot)
     plan = Plan(pending, live)
     if plan.full is not None:
-        if plan.full.started > view.fetched_at:
+        if plan.full.started >= view.fetched_at:
             # Full in a state read before it began: ask etcd, the leases may have ended since.
             known.invalidate(view)
             raise Stale()
@@ -361,8 +361,9 @@ def _attempt(known: Known, members: Sequence[Member], config: Config) -> Steps:
         return  # the others try again, after some of those leases end
     # A state read after an acquisition began is a valid answer for it as it stands (the
     # acquisition takes effect at that read); one read before must be shown to still hold:
-    # the markers of the entries its answer rests on are compared too.
-    relied = plan.relied(lambda m: m.started > view.fetched_at)
+    # the markers of the entries its answer rests on are compared too. The same clock reading
+    # proves nothing (a coarse clock gives one reading to events in either order).
+    relied = plan.relied(lambda m: m.started >= view.fetched_at)
     if plan.writers:
         yield from _swap(
             known, view, plan, live=live, relied=relied or (), timeout=timeout, config=config
