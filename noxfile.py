@@ -58,7 +58,9 @@ def etcd3_client(session: nox.Session) -> None:
 @nox.session
 def safety(session: nox.Session) -> None:
     """The fault-injection safety suite on a three-member cluster (root: isolation needs
-    iptables). LESSOR_SAFETY_SECONDS sets its length (default 60)."""
+    iptables) and the race stress suite; then the model-based test of the acquisition core,
+    longer than in the default run. LESSOR_SAFETY_SECONDS sets the suite's length (default
+    60), LESSOR_MODEL_EXAMPLES the model's examples (default here 3000)."""
     session.install("-e", ".[test]")
     session.run(
         "pytest",
@@ -70,6 +72,14 @@ def safety(session: nox.Session) -> None:
         "no:randomly",
         *session.posargs,
         env=etcd_env(session),
+    )
+    examples = os.environ.get("LESSOR_MODEL_EXAMPLES", "3000")
+    session.run(
+        "pytest",
+        "tests/test_acquisition_model.py",
+        "-p",
+        "no:randomly",
+        env={"LESSOR_MODEL_EXAMPLES": examples},
     )
 
 

@@ -43,6 +43,7 @@ from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.leases import LeasePool
 from lessor.etcd.ops import CleanUp, Op, Steps, Tombstone, Wait
 from lessor.etcd.retry import Backoff
+from lessor.etcd.state import TOMBSTONE
 from lessor.partition import SortedPartitions, SortedPartitionsBuilder
 from tests.support.etcd_model import FAULTS, EtcdModel, FakeClock, ModelTransport
 
@@ -53,7 +54,7 @@ MAX_ACTIVE = 10  # acquisitions running at once, all processes together
 PREFIX = "/model/"
 RARELY = st.sampled_from((True, False, False, False, False))  # a rule's chance to act
 TRACE = os.environ.get("LESSOR_MODEL_TRACE") == "1"
-EXAMPLES = int(os.environ.get("LESSOR_MODEL_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("LESSOR_MODEL_EXAMPLES", "400"))
 
 
 class Interrupt(BaseException):
@@ -469,7 +470,9 @@ class AcquisitionModel(RuleBasedStateMachine):
         if raw is None:
             return []
         entries = section_codec.decode(sid, raw.value)
-        return [e for e in entries if keys.marker(e.lease, e.seq) in self.etcd.kvs]
+        markers = self.etcd.kvs
+        return [e for e in entries if (m := markers.get(keys.marker(e.lease, e.seq))) is not None
+                and m.value != TOMBSTONE]  # fmt: skip
 
     def _quiesce(self) -> None:
         """Run every thread to its end, every call answered; move time on when all wait."""

@@ -18,6 +18,7 @@ from lessor.errors import CorruptSection, LessorError, Unavailable
 from lessor.etcd import section
 from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.lessor import EtcdLessor
+from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import RetryableRpc
 from lessor.partition import SortedPartitions
 
@@ -73,7 +74,7 @@ def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionIn
                                                             keys_only=keys_only))  # fmt: skip
 
     request = rpc.TxnRequest(success=[ranged(values, section_id is not None, False),
-                                      ranged(markers, False, True)])  # fmt: skip
+                                      ranged(markers, False, False)])  # fmt: skip
     response = _call(lessor, "kv", "Txn", request, "inspecting sections")
     marker_kvs = response.responses[1].response_range.kvs
     ttls: dict[int, int] = {}
@@ -82,7 +83,8 @@ def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionIn
         escaped = kv.key[len(prefix) + 2 :]
         sid = unquote_to_bytes(escaped).decode("utf-8", errors="replace")
         keys = SectionKeys.of(lessor.prefix, sid)
-        tokens = {keys.owner(m.key): m.create_revision for m in marker_kvs}
+        tokens = {keys.owner(m.key): m.create_revision for m in marker_kvs
+                  if m.value != TOMBSTONE}  # fmt: skip
         tokens.pop(None, None)
         try:
             entries = section.decode(sid, kv.value)

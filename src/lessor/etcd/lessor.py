@@ -2,12 +2,14 @@
 
 The data model is in ``section.py`` and ``keys.py``: each section is one key whose value lists
 its leases (etcd lease id, acquisition number, ranges, holder), and each lease has a marker key
-attached to an etcd lease, so that etcd's lease clock decides which entries are live. An
-acquisition (``acquisition.py``) computes what is free and writes its entry with one
-compare-and-swap Txn (``state.py``); releasing deletes its marker. The process keeps the last
-state it saw of each section, and one etcd lease shared by consecutive acquisitions
-(``leases.py``), so an uncontended cycle is two etcd writes: the swap and the release. A
-process's concurrent acquisitions of one section share one swap (group commit, ``gate.py``).
+attached to an etcd lease, so that etcd's lease clock decides which entries are live. What an
+acquisition reads, compares, writes and grants is decided without I/O by the acquisition core
+(``core.py``, with ``plan.py`` and ``known.py``); the threaded shell (``acquisition.py``)
+performs its operations: one compare-and-swap Txn writes the entry (``state.py``), and
+releasing deletes its marker. The process keeps the newest state it saw of each section, and
+one etcd lease shared by consecutive acquisitions (``leases.py``), so an uncontended cycle is
+two etcd writes: the swap and the release. A process's concurrent acquisitions of one section
+share one swap (group commit, ``gate.py``).
 
 The fencing token of a lease is the revision of the Txn that wrote it: it grows with every
 write in the cluster, so tokens of one section strictly increase in the order leases were

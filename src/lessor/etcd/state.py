@@ -118,7 +118,9 @@ class SectionTxns:
         The test is "a marker that is not our tombstone", not "a marker": this call is
         retried when its reply is lost, and a retry that took our own tombstone for a
         committed swap would delete it, and let the late swap commit an entry nobody holds.
-        (A ``VALUE`` compare on a key that does not exist is false in etcd.)
+        (A ``VALUE`` compare on a key that does not exist is false in etcd.) A retry after a
+        first try that deleted a committed marker writes a tombstone in its place: readers
+        never count a tombstone as a marker, so that entry stays dead.
         """
         rpc, marker = self._rpc, self.keys.marker(lease, seq)
         committed = rpc.Compare(key=marker, target=rpc.Compare.VALUE,
@@ -145,16 +147,16 @@ class SectionTxns:
         rpc, keys = self._rpc, self.keys
         return [
             rpc.RequestOp(request_range=rpc.RangeRequest(key=keys.value)),
+            # With values (holder labels, short): a tombstone is not a marker (see abandon).
             rpc.RequestOp(
-                request_range=rpc.RangeRequest(
-                    key=keys.markers, range_end=keys.markers_end, keys_only=True
-                )
+                request_range=rpc.RangeRequest(key=keys.markers, range_end=keys.markers_end)
             ),
         ]
 
     def _compares(self, snapshot: Snapshot, relied: Sequence[section.Entry]) -> list[Any]:
-        # The section key unchanged, and every marker relied on still there: a cached state
-        # that went stale fails here instead of withholding a range that is free.
+        # The section key unchanged, and every marker relied on still the one seen (its create
+        # revision: a marker deleted and written again, as a tombstone, is not the same one):
+        # a cached state that went stale fails here instead of withholding a free range.
         rpc = self._rpc
         compares = [
             rpc.Compare(
@@ -167,9 +169,9 @@ class SectionTxns:
         compares += [
             rpc.Compare(
                 key=self.keys.marker(e.lease, e.seq),
-                target=rpc.Compare.VERSION,
-                result=rpc.Compare.GREATER,
-                version=0,
+                target=rpc.Compare.CREATE,
+                result=rpc.Compare.EQUAL,
+                create_revision=snapshot.markers[Owner(e.lease, e.seq)],
             )
             for e in relied
         ]
@@ -188,6 +190,6 @@ class SectionTxns:
         markers: dict[Owner, int] = {}
         for kv in response.response_range.kvs:
             owner = self.keys.owner(kv.key)
-            if owner is not None:
+            if owner is not None and kv.value != TOMBSTONE:
                 markers[owner] = kv.create_revision
         return markers

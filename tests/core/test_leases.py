@@ -1,0 +1,213 @@
+"""The etcd leases of one lessor (``lessor.etcd.leases.LeasePool``), on the in-memory etcd model.
+
+Proven here (margin 0.2 s, reuse 2 s unless said; the fake clock moves only when told):
+
+* a lease is asked for ``ceil(dur + margin + reuse)`` seconds, and its expiry is ``t0 + TTL``
+  with ``t0`` read before the grant was sent (a grant that takes time ends earlier locally
+  than in etcd);
+* the current lease is shared while it lives past ``until + margin``; a fresh one is granted
+  once it does not;
+* a lease that would outlive an acquisition by more than a fresh one would is not shared: a
+  short acquisition after a long one gets a lease of its own; when etcd grants more than asked
+  (its minimum TTL), acquisitions may share up to that;
+* a superseded lease is retired and revoked once its last user gives it back (at once if it
+  has none); an expired one is not revoked by a call; ``close`` retires the current one;
+* ``forget``: a lease etcd no longer knows is never handed out again, and giving it back is
+  quiet;
+* ``reuse = 0``: one lease per acquisition (for all the users taking it together), revoked
+  when the last gives it back;
+* ``max_duration``: an acquisition that long asks for at most :data:`MAX_LEASE_TTL` seconds,
+  one two seconds longer asks for more.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from lessor.etcd.leases import MAX_LEASE_TTL, EtcdLease, LeasePool
+from tests.support.etcd_model import EtcdModel, FakeClock, ModelTransport
+
+MARGIN = 0.2
+REUSE = 2.0
+TIMEOUT = 1.0
+
+
+class Etcd:
+    """A fake clock, the etcd model, and a transport that can make grants slow or small."""
+
+    def __init__(self, *, grant_takes: float = 0.0, minimum_ttl: int = 1) -> None:
+        self.clock = FakeClock()
+        self.model = EtcdModel(self.clock)
+        self.transport = ModelTransport(self.model)
+        self.rpc = self.transport.rpc
+        self.grant_takes = grant_takes
+        self.minimum_ttl = minimum_ttl
+        self.asked: list[int] = []  # the TTL of every grant asked for
+
+    def lease(self, method: str, request: Any, timeout: float, what: str) -> Any:
+        if method == "LeaseGrant":
+            self.asked.append(request.TTL)
+            self.clock.advance(self.grant_takes)  # etcd starts counting when it gets there
+            request = self.rpc.LeaseGrantRequest(TTL=max(request.TTL, self.minimum_ttl))
+        return self.transport.lease(method, request, timeout, what)
+
+    def kv(self, method: str, request: Any, timeout: float, what: str) -> Any:
+        return self.transport.kv(method, request, timeout, what)
+
+    def pool(self, reuse: float = REUSE) -> LeasePool:
+        return LeasePool(self, margin=MARGIN, reuse=reuse, clock=self.clock)  # type: ignore[arg-type]
+
+    def alive(self, lease: EtcdLease) -> bool:
+        """Whether etcd still has the lease (it was neither revoked nor expired)."""
+        self.model.expire()
+        return lease.id in self.model.leases
+
+    def take(self, pool: LeasePool, dur: float, users: int = 1) -> EtcdLease:
+        return pool.take(self.clock() + dur, TIMEOUT, "test", users=users)
+
+
+@pytest.fixture
+def etcd() -> Etcd:
+    return Etcd()
+
+
+def test_a_lease_is_asked_for_the_duration_margin_and_reuse(etcd: Etcd) -> None:
+    lease = etcd.take(etcd.pool(), 1.0)
+    assert etcd.asked == [math.ceil(1.0 + MARGIN + REUSE)] == [lease.granted_ttl]
+    assert lease.expiry == etcd.clock() + lease.granted_ttl and etcd.alive(lease)
+
+
+def test_expiry_counts_from_before_the_grant_was_sent() -> None:
+    etcd = Etcd(grant_takes=0.3)
+    start = etcd.clock()
+    lease = etcd.take(etcd.pool(), 1.0)
+    assert lease.t0 == start
+    assert lease.expiry == start + lease.granted_ttl
+    assert lease.expiry < etcd.model.leases[lease.id].expiry  # the local view ends first
+
+
+def test_the_current_lease_is_shared_while_it_lives_long_enough(etcd: Etcd) -> None:
+    pool = etcd.pool()
+    first = etcd.take(pool, 1.0)  # TTL 4: ends at start + 4
+    etcd.clock.advance(2.5)
+    assert etcd.take(pool, 1.0) is first  # needs start + 3.7
+    assert first.users == 2
+    etcd.clock.advance(0.5)
+    second = etcd.take(pool, 1.0)  # needs start + 4.2: too late for the first
+    assert second is not first and len(etcd.asked) == 2
+
+
+def test_a_short_acquisition_does_not_share_a_long_ones_lease(etcd: Etcd) -> None:
+    """Its ranges would stay held after a crash for as long as the long one's."""
+    pool = etcd.pool()
+    long = etcd.take(pool, 100.0)
+    short = etcd.take(pool, 1.0)
+    assert short is not long
+    assert short.expiry <= etcd.clock() + math.ceil(1.0 + MARGIN + REUSE)
+    assert etcd.take(pool, 1.0) is short  # and later short ones share the short one
+
+
+def test_a_long_acquisition_does_not_share_a_short_ones_lease(etcd: Etcd) -> None:
+    pool = etcd.pool()
+    short = etcd.take(pool, 1.0)
+    long = etcd.take(pool, 100.0)
+    assert long is not short and long.expiry >= etcd.clock() + 100.0 + MARGIN
+
+
+def test_leases_etcd_made_longer_than_asked_are_shared_up_to_that() -> None:
+    etcd = Etcd(minimum_ttl=5)
+    pool = etcd.pool(reuse=0.5)
+    first = etcd.take(pool, 0.1)  # asks 1 s, etcd grants its minimum of 5
+    assert first.granted_ttl == 5
+    etcd.clock.advance(1.0)
+    assert etcd.take(pool, 0.1) is first  # a fresh one would live as long
+
+
+def test_a_superseded_lease_is_revoked_when_its_last_user_gives_it_back(etcd: Etcd) -> None:
+    pool = etcd.pool()
+    first = etcd.take(pool, 100.0, users=2)
+    second = etcd.take(pool, 1.0)  # supersedes the first
+    assert first.retired and etcd.alive(first)
+    pool.give_back(first, TIMEOUT)
+    assert etcd.alive(first)
+    pool.give_back(first, TIMEOUT)
+    assert not etcd.alive(first) and first.revoked
+    assert etcd.alive(second) and not second.retired
+
+
+def test_a_superseded_idle_lease_is_revoked_at_once(etcd: Etcd) -> None:
+    pool = etcd.pool()
+    first = etcd.take(pool, 100.0)
+    pool.give_back(first, TIMEOUT)
+    assert etcd.alive(first)  # current and idle: kept for the next acquisition
+    etcd.take(pool, 1.0)
+    assert not etcd.alive(first)
+
+
+def test_an_expired_lease_is_not_revoked_by_a_call(etcd: Etcd) -> None:
+    pool = etcd.pool()
+    first = etcd.take(pool, 1.0)
+    etcd.clock.advance(10.0)
+    etcd.take(pool, 1.0)  # supersedes the first, still in use
+    calls = etcd.transport.calls
+    pool.give_back(first, TIMEOUT)
+    assert first.revoked and etcd.transport.calls == calls
+
+
+def test_close_retires_the_current_lease(etcd: Etcd) -> None:
+    pool = etcd.pool()
+    lease = etcd.take(pool, 1.0)
+    pool.close(TIMEOUT)
+    assert etcd.alive(lease)  # still in use
+    pool.give_back(lease, TIMEOUT)
+    assert not etcd.alive(lease)
+
+
+def test_a_forgotten_lease_is_never_handed_out_again(etcd: Etcd) -> None:
+    pool = etcd.pool()
+    first = etcd.take(pool, 1.0)
+    etcd.transport.lease("LeaseRevoke", etcd.rpc.LeaseRevokeRequest(ID=first.id), 1.0, "test")
+    pool.forget(first)  # the core learned that etcd no longer knows it
+    second = etcd.take(pool, 1.0)
+    assert second is not first
+    pool.give_back(first, TIMEOUT)  # a revoke that etcd answers "not found": quiet
+    assert first.revoked and etcd.alive(second)
+
+
+def test_without_reuse_each_acquisition_has_its_own_lease_revoked_when_given_back(
+    etcd: Etcd,
+) -> None:
+    pool = etcd.pool(reuse=0.0)
+    a = etcd.take(pool, 1.0)
+    b = etcd.take(pool, 1.0)
+    assert a is not b and etcd.asked == [2, 2]  # ceil(1.0 + 0.2), no slack for reuse
+    pool.give_back(a, TIMEOUT)
+    assert not etcd.alive(a) and etcd.alive(b)
+    pool.give_back(b, TIMEOUT)
+    assert not etcd.alive(b)
+
+
+def test_without_reuse_a_group_shares_one_lease_until_the_last_gives_it_back(
+    etcd: Etcd,
+) -> None:
+    pool = etcd.pool(reuse=0.0)
+    group = etcd.take(pool, 1.0, users=3)
+    for _ in range(2):
+        pool.give_back(group, TIMEOUT)
+        assert etcd.alive(group)
+    pool.give_back(group, TIMEOUT)
+    assert not etcd.alive(group)
+
+
+@pytest.mark.parametrize("reuse", [0.0, REUSE])
+def test_max_duration_fits_etcds_longest_lease(etcd: Etcd, reuse: float) -> None:
+    """The second of slack in ``max_duration`` absorbs the clock's rounding at 9e9 s."""
+    pool = etcd.pool(reuse=reuse)
+    assert pool.max_duration == pytest.approx(MAX_LEASE_TTL - 1 - MARGIN - reuse)
+    etcd.take(pool, pool.max_duration)
+    etcd.take(etcd.pool(reuse=reuse), pool.max_duration + 2.0)  # a pool with no lease yet
+    longest, too_long = etcd.asked
+    assert longest <= MAX_LEASE_TTL < too_long
