@@ -568,17 +568,24 @@ def release(held: Held, config: Config) -> Steps:
     held.known.release(held.owner)
     lease = held.lease
     failure: BaseException | None = None
+    # The last user of a retired lease gives it back, which revokes it, and the marker goes
+    # with it: one write instead of two.
+    by_revoke = lease.retired and lease.users == 1
     try:
-        if not (lease.retired and lease.users == 1):
+        if not by_revoke:
             yield DeleteMarker(held.owner, config.release_timeout)
-        # else giving it back revokes the etcd lease, and the marker goes with it: one write
     except GeneratorExit:
         raise
     except BaseException as e:
         failure = e
-    yield GiveBack(lease, config.release_timeout)
+    revoked = yield GiveBack(lease, config.release_timeout)
     if failure is not None:
         raise failure
+    if by_revoke and revoked is False:
+        raise Unavailable(
+            f"section {held.known.keys.section_id!r}: could not revoke etcd lease "
+            f"{lease.id:x}; the lease's marker lives until the lease expires"
+        )
 
 
 def withdraw(known: Known, gate: Gate[Member], waiter: Waiter[Member], config: Config) -> Steps:

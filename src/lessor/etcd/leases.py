@@ -127,13 +127,14 @@ class LeasePool:
         more than the reuse slack would keep its ranges held that much longer after a crash."""
         return now + max(math.ceil(until - now + self._margin + self._reuse), self._minimum_ttl)
 
-    def give_back(self, lease: EtcdLease, timeout: float) -> None:
-        """An acquisition no longer uses ``lease`` (its marker is deleted or will expire)."""
+    def give_back(self, lease: EtcdLease, timeout: float) -> bool:
+        """An acquisition no longer uses ``lease`` (its marker is deleted or will expire).
+        False when the lease was to be revoked and etcd could not be told: it ends at its
+        expiry instead, and so does every key still attached to it."""
         with self._lock:
             lease.users -= 1
             idle = lease.users == 0 and lease.retired
-        if idle:
-            self._revoke(lease, timeout)
+        return self._revoke(lease, timeout) if idle else True
 
     def forget(self, lease: EtcdLease) -> None:
         """etcd no longer knows ``lease``: never hand it out again."""
@@ -149,14 +150,14 @@ class LeasePool:
         if idle:
             self._revoke(lease, timeout)
 
-    def _revoke(self, lease: EtcdLease, timeout: float) -> None:
+    def _revoke(self, lease: EtcdLease, timeout: float) -> bool:
         with lease.lock:
             if lease.revoked:
-                return
+                return True
             lease.revoked = True
         lease_id = lease.id
         if lease.expiry <= self._clock():
-            return  # etcd has let it go already
+            return True  # etcd has let it go already
         try:
             self._transport.lease(
                 "LeaseRevoke",
@@ -168,6 +169,8 @@ class LeasePool:
             pass
         except (RetryableRpc, LessorError) as e:
             log.warning("could not revoke etcd lease %x (it expires by itself): %s", lease_id, e)
+            return False
+        return True
 
     def close(self, timeout: float) -> None:
         """Revoke the current lease once its acquisitions are done with it."""
