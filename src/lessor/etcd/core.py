@@ -1,9 +1,10 @@
 """The acquisition core of the etcd lessor: every decision, and no I/O.
 
 What to read, what to compare, what to write and who gets what are decided here, by
-generators that yield operations (``ops.py``) and receive their results; the shell in
-``lessor.py`` performs them over gRPC on threads, and the model-based tests perform them on an
-in-memory etcd, one step at a time. The core reads time only from ``Config.clock``.
+generators that yield operations (``ops.py``) and receive their results. The threaded shell
+(``acquisition.py``, driven by ``lessor.py``) performs them over gRPC; the model-based test
+(``tests/test_acquisition_model.py``) performs them on an in-memory etcd, one step at a time,
+in the orders hypothesis chooses. The core reads time only from ``Config.clock``.
 
 A process's acquisitions of one section queue at the section's gate (``gate.py``); the one
 that leads makes attempts (:func:`lead`) for everyone queued, and each attempt
@@ -17,8 +18,8 @@ that leads makes attempts (:func:`lead`) for everyone queued, and each attempt
    acquisitions of this attempt get`` (``plan.py``).
 4. Nothing to write: the answers stand if the state was read after every one of these
    acquisitions began; a state from before is first checked by a Txn that writes nothing.
-5. Otherwise takes one etcd lease for the acquisitions that need one and writes every entry
-   with one compare-and-swap (``state.py``). It compares the section key's revision and, for
+5. Otherwise takes etcd leases for the acquisitions that need one (one for all whose deadlines
+   lie close) and writes every entry with one compare-and-swap (``state.py``). It compares the section key's revision and, for
    acquisitions that began after the state was read, the markers their answers rest on. A
    failed swap brings back the fresh state, so the next attempt needs no extra read.
 
@@ -34,7 +35,8 @@ tombstone that stops the lost swap from committing later (:func:`clean_up`).
 **Departures.** An acquisition whose thread stops waiting (an exception reached it) while it is
 inside an attempt is not waited for: the leader settles it when the attempt ends, and gives
 back whatever the attempt granted it (:func:`orphaned`). Nothing stays held for a caller that
-has gone.
+has gone. (A generator closed before its end, which no shell does, can make no more calls:
+what it had granted then ends with its etcd lease.)
 """
 
 from __future__ import annotations
