@@ -8,6 +8,7 @@ operation is thrown back into the core, which knows what it means.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -57,20 +58,31 @@ class Section:
         return not self.gate.leading and self.known.idle
 
     def drive(self, steps: Steps) -> Any:
-        """Perform ``steps``' operations until it ends; return what it returns. A failed
-        operation is thrown into ``steps``, which handles it or lets it out."""
+        """Perform ``steps``' operations until it ends; return what it returns.
+
+        A failed operation is thrown into ``steps``, which handles it or lets it out. So is an
+        exception that reaches this thread *between* two operations (KeyboardInterrupt, a
+        signal handler's, one set by ``PyThreadState_SetAsyncExc``): whatever arrives while
+        ``steps`` waits for an operation goes to ``steps``, so that the core's own way out
+        runs (leaving the gate, handing the lead on, giving back what its members got).
+        """
         result: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                op = steps.send(result) if error is None else steps.throw(error)
-            except StopIteration as end:
-                return end.value
-            result, error = None, None
-            try:
-                result = self.perform(op)
-            except BaseException as e:  # the core decides what every failure means
-                error = e
+        try:
+            while True:
+                try:
+                    try:
+                        op = steps.send(result) if error is None else steps.throw(error)
+                    except StopIteration as end:
+                        return end.value
+                    result, error = None, None
+                    result = self.perform(op)
+                except BaseException as e:
+                    if inspect.getgeneratorstate(steps) != inspect.GEN_SUSPENDED:
+                        raise  # it came out of steps: steps has ended
+                    result, error = None, e  # the core decides what every failure means
+        finally:
+            steps.close()  # a no-op once steps has ended; else its way out, without calls
 
     def perform(self, op: Op) -> Any:
         """Carry out one operation; its result, or its failure raised."""

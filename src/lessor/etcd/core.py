@@ -19,9 +19,10 @@ that leads makes attempts (:func:`lead`) for everyone queued, and each attempt
 4. Nothing to write: the answers stand if the state was read after every one of these
    acquisitions began; a state from before is first checked by a Txn that writes nothing.
 5. Otherwise takes etcd leases for the acquisitions that need one (one for all whose deadlines
-   lie close) and writes every entry with one compare-and-swap (``state.py``). It compares the section key's revision and, for
-   acquisitions that began after the state was read, the markers their answers rest on. A
-   failed swap brings back the fresh state, so the next attempt needs no extra read.
+   lie close) and writes every entry with one compare-and-swap (``state.py``). It compares the
+   section key's revision and the markers that the answers rest on of acquisitions that began
+   after the state was read, or whose answers an earlier acquisition's grant cut. A failed
+   swap brings back the fresh state, so the next attempt needs no extra read.
 
 **Tokens.** A grant's fencing token is the revision in the reply of the Txn that wrote it (or,
 for an adopted entry, its marker's create revision, which is the same number): never a

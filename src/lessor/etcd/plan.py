@@ -45,6 +45,7 @@ class Plan(Generic[M]):
         self.writers: list[tuple[M, SortedPartitions]] = []
         self.full: M | None = None
         self._relied: list[tuple[M, list[section.Entry]]] = []
+        self._after: set[int] = set()  # members whose answers earlier members' grants cut
         room = MAX_LIVE_LEASES - len(live)
         taken: list[Partition] = []
         for m in pending:
@@ -54,7 +55,9 @@ class Plan(Generic[M]):
                 for p in entry.ranges:
                     free.exclude(p)
             for p in taken:
-                free.exclude(p)
+                if p.overlaps(m.part):
+                    self._after.add(id(m))
+                    free.exclude(p)
             parts = free.result()
             if parts and len(self.writers) >= room:
                 if not self.writers:
@@ -68,11 +71,16 @@ class Plan(Generic[M]):
 
     def relied(self, unproven: Callable[[M], bool]) -> list[section.Entry] | None:
         """The entries that the answers of the ``unproven`` members rest on; None when no
-        member is unproven."""
+        member is unproven.
+
+        A member whose answer an earlier member's grant cut is never proven by the state
+        alone: that grant holds from the write on, so the answer is true only at the write,
+        and only if the entries it rests on are still live then (else a key freed between the
+        read and the write would be withheld, true at no moment of the call)."""
         found: dict[Owner, section.Entry] = {}
         any_unproven = False
         for m, entries in self._relied:
-            if unproven(m):
+            if unproven(m) or id(m) in self._after:
                 any_unproven = True
                 found.update((Owner(*e.owner), e) for e in entries)
         return list(found.values()) if any_unproven else None

@@ -1,0 +1,96 @@
+"""A small deterministic driver for the acquisition core on the in-memory etcd model: one
+process's sections and lease pool, one generator at a time, a fault chosen per operation,
+clean-ups collected to run later. For tests that set up one schedule by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lessor import Context, Partition
+from lessor.etcd import core
+from lessor.etcd import section as codec
+from lessor.etcd.acquisition import Section
+from lessor.etcd.gate import Waiter
+from lessor.etcd.keys import SectionKeys
+from lessor.etcd.leases import LeasePool
+from lessor.etcd.ops import CleanUp, Op, Steps, Wait
+from tests.support.etcd_model import EtcdModel, FakeClock, ModelTransport
+
+PREFIX = "/driven/"
+
+
+class Proc:
+    def __init__(self, name: str, etcd: EtcdModel, clock: FakeClock, reuse: float = 2.0) -> None:
+        self.name, self.etcd, self.clock = name, etcd, clock
+        self.transport = ModelTransport(etcd)
+        self.pool = LeasePool(self.transport, margin=0.2, reuse=reuse, clock=clock)
+        self.config = core.Config(holder=name, rpc_timeout=1.0, release_timeout=1.0, clock=clock)
+        self.sections: dict[str, Section] = {}
+        self.seq = 0
+        self.cleanups: list[Steps] = []
+
+    def section(self, sid: str) -> Section:
+        if sid not in self.sections:
+            self.sections[sid] = Section(self.transport, SectionKeys.of(PREFIX, sid), self.pool)
+        return self.sections[sid]
+
+    def member(self, part: Partition, dur: float, ctx: Context | None = None) -> core.Member:
+        self.seq += 1
+        now = self.clock()
+        return core.Member(
+            part=part,
+            until=now + dur,
+            deadline=now + dur,
+            seq=self.seq,
+            started=now,
+            ctx=ctx or Context.background(),
+            what=f"{self.name}#{self.seq}",
+        )
+
+    def run(
+        self,
+        sid: str,
+        steps: Steps,
+        fault: Callable[[Op], str] = lambda op: "ok",
+        on_op: Callable[[Op], None] = lambda op: None,
+    ) -> Any:
+        """Drive ``steps`` to its end; ``fault(op)`` says what happens to each call."""
+        section = self.section(sid)
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = steps.send(result) if error is None else steps.throw(error)
+            except StopIteration as end:
+                return end.value
+            result, error = None, None
+            on_op(op)
+            if isinstance(op, CleanUp):
+                self.cleanups.append(op.steps)
+                continue
+            if isinstance(op, Wait):
+                self.clock.advance(op.seconds)
+                self.etcd.expire()
+                continue
+            self.transport.fault = fault(op)
+            try:
+                result = section.perform(op)
+            except Exception as e:
+                error = e
+
+    def acquire(self, sid: str, part: Partition, dur: float, **kw: Any) -> core.Member:
+        m = self.member(part, dur, kw.pop("ctx", None))
+        section = self.section(sid)
+        w = Waiter(m, lambda: None)
+        assert section.gate.join(w)
+        self.run(sid, core.lead(section.known, section.gate, w, self.config), **kw)
+        return m
+
+
+def live_entries(etcd: EtcdModel, sid: str) -> list[Any]:
+    keys = SectionKeys.of(PREFIX, sid)
+    raw = etcd.kvs.get(keys.value)
+    if raw is None:
+        return []
+    return [e for e in codec.decode(sid, raw.value) if keys.marker(e.lease, e.seq) in etcd.kvs]
