@@ -105,6 +105,7 @@ class Actor:
     released: Holding | None = None  # for a release: what it gives back
     error: BaseException | None = None
     began: int = 0  # the model's moment when the acquisition began
+    tombstone: tuple[Owner, bool] | None = None  # a clean-up's last tombstone, and if it landed
 
 
 class AcquisitionModel(RuleBasedStateMachine):
@@ -170,8 +171,8 @@ class AcquisitionModel(RuleBasedStateMachine):
         error: BaseException | None = None
         if fault != "ok" and actor.released is not None:
             self.unclean.add(actor.released.held.owner)  # its marker may outlive the release
-        if fault != "ok" and isinstance(op, Tombstone):
-            self.unclean.add(op.owner)  # its clean-up may give up
+        if isinstance(op, Tombstone):  # excused only if the clean-up ends on a failed call
+            actor.tombstone = (op.owner, fault == "ok")
         if isinstance(op, Wait):  # a thread that sleeps lets time pass
             self.clock.advance(op.seconds)
             self.etcd.expire()
@@ -207,6 +208,8 @@ class AcquisitionModel(RuleBasedStateMachine):
     def _ended(self, actor: Actor) -> None:
         if actor.released is not None and actor.error is not None:
             self.unclean.add(actor.released.held.owner)
+        if actor.tombstone is not None and not actor.tombstone[1]:
+            self.unclean.add(actor.tombstone[0])  # the clean-up gave up: the lease frees it
 
     def _wake(self, actor: Actor) -> None:
         """A woken thread runs: it leads, or finds its acquisition settled."""
