@@ -160,7 +160,7 @@ class EtcdLessor(Lessor):
             until = min(until, ctx.deadline)
         with self._lock:
             self._seq += 1
-            known = self._section(section_id)
+            section = self._section(section_id)
             member = core.Member(
                 part=part,
                 until=until,
@@ -173,13 +173,13 @@ class EtcdLessor(Lessor):
             )
             turn = threading.Event()
             waiter = Waiter(member, turn.set)
-            leads = known.gate.join(waiter)  # joined before any eviction can see the section
+            leads = section.gate.join(waiter)  # joined before any eviction can see the section
             self._evict()
         try:
-            if leads or self._wait_turn(known, waiter, turn):
-                known.drive(core.lead(known.known, known.gate, waiter, self._config))
+            if leads or self._wait_turn(section, waiter, turn):
+                section.drive(core.lead(section.known, section.gate, waiter, self._config))
         except BaseException:
-            known.drive(core.give_up(known.known, known.gate, waiter, self._config))
+            section.drive(core.give_up(section.known, section.gate, waiter, self._config))
             raise
         if member.error is not None:
             raise member.error
@@ -188,13 +188,13 @@ class EtcdLessor(Lessor):
 
     def _section(self, section_id: str) -> Section:
         """The section's state, made if need be (under the lessor's lock)."""
-        known = self._sections.get(section_id)
-        if known is None:
+        section = self._sections.get(section_id)
+        if section is None:
             keys = SectionKeys.of(self._prefix, section_id)
-            known = self._sections[section_id] = Section(self._transport, keys, self._pool)
+            section = self._sections[section_id] = Section(self._transport, keys, self._pool)
         else:
             self._sections.move_to_end(section_id)
-        return known
+        return section
 
     def _evict(self) -> None:
         """Forget idle sections past :data:`MAX_CACHED_SECTIONS`, least recently used first.
@@ -203,20 +203,20 @@ class EtcdLessor(Lessor):
         if excess <= 0:
             return
         idle = itertools.islice(
-            (section_id for section_id, known in self._sections.items() if known.idle),
+            (section_id for section_id, section in self._sections.items() if section.idle),
             excess,  # stop at the first few: this runs under the lessor's lock
         )
         for section_id in list(idle):
             del self._sections[section_id]
 
     def _wait_turn(
-        self, known: Section, waiter: Waiter[core.Member], turn: threading.Event
+        self, section: Section, waiter: Waiter[core.Member], turn: threading.Event
     ) -> bool:
         """Wait until a leader settles ``waiter`` (False) or hands it the lead (True)."""
         member = waiter.item
         while not turn.is_set():
-            if member.done(time.monotonic()) and known.drive(
-                core.withdraw(known.known, known.gate, waiter, self._config)
+            if member.done(time.monotonic()) and section.drive(
+                core.withdraw(section.known, section.gate, waiter, self._config)
             ):
                 return False
             # Bounded waits so that a cancellation (which has no event of ours) is noticed too.
@@ -229,8 +229,8 @@ class EtcdLessor(Lessor):
             return  # an empty lease wrote nothing
         assert isinstance(held, core.Held)
         with self._lock:
-            known = self._section(held.known.keys.section_id)
-        known.drive(core.release(held, self._config))
+            section = self._section(held.known.keys.section_id)
+        section.drive(core.release(held, self._config))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
