@@ -1,7 +1,7 @@
 """Regression (found in review of the acquisition core): an exception that reaches the leading
-thread *between two operations* of the core
-(in Section.drive, after ``steps.send`` returned and before ``perform``) leaves the lead
-generator suspended: the gate stays "led" by a thread that is gone.
+thread *between two operations* of the core (in the shell's loop, ``Section._drive``, after
+``steps.send`` returned and before ``perform``) left the lead generator suspended: the gate
+stayed "led" by a thread that was gone.
 
 How it happens for real: CPython checks for asynchronous exceptions (PyThreadState_SetAsyncExc,
 a signal handler's exception in the main thread, KeyboardInterrupt) at its eval-breaker
@@ -68,9 +68,9 @@ def test_an_exception_between_two_operations_goes_to_the_core(etcd_server: Any, 
             pass  # cached, with an etcd lease at hand
         section: Section = lessor._sections["s"]
         gate = section.gate
-        drive_code = Section.drive.__code__
+        drive_code = Section._drive.__code__
         # the line right after `op = steps.send(...)` in drive
-        src, first = __import__("inspect").getsourcelines(Section.drive)
+        src, first = __import__("inspect").getsourcelines(Section._drive)
         after_send = first + next(
             i for i, line in enumerate(src) if "result, error = None, None" in line
         )

@@ -64,25 +64,32 @@ class Section:
         exception that reaches this thread *between* two operations (KeyboardInterrupt, a
         signal handler's, one set by ``PyThreadState_SetAsyncExc``): whatever arrives while
         ``steps`` waits for an operation goes to ``steps``, so that the core's own way out
-        runs (leaving the gate, handing the lead on, giving back what its members got).
+        runs (leaving the gate, handing the lead on, giving back what its members got). Only
+        a second exception on that way out closes ``steps`` unfinished.
         """
-        result: Any = None
-        error: BaseException | None = None
         try:
-            while True:
-                try:
-                    try:
-                        op = steps.send(result) if error is None else steps.throw(error)
-                    except StopIteration as end:
-                        return end.value
+            return self._drive(steps, None)
+        except BaseException as e:
+            if inspect.getgeneratorstate(steps) != inspect.GEN_SUSPENDED:
+                raise  # it came out of steps: steps has ended
+            return self._drive(steps, e)  # it arrived here, between two operations
+        finally:
+            steps.close()  # a no-op once steps has ended
+
+    def _drive(self, steps: Steps, error: BaseException | None) -> Any:
+        result: Any = None
+        while True:
+            try:
+                while True:  # the loop's every instruction inside the try
+                    op = steps.send(result) if error is None else steps.throw(error)
                     result, error = None, None
                     result = self.perform(op)
-                except BaseException as e:
-                    if inspect.getgeneratorstate(steps) != inspect.GEN_SUSPENDED:
-                        raise  # it came out of steps: steps has ended
-                    result, error = None, e  # the core decides what every failure means
-        finally:
-            steps.close()  # a no-op once steps has ended; else its way out, without calls
+            except StopIteration as end:
+                return end.value
+            except BaseException as e:
+                if inspect.getgeneratorstate(steps) != inspect.GEN_SUSPENDED:
+                    raise  # it came out of steps: steps has ended
+                result, error = None, e  # the core decides what every failure means
 
     def perform(self, op: Op) -> Any:
         """Carry out one operation; its result, or its failure raised."""

@@ -36,8 +36,9 @@ tombstone that stops the lost swap from committing later (:func:`clean_up`).
 **Departures.** An acquisition whose thread stops waiting (an exception reached it) while it is
 inside an attempt is not waited for: the leader settles it when the attempt ends, and gives
 back whatever the attempt granted it (:func:`orphaned`). Nothing stays held for a caller that
-has gone. (A generator closed before its end, which no shell does, can make no more calls:
-what it had granted then ends with its etcd lease.)
+has gone. (A generator closed before its end, as the shell does only when a second exception
+arrives on the way out of a first, can make no more calls: what it had granted is left to the
+process's next swap of the section to drop, or to its etcd lease to end.)
 """
 
 from __future__ import annotations
@@ -242,7 +243,8 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
                 failed = yield from attempt(known, [w.item for w in batch], config)
             except GeneratorExit:  # closed unfinished: no more calls can be made
                 gate.leave(me)
-                gate.finish(batch)  # what was granted to departed members expires by itself
+                for w in gate.finish(batch):
+                    _forsake(known, w.item)
                 raise
             except BaseException:
                 gate.leave(me)  # the leader's thread alone is interrupted
@@ -265,6 +267,18 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             yield Wait(pause, m.ctx)
     finally:
         gate.hand_over(me)
+
+
+def _forsake(known: Known, m: Member) -> None:
+    """``m`` departed and no call can be made for it any more: whatever it was granted, or a
+    swap of its that may have committed, is left for this process's next swap of the section
+    to drop (or for its etcd lease to end)."""
+    if m.lease is None:
+        return
+    if isinstance(m.grant, Grant) and isinstance(m.grant.handle, Held):
+        known.abandoned.add(m.grant.handle.owner)
+    elif m.ambiguous:
+        known.abandoned.add(Owner(m.lease.id, m.seq))
 
 
 def _orphans(known: Known, departed: Sequence[Waiter[Member]], config: Config) -> Steps:
@@ -296,12 +310,12 @@ def attempt(known: Known, members: Sequence[Member], config: Config) -> Steps:
         for m in active:
             m.last_failure = e
         return e
-    except Exception as e:
+    except LessorError as e:  # etcd's permanent answer: corrupt section, permission denied...
         for i, m in enumerate(active):
             if not m.settled:  # each thread raises an exception object of its own
                 yield from fail(known, m, e if i == 0 else copy.copy(e), config)
-        if not isinstance(e, LessorError):
-            raise
+    # Anything else is the leader's thread's own (a signal handler's exception, a bug): it
+    # leaves through lead, and the others go back to the queue.
     return None
 
 

@@ -158,28 +158,31 @@ class EtcdLessor(Lessor):
         until = now + dur
         if ctx.deadline is not None:
             until = min(until, ctx.deadline)
-        with self._lock:
-            self._seq += 1
-            section = self._section(section_id)
-            member = core.Member(
-                part=part,
-                until=until,
-                # Retrying past the grant's own deadline would only write a lease nobody can use.
-                deadline=min(until, now + self._acquire_timeout),
-                seq=self._seq,
-                started=now,
-                ctx=ctx,
-                what=f"section {section_id!r}",
-            )
-            turn = threading.Event()
-            waiter = Waiter(member, turn.set)
-            leads = section.gate.join(waiter)  # joined before any eviction can see the section
-            self._evict()
+        turn = threading.Event()
+        waiter: Waiter[core.Member] | None = None
         try:
+            with self._lock:
+                self._seq += 1
+                section = self._section(section_id)
+                member = core.Member(
+                    part=part,
+                    until=until,
+                    # Retrying past the grant's own deadline would write a lease nobody can use.
+                    deadline=min(until, now + self._acquire_timeout),
+                    seq=self._seq,
+                    started=now,
+                    ctx=ctx,
+                    what=f"section {section_id!r}",
+                )
+                waiter = Waiter(member, turn.set)
+                leads = section.gate.join(waiter)  # joined before any eviction sees the section
+                self._evict()
             if leads or self._wait_turn(section, waiter, turn):
                 section.drive(core.lead(section.known, section.gate, waiter, self._config))
         except BaseException:
-            section.drive(core.give_up(section.known, section.gate, waiter, self._config))
+            # Wherever it arrived, once the waiter exists: out of the gate, nothing held.
+            if waiter is not None:
+                section.drive(core.give_up(section.known, section.gate, waiter, self._config))
             raise
         if member.error is not None:
             raise member.error

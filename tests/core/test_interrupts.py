@@ -1,0 +1,113 @@
+"""An exception that reaches the leading thread between two of the core's operations, at either
+place CPython delivers one in the shell's loop (after ``steps.send`` returns, and at the loop's
+backward jump after ``perform`` returns), goes into the core: nothing stays held, the gate keeps
+a running leader, and only the interrupted thread sees the exception.
+
+Raising from a trace function's 'line' event in the shell's frame is the same as an
+asynchronous exception delivered at the check just before that line. (Found in review of the
+core: at the backward jump the generator was closed and its grant left held by nobody; an
+``Exception`` thrown in, such as a signal handler's ``TimeoutError``, failed every member.)
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from lessor import Partition
+from lessor.etcd import core
+from lessor.etcd.acquisition import Section
+from lessor.etcd.gate import Waiter
+from lessor.etcd.ops import Swap
+from tests.support.driver import Proc, live_entries
+from tests.support.etcd_model import EtcdModel, FakeClock
+
+
+class Interrupt(BaseException):
+    """Stands for KeyboardInterrupt reaching the leading thread."""
+
+
+def line_of(text: str) -> int:
+    src, first = inspect.getsourcelines(Section._drive)
+    return first + next(i for i, line in enumerate(src) if text in line)
+
+
+def raising_at(line: int, error: BaseException, *, after_swap: bool) -> Any:
+    """A tracer that raises ``error`` once, at ``line`` of the shell's loop, while the current
+    operation is a Swap (``after_swap``: once its result is in)."""
+    code, fired = Section._drive.__code__, []
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        f = frame.f_locals
+        if (event == "line" and frame.f_lineno == line and not fired
+                and isinstance(f.get("op"), Swap)
+                and (not after_swap or isinstance(f.get("result"), tuple))):  # fmt: skip
+            fired.append(True)
+            raise error
+        return local
+
+    return lambda frame, event, arg: local if frame.f_code is code else None
+
+
+def lead_as_the_shell_does(
+    section: Section, waiter: Waiter[core.Member], p: Proc, tracer: Any
+) -> None:
+    try:
+        sys.settrace(tracer)
+        try:
+            section.drive(core.lead(section.known, section.gate, waiter, p.config))
+        finally:
+            sys.settrace(None)
+    except BaseException:
+        section.drive(core.give_up(section.known, section.gate, waiter, p.config))
+        raise
+
+
+def join_clean_ups() -> None:
+    for t in threading.enumerate():
+        if t.name == "lessor clean-up":
+            t.join(10)
+
+
+@pytest.mark.parametrize("where", ["after-send", "back-edge"])
+def test_an_interrupted_leader_leaves_nothing_held(where: str) -> None:
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p = Proc("p", etcd, clock)
+    m = p.member(Partition(0, 10), 5.0)
+    section = p.section("s")
+    waiter = Waiter(m, lambda: None)
+    assert section.gate.join(waiter)
+    if where == "after-send":  # before the swap is sent
+        tracer = raising_at(line_of("result, error = None, None"), Interrupt(), after_swap=False)
+    else:  # the swap committed; its result is in hand
+        tracer = raising_at(line_of("while True:  # the loop"), Interrupt(), after_swap=True)
+    with pytest.raises(Interrupt):
+        lead_as_the_shell_does(section, waiter, p, tracer)
+    join_clean_ups()
+    assert not section.gate.leading
+    assert live_entries(etcd, "s") == [], "an entry is held by nobody"
+    q = Proc("q", etcd, clock)  # another process gets every key at once
+    n = q.acquire("s", Partition(0, 10), 5.0)
+    assert n.grant is not None and list(n.grant.partitions) == [Partition(0, 10)]
+
+
+def test_an_exception_in_the_leaders_thread_fails_only_the_leader() -> None:
+    clock = FakeClock()
+    p = Proc("p", EtcdModel(clock), clock)
+    section = p.section("s")
+    a, b = p.member(Partition(0, 1), 5.0), p.member(Partition(5, 6), 5.0)
+    wa, wb = Waiter(a, lambda: None), Waiter(b, lambda: None)
+    assert section.gate.join(wa) and not section.gate.join(wb)
+    alarm = TimeoutError("a signal handler's, in the leader's thread")
+    tracer = raising_at(line_of("result, error = None, None"), alarm, after_swap=False)
+    with pytest.raises(TimeoutError):
+        lead_as_the_shell_does(section, wa, p, tracer)
+    assert not isinstance(b.error, TimeoutError), "another thread failed with the leader's alarm"
+    assert wb.lead and not b.settled  # b leads next, and gets its keys
+    p.run("s", core.lead(section.known, section.gate, wb, p.config))
+    assert b.grant is not None and list(b.grant.partitions) == [Partition(5, 6)]
