@@ -22,7 +22,7 @@ from lessor import Partition
 from lessor.etcd import core
 from lessor.etcd.acquisition import Section
 from lessor.etcd.gate import Waiter
-from lessor.etcd.ops import Swap
+from lessor.etcd.ops import CleanUp, DeleteMarker, GiveBack, Swap
 from tests.support.driver import Proc, live_entries
 from tests.support.etcd_model import EtcdModel, FakeClock
 
@@ -111,3 +111,20 @@ def test_an_exception_in_the_leaders_thread_fails_only_the_leader() -> None:
     assert wb.lead and not b.settled  # b leads next, and gets its keys
     p.run("s", core.lead(section.known, section.gate, wb, p.config))
     assert b.grant is not None and list(b.grant.partitions) == [Partition(5, 6)]
+
+
+def test_a_release_interrupted_before_its_marker_is_deleted_deletes_it_apart() -> None:
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p = Proc("p", etcd, clock)
+    m = p.acquire("s", Partition(0, 4), 5.0)
+    assert m.grant is not None and isinstance(m.grant.handle, core.Held)
+    steps = core.release(m.grant.handle, p.config)
+    assert isinstance(next(steps), DeleteMarker)
+    clean_up = steps.throw(Interrupt())  # arrives before the deletion is sent
+    assert isinstance(clean_up, CleanUp)
+    assert isinstance(steps.send(None), GiveBack)
+    with pytest.raises(Interrupt):
+        steps.send(True)
+    p.run("s", clean_up.steps)
+    assert live_entries(etcd, "s") == []

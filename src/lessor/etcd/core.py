@@ -595,6 +595,8 @@ def release(held: Held, config: Config) -> Steps:
         raise
     except BaseException as e:
         failure = e
+        if not isinstance(e, Exception):  # the thread was interrupted: delete it apart
+            yield CleanUp(_delete_quietly(held, config))
     revoked = yield GiveBack(lease, config.release_timeout)
     if failure is not None:
         raise failure
@@ -632,6 +634,14 @@ def give_up(known: Known, gate: Gate[Member], waiter: Waiter[Member], config: Co
             yield from _release_quietly(m.grant.handle, config)
     elif m.error is None:
         yield from fail(known, m, Cancelled(f"{m.what}: acquisition interrupted"), config)
+
+
+def _delete_quietly(held: Held, config: Config) -> Steps:
+    try:
+        yield DeleteMarker(held.owner, config.release_timeout)
+    except (LessorError, *RETRYABLE) as e:
+        log.warning("section=%r: could not delete an interrupted release's marker (it expires "
+                    "with its etcd lease): %s", held.known.keys.section_id, e)  # fmt: skip
 
 
 def _release_quietly(held: Held, config: Config) -> Steps:
