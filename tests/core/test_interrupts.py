@@ -21,7 +21,7 @@ import pytest
 from lessor import Partition
 from lessor.etcd import core
 from lessor.etcd.acquisition import Section
-from lessor.etcd.gate import Waiter
+from lessor.etcd.gate import Gate, Waiter
 from lessor.etcd.ops import CleanUp, DeleteMarker, GiveBack, Swap
 from tests.support.driver import Proc, live_entries
 from tests.support.etcd_model import EtcdModel, FakeClock
@@ -127,4 +127,68 @@ def test_a_release_interrupted_before_its_marker_is_deleted_deletes_it_apart() -
     with pytest.raises(Interrupt):
         steps.send(True)
     p.run("s", clean_up.steps)
+    assert live_entries(etcd, "s") == []
+
+
+def on_line(line: int, op_type: type, error: BaseException, code: Any = None) -> Any:
+    """A tracer raising ``error`` once at ``line`` (of the shell's loop, or of ``code``) while
+    the current operation is an ``op_type`` (any, for another function's frame)."""
+    code = code if code is not None else Section._drive.__code__
+    fired: list[bool] = []
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        op = frame.f_locals.get("op")
+        if (event == "line" and frame.f_lineno == line and not fired
+                and (op_type is object or isinstance(op, op_type))):  # fmt: skip
+            fired.append(True)
+            raise error
+        return local
+
+    return lambda frame, event, arg: local if frame.f_code is code else None
+
+
+def traced(tracer: Any, run: Any) -> Any:
+    sys.settrace(tracer)
+    try:
+        return run()
+    finally:
+        sys.settrace(None)
+
+
+def test_an_exception_as_the_leader_ends_an_attempt_still_wakes_its_members() -> None:
+    """Third review: one arriving as the leader entered ``Gate.finish`` left a member inside
+    an attempt nobody would end, its thread waiting past its deadline."""
+    clock = FakeClock()
+    p = Proc("p", EtcdModel(clock), clock)
+    section = p.section("s")
+    a, b = p.member(Partition(0, 1), 5.0), p.member(Partition(5, 6), 5.0)
+    turn_b = threading.Event()
+    wa, wb = Waiter(a, lambda: None), Waiter(b, turn_b.set)
+    assert section.gate.join(wa) and not section.gate.join(wb)
+    src, first = inspect.getsourcelines(Gate.finish)
+    entry = first + next(i for i, line in enumerate(src) if "with self._lock:" in line)
+    tracer = on_line(entry, object, Interrupt(), code=Gate.finish.__code__)
+    with pytest.raises(Interrupt):
+        lead_as_the_shell_does(section, wa, p, tracer)
+    assert b.settled and not wb.in_attempt and turn_b.is_set()
+
+
+@pytest.mark.parametrize("reuse", [0.0, 2.0], ids=["by-revoke", "by-delete"])
+def test_a_release_interrupted_by_the_threads_own_exception_leaves_no_marker(
+    reuse: float,
+) -> None:
+    """Third review: by revoke, one arriving before the give-back was sent, and a signal
+    handler's ``TimeoutError`` before the deletion was sent, left the marker until expiry."""
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p = Proc("p", etcd, clock, reuse=reuse)
+    m = p.acquire("s", Partition(0, 4), 5.0)
+    assert m.grant is not None and isinstance(m.grant.handle, core.Held)
+    held = m.grant.handle
+    first_op = GiveBack if reuse == 0.0 else DeleteMarker
+    tracer = on_line(line_of("result, error = None, None"), first_op, TimeoutError("alarm"))
+    section = p.section("s")
+    with pytest.raises(TimeoutError):
+        traced(tracer, lambda: section.drive(core.release(held, p.config)))
+    join_clean_ups()
     assert live_entries(etcd, "s") == []

@@ -241,6 +241,7 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             batch = gate.take(MAX_GROUP)
             try:
                 failed = yield from attempt(known, [w.item for w in batch], config)
+                departed = gate.finish(batch)
             except GeneratorExit:  # closed unfinished: no more calls can be made
                 gate.leave(me)
                 for w in gate.finish(batch):
@@ -250,7 +251,7 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
                 gate.leave(me)  # the leader's thread alone is interrupted
                 yield from _orphans(known, gate.finish(batch), config)
                 raise
-            yield from _orphans(known, gate.finish(batch), config)
+            yield from _orphans(known, departed, config)
             if m.settled:
                 return
             now = config.clock()
@@ -595,9 +596,16 @@ def release(held: Held, config: Config) -> Steps:
         raise
     except BaseException as e:
         failure = e
-        if not isinstance(e, Exception):  # the thread was interrupted: delete it apart
+        if not isinstance(e, (LessorError, *RETRYABLE)):  # the thread's own: delete it apart
             yield CleanUp(_delete_quietly(held, config))
-    revoked = yield GiveBack(lease, config.release_timeout)
+    try:
+        revoked = yield GiveBack(lease, config.release_timeout)
+    except GeneratorExit:
+        raise
+    except BaseException as e:
+        if by_revoke and not isinstance(e, (LessorError, *RETRYABLE)):
+            yield CleanUp(_delete_quietly(held, config))  # the revoke may not have been sent
+        raise
     if failure is not None:
         raise failure
     if by_revoke and revoked is False:

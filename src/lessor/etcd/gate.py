@@ -94,22 +94,21 @@ class Gate(Generic[T]):
 
     def finish(self, batch: Sequence[Waiter[T]]) -> list[Waiter[T]]:
         """The attempt for ``batch`` is over: the settled are woken, the others go back to the
-        front of the queue in their order. Returns the departed: the leader's to settle."""
-        settled, back, departed = [], [], []
+        front of the queue in their order. Returns the departed: the leader's to settle.
+
+        Calling it again for the same batch does nothing more (an exception that reached the
+        leader in the middle of it makes the leader call it again on its way out)."""
         with self._lock:
-            for w in batch:
-                w.in_attempt = False
-                if w.departed:
-                    departed.append(w)
-                elif self._settled(w.item):
-                    settled.append(w)
-                else:
-                    back.append(w)
+            pending = [w for w in batch if w.in_attempt]
+            back = [w for w in pending
+                    if not (w.departed or self._settled(w.item) or w in self._queue)]  # fmt: skip
             self._queue[:0] = back
-        for w in settled:
-            if not w.lead:
+            for w in pending:
+                w.in_attempt = False
+        for w in pending:
+            if not w.departed and not w.lead and self._settled(w.item):
                 w.wake()
-        return departed
+        return [w for w in pending if w.departed]
 
     def withdraw(self, waiter: Waiter[T]) -> bool:
         """Take a queued waiter out (its time is up); False while it is inside an attempt, or

@@ -217,7 +217,7 @@ class EtcdLessor(Lessor):
     ) -> bool:
         """Wait until a leader settles ``waiter`` (False) or hands it the lead (True)."""
         member = waiter.item
-        while not turn.is_set():
+        while not turn.is_set() and not member.settled:
             if member.done(time.monotonic()) and section.drive(
                 core.withdraw(section.known, section.gate, waiter, self._config)
             ):
