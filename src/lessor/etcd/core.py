@@ -276,7 +276,7 @@ def _forsake(known: Known, m: Member) -> None:
     to drop (or for its etcd lease to end)."""
     if m.lease is None:
         return
-    if isinstance(m.grant, Grant) and isinstance(m.grant.handle, Held):
+    if m.grant is not None and isinstance(m.grant.handle, Held):
         known.abandoned.add(m.grant.handle.owner)
     elif m.ambiguous:
         known.abandoned.add(Owner(m.lease.id, m.seq))

@@ -116,7 +116,7 @@ class Known:
         with self._lock:
             over = set(self._released)
         over.update(self.abandoned.current())
-        return [e for e in snapshot.entries if e.owner in snapshot.markers and e.owner not in over]
+        return [e for e in snapshot.live() if e.owner not in over]
 
     @property
     def idle(self) -> bool:
