@@ -5,7 +5,8 @@ One thread acquires and releases, with nothing in between, as fast as it can:
 * lessor: ``with lessor.lease(section, Partition(0, 1000), dur): pass`` on an
   ``EtcdLessor(endpoints)`` with default settings (consecutive acquisitions share one etcd
   lease);
-* lessor, ``lease_reuse=0``: the same with one etcd lease per acquisition, revoked on release;
+* lessor, ``share_leases=False``: the same with one etcd lease per acquisition, revoked on
+  release;
 * pyetcd's ``Lock``: ``lock.acquire(); lock.release()``. Its release deletes the lock key but
   does not revoke the lock's etcd lease: etcd expires it ``ttl`` seconds later.
 
@@ -223,10 +224,10 @@ def main() -> None:
 
     with LocalEtcd(fsync=not args.no_fsync) as etcd, contextlib.ExitStack() as stack:
         default = stack.enter_context(EtcdLessor(etcd.endpoints))
-        no_reuse = stack.enter_context(EtcdLessor(etcd.endpoints, lease_reuse=0))
+        no_reuse = stack.enter_context(EtcdLessor(etcd.endpoints, share_leases=False))
         contenders = [
             Contender("lessor", lessor_cycle(default, dur)),
-            Contender("lessor lease_reuse=0", lessor_cycle(no_reuse, dur)),
+            Contender("lessor share_leases=False", lessor_cycle(no_reuse, dur)),
             Contender("pyetcd Lock", stack.enter_context(lock_cycle(etcd, dur))),
         ]
         for c in contenders:

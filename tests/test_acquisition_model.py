@@ -64,10 +64,10 @@ class Interrupt(BaseException):
 class Process:
     """One simulated lessor process: its pool, and its sections' states and gates."""
 
-    def __init__(self, name: str, etcd: EtcdModel, clock: FakeClock, reuse: float) -> None:
+    def __init__(self, name: str, etcd: EtcdModel, clock: FakeClock, share: bool) -> None:
         self.name = name
         self.transport = ModelTransport(etcd)
-        pool = LeasePool(self.transport, margin=0.2, reuse=reuse, clock=clock)
+        pool = LeasePool(self.transport, margin=0.2, share=share, clock=clock)
         self.config = core.Config(holder=name, rpc_timeout=1.0, release_timeout=1.0, clock=clock)
         self.sections = {
             sid: Section(self.transport, SectionKeys.of(PREFIX, sid), pool) for sid in SECTIONS
@@ -114,7 +114,7 @@ class AcquisitionModel(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.etcd = EtcdModel(self.clock)
         self.processes = [
-            Process(f"p{i}", self.etcd, self.clock, reuse=(0.0, 2.0, 5.0)[i % 3])
+            Process(f"p{i}", self.etcd, self.clock, share=(False, True)[i % 2])
             for i in range(PROCESSES)
         ]
         self.actors: list[Actor] = []
@@ -445,7 +445,7 @@ class AcquisitionModel(RuleBasedStateMachine):
         self._quiesce()
         # A newcomer gets every key but those of entries whose removal met a failed call
         # (their markers expire with their etcd leases).
-        newcomer = Process("newcomer", self.etcd, self.clock, reuse=0.0)
+        newcomer = Process("newcomer", self.etcd, self.clock, share=False)
         for sid in SECTIONS:
             excused = [p for e in self._live_entries(sid) if e.owner in self.unclean
                        for p in e.ranges]  # fmt: skip

@@ -5,8 +5,12 @@ Proven here:
 
 * release: the owner is dead to this process before its first call; the marker is deleted,
   then the etcd lease is given back; a lease that giving back revokes (retired, last user) is
-  given back without a separate delete; a failed delete still gives the lease back, and is
-  raised after that;
+  given back without a separate delete; a failed delete is tried again (the shell's transport
+  moves to the next endpoint) until the release timeout; one that still fails retires the
+  lease (no renewal may keep its marker alive), gives it back, and is raised after that as
+  one line saying when the ranges come free;
+* expire (an overrun holder's deadline): deletes the marker once; the release then only
+  gives the lease back; whichever of the two comes second does nothing to the marker;
 * clean_up: tombstone first, then the owner leaves the abandoned set, then the lease is given
   back; a tombstone whose reply was lost is retried, and the retry (a second
   ``SectionTxns.abandon``) leaves it a tombstone; a delayed swap of that owner then cannot
@@ -22,12 +26,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lessor.errors import Unavailable
 from lessor.etcd import core
 from lessor.etcd import section as section_codec
 from lessor.etcd.acquisition import Section
 from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.leases import EtcdLease, LeasePool
-from lessor.etcd.ops import DeleteMarker, GiveBack, Op, Steps, Tombstone, Wait
+from lessor.etcd.ops import DeleteMarker, GiveBack, Op, RetireLease, Steps, Tombstone, Wait
 from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import RetryableRpc
 from lessor.partition import Partition, SortedPartitions
@@ -40,11 +45,11 @@ PART = Partition(0, 8)
 class World:
     """One process's section on the etcd model."""
 
-    def __init__(self, reuse: float = 2.0) -> None:
+    def __init__(self, share: bool = True) -> None:
         self.clock = FakeClock()
         self.etcd = EtcdModel(self.clock)
         self.transport = ModelTransport(self.etcd)
-        self.pool = LeasePool(self.transport, margin=0.2, reuse=reuse, clock=self.clock)
+        self.pool = LeasePool(self.transport, margin=0.2, share=share, clock=self.clock)
         self.keys = SectionKeys.of("/t/", "s")
         self.section = Section(self.transport, self.keys, self.pool)
         self.known = self.section.known
@@ -120,7 +125,7 @@ def test_release_deletes_the_marker_then_gives_the_lease_back() -> None:
     def before(op: Op) -> None:
         assert world.known.live(snapshot) == [], "released only after a call"
 
-    held = core.Held(world.known, lease, SEQ)
+    held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
     ops, error = world.drive(core.release(held, world.config), at=before)
     assert (ops, error) == ([DeleteMarker, GiveBack], None)
     assert world.marker(owner) is None and world.held() == []
@@ -128,23 +133,74 @@ def test_release_deletes_the_marker_then_gives_the_lease_back() -> None:
 
 
 def test_release_of_the_last_user_of_a_retired_lease_only_gives_it_back() -> None:
-    world = World(reuse=0.0)  # every lease retired from the start
+    world = World(share=False)  # every lease retired from the start
     lease = world.lease()
     assert world.swap(lease, "ok")
-    ops, error = world.drive(core.release(core.Held(world.known, lease, SEQ), world.config))
+    ops, error = world.drive(
+        core.release(core.Held(world.known, lease, SEQ, world.clock() + 5.0), world.config)
+    )
     assert (ops, error) == ([GiveBack], None)
     assert lease.id not in world.etcd.leases and world.held() == []  # the marker went with it
 
 
-def test_a_failed_delete_still_gives_the_lease_back_then_raises() -> None:
+def test_a_failed_delete_is_tried_again_on_the_next_endpoint() -> None:
     world = World()
     lease = world.lease()
     assert world.swap(lease, "ok")
-    held = core.Held(world.known, lease, SEQ)
-    ops, error = world.drive(core.release(held, world.config), faults=["dropped"])
-    assert ops == [DeleteMarker, GiveBack] and isinstance(error, RetryableRpc)
+    held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
+    ops, error = world.drive(core.release(held, world.config), faults=["dropped", "lost"])
+    assert (ops, error) == ([DeleteMarker, Wait, DeleteMarker, Wait, DeleteMarker, GiveBack], None)
+    assert world.held() == [] and not lease.retired
+
+
+def test_a_delete_that_fails_until_the_release_timeout_retires_the_lease_then_raises() -> None:
+    """A renewal of the shared lease would keep the undeleted marker alive: the lease is
+    retired (never renewed again), given back, and the error says when the ranges come free."""
+    world = World()
+    lease = world.lease()
+    assert world.swap(lease, "ok")
+    held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
+    start = world.clock()
+    ops, error = world.drive(core.release(held, world.config), faults=["dropped"] * 100)
+    assert ops[-2:] == [RetireLease, GiveBack] and ops.count(DeleteMarker) > 2
+    assert world.clock() - start <= world.config.release_timeout
+    assert isinstance(error, Unavailable) and "stay held until etcd lease" in str(error)
+    assert "\n" not in str(error)
+    assert lease.retired  # its revoke was refused too: it ends at its TTL
     assert world.held() == [held.owner]  # etcd still shows it; this process does not
     assert world.known.live(world.section.txns.read(1.0)) == []
+    assert world.pool.take(world.clock() + 1.0, 1.0, "next") is not lease
+
+
+def test_expire_deletes_the_marker_and_the_release_then_only_gives_the_lease_back() -> None:
+    world = World()
+    lease = world.lease()
+    assert world.swap(lease, "ok")
+    held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
+    ops, error = world.drive(core.expire(held, world.config))
+    assert (ops, error) == ([DeleteMarker], None)
+    assert world.held() == []
+    ops, error = world.drive(core.release(held, world.config))
+    assert (ops, error) == ([GiveBack], None)
+    assert world.drive(core.expire(held, world.config)) == ([], None)  # once only
+
+
+def test_expire_after_the_release_does_nothing() -> None:
+    world = World()
+    lease = world.lease()
+    assert world.swap(lease, "ok")
+    held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
+    assert world.drive(core.release(held, world.config)) == ([DeleteMarker, GiveBack], None)
+    assert world.drive(core.expire(held, world.config)) == ([], None)
+
+
+def test_an_expire_that_cannot_delete_retires_the_lease() -> None:
+    world = World()
+    lease = world.lease()
+    assert world.swap(lease, "ok")
+    held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
+    ops, error = world.drive(core.expire(held, world.config), faults=["dropped"] * 100)
+    assert ops[-1] == RetireLease and error is None and lease.retired
 
 
 # -- clean_up ----------------------------------------------------------------------------------
@@ -177,7 +233,7 @@ def test_a_tombstone_retried_after_a_lost_reply_stays_a_tombstone() -> None:
 
 
 def test_a_delayed_swap_cannot_commit_once_the_tombstones_lease_is_revoked() -> None:
-    world = World(reuse=0.0)  # giving the lease back revokes it, and the tombstone with it
+    world = World(share=False)  # giving the lease back revokes it, and the tombstone with it
     lease = world.lease()
     assert not world.swap(lease, "delayed")
     owner = abandoned(world, lease)

@@ -29,12 +29,12 @@ from tests.support.etcd_model import EtcdModel, FakeClock
 def test_a_later_member_of_a_group_never_gets_an_answer_true_at_no_moment() -> None:
     clock = FakeClock()
     etcd = EtcdModel(clock)
-    q = Proc("q", etcd, clock, reuse=0.0)
+    q = Proc("q", etcd, clock, share=False)
     e = q.acquire("s", Partition(1, 2), 10.0)
     assert e.grant is not None and list(e.grant.partitions) == [Partition(1, 2)]
     held_e = e.grant.handle
 
-    p = Proc("p", etcd, clock, reuse=0.0)
+    p = Proc("p", etcd, clock, share=False)
     sec = p.section("s")
     a, b = p.member(Partition(0, 1), 10.0), p.member(Partition(0, 2), 10.0)
     wa, wb = Waiter(a, lambda: None), Waiter(b, lambda: None)

@@ -173,19 +173,19 @@ def test_an_exception_as_the_leader_ends_an_attempt_still_wakes_its_members() ->
     assert b.settled and not wb.in_attempt and turn_b.is_set()
 
 
-@pytest.mark.parametrize("reuse", [0.0, 2.0], ids=["by-revoke", "by-delete"])
+@pytest.mark.parametrize("share", [False, True], ids=["by-revoke", "by-delete"])
 def test_a_release_interrupted_by_the_threads_own_exception_leaves_no_marker(
-    reuse: float,
+    share: bool,
 ) -> None:
     """Third review: by revoke, one arriving before the give-back was sent, and a signal
     handler's ``TimeoutError`` before the deletion was sent, left the marker until expiry."""
     clock = FakeClock()
     etcd = EtcdModel(clock)
-    p = Proc("p", etcd, clock, reuse=reuse)
+    p = Proc("p", etcd, clock, share=share)
     m = p.acquire("s", Partition(0, 4), 5.0)
     assert m.grant is not None and isinstance(m.grant.handle, core.Held)
     held = m.grant.handle
-    first_op = GiveBack if reuse == 0.0 else DeleteMarker
+    first_op = DeleteMarker if share else GiveBack
     tracer = on_line(line_of("result, error = None, None"), first_op, TimeoutError("alarm"))
     section = p.section("s")
     with pytest.raises(TimeoutError):

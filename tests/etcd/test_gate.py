@@ -204,13 +204,13 @@ def test_short_deadlines_in_a_group_do_not_fail_the_others(etcd_server: Any, pre
     assert granted[0] > 0
 
 
-@pytest.mark.parametrize("reuse", [0.0, 2.0])
-def test_a_group_keeps_its_members_deadlines(etcd_server: Any, prefix: str, reuse: float) -> None:
+@pytest.mark.parametrize("share", [False, True])
+def test_a_group_keeps_its_members_deadlines(etcd_server: Any, prefix: str, share: bool) -> None:
     """32 acquisitions with 0.6 s each, 40 ms from etcd: one group must not make them wait for
     an etcd lease each, one after another."""
     with (
         FaultProxy(etcd_server.endpoint, delay=0.02) as link,
-        EtcdLessor([link.address], prefix=prefix, lease_reuse=reuse) as lessor,
+        EtcdLessor([link.address], prefix=prefix, share_leases=share) as lessor,
     ):
         with lessor.lease("s", Partition(10**6, 10**6 + 1), 1):
             pass

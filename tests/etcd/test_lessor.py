@@ -283,6 +283,7 @@ def test_environment_settings_are_checked() -> None:
         ({"endpoints": ["h:1"], "prefix": "/x"}, ValueError, "end with '/'"),
         ({"endpoints": ["h:1"], "rpc_timeout": 0}, ValueError, "rpc_timeout"),
         ({"endpoints": ["h:1"], "margin": -1}, ValueError, "margin"),
+        ({"endpoints": ["h:1"], "share_leases": 0}, TypeError, "share_leases"),
         ({"endpoints": ["h:1"], "cert_cert": "c.pem"}, ValueError, "together"),
         ({"endpoints": ["h:1"], "ca_cert": "/nonexistent.pem"}, ValueError, "nonexistent"),
         ({"endpoints": ["h:1"], "client": object()}, ValueError, "not both"),
@@ -292,6 +293,13 @@ def test_environment_settings_are_checked() -> None:
 def test_constructor_errors(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         EtcdLessor(**kwargs)
+
+
+def test_lease_reuse_is_deprecated() -> None:
+    with pytest.warns(DeprecationWarning, match="share_leases=False"):
+        EtcdLessor(["127.0.0.1:1"], lease_reuse=0).close()
+    with pytest.raises(ValueError, match="lease_reuse"):
+        EtcdLessor(["127.0.0.1:1"], lease_reuse=-1)
 
 
 def test_stopped_etcd_is_unavailable_by_the_deadline() -> None:

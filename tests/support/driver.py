@@ -21,10 +21,10 @@ PREFIX = "/driven/"
 
 
 class Proc:
-    def __init__(self, name: str, etcd: EtcdModel, clock: FakeClock, reuse: float = 2.0) -> None:
+    def __init__(self, name: str, etcd: EtcdModel, clock: FakeClock, share: bool = True) -> None:
         self.name, self.etcd, self.clock = name, etcd, clock
         self.transport = ModelTransport(etcd)
-        self.pool = LeasePool(self.transport, margin=0.2, reuse=reuse, clock=clock)
+        self.pool = LeasePool(self.transport, margin=0.2, share=share, clock=clock)
         self.config = core.Config(holder=name, rpc_timeout=1.0, release_timeout=1.0, clock=clock)
         self.sections: dict[str, Section] = {}
         self.seq = 0

@@ -109,6 +109,13 @@ class EtcdModel:
             ttl = max(1, int(request.TTL))
             self.leases[self._next_lease] = _Lease(ttl, self.clock() + ttl)
             return rpc.LeaseGrantResponse(header=self._header(), ID=self._next_lease, TTL=ttl)
+        if service == "lease" and method == "LeaseKeepAlive":
+            lease = self.leases.get(request.ID)
+            if lease is not None and lease.expiry > self.clock():
+                lease.expiry = self.clock() + lease.ttl
+                return rpc.LeaseKeepAliveResponse(header=self._header(), ID=request.ID,
+                                                  TTL=lease.ttl)  # fmt: skip
+            return rpc.LeaseKeepAliveResponse(header=self._header(), ID=request.ID, TTL=0)
         if service == "lease" and method == "LeaseRevoke":
             if request.ID not in self.leases:
                 raise LeaseNotFound("etcdserver: requested lease not found")
@@ -278,6 +285,12 @@ class ModelTransport:
 
     def lease(self, method: str, request: Any, timeout: float, what: str) -> Any:
         return self._call("lease", method, request)
+
+    def keep_alive(self, lease_id: int, timeout: float, what: str) -> int:
+        response = self._call("lease", "LeaseKeepAlive", rpc.LeaseKeepAliveRequest(ID=lease_id))
+        if response.TTL <= 0:
+            raise LeaseNotFound("etcdserver: requested lease not found")
+        return int(response.TTL)
 
     def close(self) -> None:
         pass

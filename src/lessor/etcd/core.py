@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,9 +62,9 @@ from lessor.etcd.ops import (
     Check,
     CleanUp,
     DeleteMarker,
-    ForgetLease,
     GiveBack,
     Read,
+    RetireLease,
     Steps,
     Swap,
     TakeLease,
@@ -87,6 +88,7 @@ __all__ = [
     "SectionFull",
     "attempt",
     "clean_up",
+    "expire",
     "fail",
     "give_up",
     "lead",
@@ -115,6 +117,9 @@ LEASE_SPREAD = 1.0
 CLEAN_UP_PAUSE = 0.5
 """Seconds between two tries to clear an abandoned acquisition."""
 
+RELEASE_PAUSE = 0.05
+"""Seconds before a release tries the next etcd endpoint (doubling, up to a quarter second)."""
+
 
 class SectionFull(Transient):
     """A section already holds :data:`~lessor.etcd.plan.MAX_LIVE_LEASES` live leases."""
@@ -139,13 +144,35 @@ class Config:
     clock: Callable[[], float] = field(default=time.monotonic)
 
 
+class Once:
+    """A claim only its first caller wins: the release and the deadline (:func:`expire`)
+    race to end a holder's marker, and exactly one of them deletes it."""
+
+    __slots__ = ("_claimed", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claimed = False
+
+    @property
+    def claimed(self) -> bool:
+        return self._claimed
+
+    def claim(self) -> bool:
+        with self._lock:
+            first, self._claimed = not self._claimed, True
+            return first
+
+
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A grant's handle: what releasing it needs."""
+    """A grant's handle: what releasing it, or ending it at its deadline, needs."""
 
     known: Known
     lease: EtcdLease
     seq: int
+    until: float  # the grant's deadline: its marker is deleted then if it is still there
+    ended: Once = field(default_factory=Once, compare=False, repr=False)
 
     @property
     def owner(self) -> Owner:
@@ -198,13 +225,9 @@ class Member:
         return now >= self.deadline or self.ctx.err is not None
 
     def timeout(self, now: float, config: Config) -> float:
-        """How long a call made for it may take (0 when its time is up). With other endpoints
-        to try, never all the time that is left: a member that accepts a call and never
-        answers (paused, or forwarding to a dead leader) must leave time to ask another."""
+        """How long a call made for it may take (0 when its time is up)."""
         remaining = 0.0 if self.ctx.err is not None else max(0.0, self.deadline - now)
-        if config.endpoints > 1 and remaining > 0.4:
-            remaining /= 2
-        return min(config.rpc_timeout, remaining)
+        return _call_timeout(remaining, config)
 
     def failure(self, error: BaseException) -> BaseException:
         """What to raise when no attempt succeeded, given the last error."""
@@ -224,6 +247,16 @@ class Member:
         if isinstance(error, DeadlineExceeded):
             return error  # it says where the time went
         return DeadlineExceeded(f"{self.what}: the deadline passed while acquiring a lease")
+
+
+def _call_timeout(remaining: float, config: Config) -> float:
+    """How long one call may take with ``remaining`` seconds left for the whole operation.
+    With other endpoints to try, never all of it: a member that accepts a call and never
+    answers (paused, or forwarding to a dead leader) must leave time to ask another."""
+    remaining = max(0.0, remaining)
+    if config.endpoints > 1 and remaining > 0.4:
+        remaining /= 2
+    return min(config.rpc_timeout, remaining)
 
 
 # -- the leader ----------------------------------------------------------------------------
@@ -273,9 +306,11 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
 def _forsake(known: Known, m: Member) -> None:
     """``m`` departed and no call can be made for it any more: whatever it was granted, or a
     swap of its that may have committed, is left for this process's next swap of the section
-    to drop (or for its etcd lease to end)."""
+    to drop, or for its etcd lease to end: the lease is retired (no op can be yielded here, so
+    its flag is set directly), for a renewal would keep that marker alive."""
     if m.lease is None:
         return
+    m.lease.retired = True
     if m.grant is not None and isinstance(m.grant.handle, Held):
         known.abandoned.add(m.grant.handle.owner)
     elif m.ambiguous:
@@ -346,7 +381,7 @@ def _lease_gone(
     for m in members:
         m.last_failure = error
         if not m.settled and m.lease is not None:
-            yield ForgetLease(m.lease)
+            yield RetireLease(m.lease)
             if m.lost_at is not None:
                 yield from _abandon(known, m, config)
             else:
@@ -439,7 +474,7 @@ def _swap(
     known.abandoned.discard(*drop)
     token = fresh.revision  # the revision of this very Txn
     for m, parts in plan.proposals:
-        held = Held(known, _lease_of(m), m.seq) if parts else None
+        held = Held(known, _lease_of(m), m.seq, m.until) if parts else None
         yield from _finish(known, m, Grant(parts, m.until, token, handle=held), config)
 
 
@@ -479,7 +514,7 @@ def _adopted(known: Known, snapshot: Snapshot, m: Member, config: Config) -> Ste
         known.keys.section_id,
         token,
     )
-    held = Held(known, _lease_of(m), m.seq)
+    held = Held(known, _lease_of(m), m.seq, m.until)
     yield from _finish(known, m, Grant(entry.ranges, m.until, token, handle=held), config)
     return True
 
@@ -550,20 +585,23 @@ def clean_up(known: Known, owner: Owner, lease: EtcdLease, config: Config) -> St
     gave up (a leader that kept it in its log commits it when quorum returns), so keep trying
     while the etcd lease lives."""
     try:
-        yield from _tombstone(known, owner, lease, config)
+        cleared = yield from _tombstone(known, owner, lease, config)
     finally:
         known.abandoned.discard(owner)
+    if not cleared:  # whatever the swap wrote must end with the lease: renew it no more
+        yield RetireLease(lease)
     yield GiveBack(lease, config.rpc_timeout)
 
 
 def _tombstone(known: Known, owner: Owner, lease: EtcdLease, config: Config) -> Steps:
+    """Returns whether ``owner`` is known to hold nothing."""
     try:
         while True:
             try:
                 yield Tombstone(owner, config.rpc_timeout)
-                return
+                return True
             except LeaseNotFound:
-                return  # the etcd lease is gone: so is anything the swap wrote
+                return True  # the etcd lease is gone: so is anything the swap wrote
             except RetryableRpc as e:
                 if config.clock() + CLEAN_UP_PAUSE >= lease.expiry:
                     log.warning(
@@ -572,32 +610,39 @@ def _tombstone(known: Known, owner: Owner, lease: EtcdLease, config: Config) -> 
                         known.keys.section_id,
                         e,
                     )
-                    return
+                    return False
             yield Wait(CLEAN_UP_PAUSE)
     except LessorError as e:
-        log.warning("section=%r: could not clear an abandoned acquisition: %s",
-                    known.keys.section_id, e)  # fmt: skip
+        log.warning("section=%r: could not clear an abandoned acquisition (it ends with its "
+                    "etcd lease): %s", known.keys.section_id, e)  # fmt: skip
+        return False
 
 
 def release(held: Held, config: Config) -> Steps:
     """Give back a grant: its entry is dead to this process at once (its next swap drops it),
-    and to everyone once its marker is deleted. The etcd lease is given back whatever the
-    deletion's outcome; a deletion that failed is raised after that."""
+    and to everyone once its marker is deleted, here or, for a holder that overran, already at
+    its deadline (:func:`expire`). The deletion fails over across etcd's members within the
+    release timeout. The etcd lease is given back whatever the deletion's outcome; a deletion
+    that failed retires the lease first (a renewal would keep the marker alive), and is
+    raised after that as one :class:`~lessor.errors.Unavailable` that says when the ranges
+    come free."""
     held.known.release(held.owner)
     lease = held.lease
     failure: BaseException | None = None
+    ends_marker = held.ended.claim()  # False: expire deleted it (or is deleting it)
     # The last user of a retired lease gives it back, which revokes it, and the marker goes
     # with it: one write instead of two.
-    by_revoke = lease.retired and lease.users == 1
+    by_revoke = ends_marker and lease.retired and lease.users == 1
     try:
-        if not by_revoke:
-            yield DeleteMarker(held.owner, config.release_timeout)
+        if ends_marker and not by_revoke:
+            failure = yield from _delete_marker(held, config)
+            if failure is not None:
+                yield RetireLease(lease)
     except GeneratorExit:
         raise
-    except BaseException as e:
+    except BaseException as e:  # the thread's own (KeyboardInterrupt, ...): delete it apart
         failure = e
-        if not isinstance(e, (LessorError, *RETRYABLE)):  # the thread's own: delete it apart
-            yield CleanUp(_delete_quietly(held, config))
+        yield CleanUp(_delete_quietly(held, config))
     try:
         revoked = yield GiveBack(lease, config.release_timeout)
     except GeneratorExit:
@@ -606,6 +651,8 @@ def release(held: Held, config: Config) -> Steps:
         if by_revoke and not isinstance(e, (LessorError, *RETRYABLE)):
             yield CleanUp(_delete_quietly(held, config))  # the revoke may not have been sent
         raise
+    if isinstance(failure, (LessorError, *RETRYABLE)):
+        raise _undeleted(held, failure, config)
     if failure is not None:
         raise failure
     if by_revoke and revoked is False:
@@ -613,6 +660,52 @@ def release(held: Held, config: Config) -> Steps:
             f"section {held.known.keys.section_id!r}: could not revoke etcd lease "
             f"{lease.id:x}; the lease's marker lives until the lease expires"
         )
+
+
+def expire(held: Held, config: Config) -> Steps:
+    """``held``'s deadline has passed and its holder has not released it (its callback still
+    runs): delete its marker now, so that its ranges come free at the deadline, not when the
+    callback ends. (A renewal of the shared etcd lease for a later acquisition would keep the
+    marker alive past it.) The holder's release then only gives the etcd lease back.
+
+    A deletion that fails retires the lease: the marker ends with it, at its TTL."""
+    if not held.ended.claim():
+        return  # released already
+    held.known.release(held.owner)
+    failure = yield from _delete_marker(held, config)
+    if failure is not None:
+        yield RetireLease(held.lease)
+        log.warning("%s", _undeleted(held, failure, config))
+
+
+def _delete_marker(held: Held, config: Config) -> Steps:
+    """Delete ``held``'s marker, trying the next etcd endpoint after each failure, until the
+    release timeout runs out. Returns None, or the error that ended the tries: etcd's
+    permanent refusal, or the last of the failures."""
+    give_up_at = config.clock() + config.release_timeout
+    pause = RELEASE_PAUSE
+    while True:
+        timeout = _call_timeout(give_up_at - config.clock(), config)
+        try:
+            yield DeleteMarker(held.owner, timeout)
+            return None
+        except RetryableRpc as e:
+            if config.clock() + pause + MIN_CALL_TIME > give_up_at:
+                return e
+        except LessorError as e:
+            return e
+        yield Wait(pause)
+        pause = min(2 * pause, 0.25)
+
+
+def _undeleted(held: Held, error: BaseException, config: Config) -> Unavailable:
+    lease = held.lease
+    return Unavailable(
+        f"section {held.known.keys.section_id!r}: could not delete the marker of acquisition "
+        f"{held.seq} within the release timeout; its ranges stay held until etcd lease "
+        f"{lease.id:x} expires, {max(0.0, lease.expiry - config.clock()):.1f}s from now at "
+        f"most, or is revoked: {error}"
+    )
 
 
 def withdraw(known: Known, gate: Gate[Member], waiter: Waiter[Member], config: Config) -> Steps:
@@ -645,16 +738,15 @@ def give_up(known: Known, gate: Gate[Member], waiter: Waiter[Member], config: Co
 
 
 def _delete_quietly(held: Held, config: Config) -> Steps:
-    try:
-        yield DeleteMarker(held.owner, config.release_timeout)
-    except (LessorError, *RETRYABLE) as e:
-        log.warning("section=%r: could not delete an interrupted release's marker (it expires "
-                    "with its etcd lease): %s", held.known.keys.section_id, e)  # fmt: skip
+    failure = yield from _delete_marker(held, config)
+    if failure is not None:
+        yield RetireLease(held.lease)
+        log.warning("%s", _undeleted(held, failure, config))
 
 
 def _release_quietly(held: Held, config: Config) -> Steps:
     try:
         yield from release(held, config)
     except (LessorError, *RETRYABLE) as e:
-        log.warning("section=%r: could not give back an interrupted acquisition's lease (it "
-                    "expires by itself): %s", held.known.keys.section_id, e)  # fmt: skip
+        log.warning("section=%r: could not give back an interrupted acquisition's lease: %s",
+                    held.known.keys.section_id, e)  # fmt: skip

@@ -2,20 +2,36 @@
 
 Every section entry's marker is attached to an etcd lease, and etcd deletes the marker when
 the lease's TTL runs out: that is what frees a crashed holder's ranges. Granting and revoking a
-lease for each acquisition costs two of the three etcd writes of a cycle, so a lessor keeps one
-*current* lease and lets later acquisitions attach their markers to it while it has time left
-for them. Each acquisition still has its own marker, deleted when it is released.
+lease for each acquisition would cost two of the three etcd writes of a cycle, so a lessor
+keeps one *current* lease and attaches later acquisitions' markers to it. Each acquisition
+still has its own marker, deleted when it is released.
 
-A lease is asked for ``ceil(dur + margin + reuse)`` seconds: ``dur`` for the acquisition that
-needs it, ``margin`` of safety, and ``reuse`` more so that acquisitions in the next ``reuse``
-seconds can share it and still get their whole duration. A crashed holder's ranges are
-therefore free again at most ``dur + margin + reuse`` (rounded up to whole seconds; more when
-etcd's minimum TTL is larger) after the lease was granted. ``reuse = 0`` grants one lease per
-acquisition, revoked when it is released.
+**The TTL.** A lease is asked for ``ceil(dur + margin)`` seconds (more when etcd's minimum TTL
+is larger): ``dur`` for the acquisition that needs it and ``margin`` of safety, no slack. A
+crashed holder's ranges are therefore free again ``ceil(dur + margin)`` after the lease's last
+grant or renewal (after a leader change, etcd restarts every lease's countdown in full, so add
+the election).
 
-A lease's expiry as seen here is ``t0 + granted TTL``, with ``t0`` read from the monotonic
-clock *before* the grant was sent; etcd starts its countdown later, so the local view always
-ends first.
+**Sharing by renewal.** A later acquisition may attach to the current lease when the lease's
+TTL is exactly what it would ask for itself (or etcd's minimum): no acquisition rides on a
+lease that outlives it by more than a lease of its own would. If the current lease would
+expire before that acquisition's deadline plus the margin, it is renewed first: one
+``LeaseKeepAlive``, which etcd's leader serves from memory (no raft write, no fsync), so the
+uncontended cycle stays at two etcd writes, the swap and the release.
+
+A renewal keeps alive *every* marker on the lease, including those of earlier acquisitions:
+that is why a lease is renewed only while every marker on it belongs to a holder before its
+deadline. The lessor deletes an overrunning holder's marker at its deadline
+(``reaper.py``), and any marker that could not be deleted (a release or a clean-up that etcd
+did not answer) *retires* its lease: it is never renewed nor handed out again, so it ends at
+its TTL and takes that marker with it.
+
+**The local expiry.** A lease's expiry as seen here is ``t0 + TTL``, with ``t0`` read from the
+monotonic clock *before* the grant or the renewal was sent and the TTL that etcd's reply
+carried; etcd starts its countdown later, so the local view always ends first.
+
+With ``share=False``, each acquisition (or each group of acquisitions written together) gets
+a lease of its own, revoked when it is released: three etcd writes a cycle.
 """
 
 from __future__ import annotations
@@ -41,37 +57,41 @@ log = logging.getLogger("lessor")
 
 @dataclass(eq=False)
 class EtcdLease:
-    """One granted etcd lease and the acquisitions attached to it."""
+    """One granted etcd lease and the acquisitions attached to it.
+
+    ``t0`` and ``ttl`` change together, under the pool's lock, when the lease is renewed.
+    """
 
     id: int
-    granted_ttl: int
-    t0: float  # time.monotonic() before the grant was sent
+    ttl: int  # the TTL etcd's last grant or renewal reply carried
+    t0: float  # time.monotonic() before that grant or renewal was sent
     users: int = 0
-    retired: bool = False  # no new acquisition may attach to it
+    retired: bool = False  # no new acquisition may attach to it, and it is never renewed
     revoked: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def expiry(self) -> float:
         """When the lease ends, on this process's monotonic clock, at the latest."""
-        return self.t0 + self.granted_ttl
+        return self.t0 + self.ttl
 
 
 class LeasePool:
-    """Hands out etcd leases to acquisitions; revokes the ones nobody can use any more."""
+    """Hands out etcd leases to acquisitions; renews the current one; revokes the ones nobody
+    can use any more."""
 
     def __init__(
         self,
         transport: Transport,
         *,
         margin: float,
-        reuse: float,
+        share: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._transport = transport
         self._clock = clock
         self._margin = margin
-        self._reuse = reuse
+        self._share = share
         self._lock = threading.Lock()
         self._current: EtcdLease | None = None
         self._minimum_ttl = 0  # etcd's, once a grant shows it (it grants more when asked less)
@@ -79,34 +99,72 @@ class LeasePool:
     @property
     def max_duration(self) -> float:
         """The longest acquisition a lease of at most :data:`MAX_LEASE_TTL` can cover."""
-        return float(MAX_LEASE_TTL - 1) - self._margin - self._reuse
+        return float(MAX_LEASE_TTL - 1) - self._margin
 
     def take(self, until: float, timeout: float, what: str, users: int = 1) -> EtcdLease:
-        """A lease that lives past ``until + margin``, granting one if none does, for
-        ``users`` acquisitions.
+        """A lease that lives past ``until + margin``, for ``users`` acquisitions: the current
+        one (renewed if need be) when its TTL fits, else a new grant.
 
         Each of them must :meth:`give_back` what it took.
         """
         now = self._clock()
+        ttl = self._ttl(until, now)
         with self._lock:
             current = self._current
-            if (
-                self._reuse > 0
+            shared = (
+                self._share
                 and current is not None
                 and not current.retired
-                and until + self._margin <= current.expiry <= self._longest(until, now)
-            ):
+                and ttl <= current.ttl <= max(ttl, self._minimum_ttl)
+                and current.expiry > now  # the local view says etcd still has it
+            )
+            if shared:
+                assert current is not None
                 current.users += users
+                fresh = until + self._margin <= current.expiry
+        if shared:
+            assert current is not None
+            try:
+                renewed = fresh or self._renew(current, until, timeout, what)
+            except BaseException:
+                self.give_back(current, timeout, users)
+                raise
+            if renewed:
                 return current
-        ttl = max(1, math.ceil(until - now + self._margin + self._reuse))
+            self.give_back(current, timeout, users)
+        return self._grant(ttl, until, timeout, what, users)
+
+    def _ttl(self, until: float, now: float) -> int:
+        return max(1, math.ceil(until - now + self._margin))
+
+    def _renew(self, lease: EtcdLease, until: float, timeout: float, what: str) -> bool:
+        """Renew ``lease`` so that it lives past ``until + margin``; False when it cannot
+        serve (etcd no longer knows it, or renewed it for less): it is retired."""
+        if lease.retired:  # since it was taken: a marker on it must be left to die
+            return False
+        t0 = self._clock()
+        try:
+            ttl = self._transport.keep_alive(lease.id, timeout, what)
+        except LeaseNotFound:
+            self.retire(lease)
+            return False
+        with self._lock:
+            if t0 + ttl > lease.expiry:
+                lease.t0, lease.ttl = t0, ttl
+            if until + self._margin <= lease.expiry:
+                return True
+        self.retire(lease)  # etcd renewed it for less than its TTL: it never should
+        return False
+
+    def _grant(self, ttl: int, until: float, timeout: float, what: str, users: int) -> EtcdLease:
         t0 = self._clock()
         response = self._transport.lease(
             "LeaseGrant", self._transport.rpc.LeaseGrantRequest(TTL=ttl), timeout, what
         )
         if response.error:
             raise LessorError(f"{what}: etcd refused a lease of {ttl}s: {response.error}")
-        lease = EtcdLease(id=response.ID, granted_ttl=response.TTL, t0=t0, users=users)
-        if lease.granted_ttl > ttl:
+        lease = EtcdLease(id=response.ID, ttl=response.TTL, t0=t0, users=users)
+        if lease.ttl > ttl:
             self._minimum_ttl = max(self._minimum_ttl, response.TTL)
         if lease.expiry - self._margin < until:
             # etcd granted less than asked (it never should): no acquisition may rely on it.
@@ -114,36 +172,33 @@ class LeasePool:
             raise LessorError(f"{what}: etcd granted {response.TTL}s, asked for {ttl}s")
         superseded = None
         with self._lock:
-            if self._reuse > 0:
+            if self._share:
                 superseded, self._current = self._current, lease
             else:
                 lease.retired = True
         if superseded is not None:
-            self._retire(superseded, timeout)
+            self._retire_and_revoke(superseded, timeout)
         return lease
 
-    def _longest(self, until: float, now: float) -> float:
-        """The latest expiry an acquisition until ``until`` may share: one that outlives it by
-        more than the reuse slack would keep its ranges held that much longer after a crash."""
-        return now + max(math.ceil(until - now + self._margin + self._reuse), self._minimum_ttl)
-
-    def give_back(self, lease: EtcdLease, timeout: float) -> bool:
-        """An acquisition no longer uses ``lease`` (its marker is deleted or will expire).
-        False when the lease was to be revoked and etcd could not be told: it ends at its
-        expiry instead, and so does every key still attached to it."""
+    def give_back(self, lease: EtcdLease, timeout: float, users: int = 1) -> bool:
+        """``users`` acquisitions no longer use ``lease`` (their markers are deleted, or will
+        expire). False when the lease was to be revoked and etcd could not be told: it ends at
+        its expiry instead, and so does every key still attached to it."""
         with self._lock:
-            lease.users -= 1
+            lease.users -= users
             idle = lease.users == 0 and lease.retired
         return self._revoke(lease, timeout) if idle else True
 
-    def forget(self, lease: EtcdLease) -> None:
-        """etcd no longer knows ``lease``: never hand it out again."""
+    def retire(self, lease: EtcdLease) -> None:
+        """Never hand ``lease`` out nor renew it again: etcd no longer knows it, or a marker
+        on it could not be deleted and must die with it. It ends at its expiry, or when its
+        last user gives it back (which revokes it)."""
         with self._lock:
             lease.retired = True
             if self._current is lease:
                 self._current = None
 
-    def _retire(self, lease: EtcdLease, timeout: float) -> None:
+    def _retire_and_revoke(self, lease: EtcdLease, timeout: float) -> None:
         with self._lock:
             lease.retired = True
             idle = lease.users == 0
@@ -177,4 +232,4 @@ class LeasePool:
         with self._lock:
             current, self._current = self._current, None
         if current is not None:
-            self._retire(current, timeout)
+            self._retire_and_revoke(current, timeout)

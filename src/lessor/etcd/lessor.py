@@ -26,6 +26,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +38,8 @@ from lessor.etcd.acquisition import Section
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
+from lessor.etcd.ops import CleanUp
+from lessor.etcd.reaper import Reaper
 from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import Channels, ClientTransport, TLSConfig, Transport
 from lessor.partition import Partition
@@ -73,9 +76,18 @@ class EtcdLessor(Lessor):
 
     ``rpc_timeout`` bounds each call to etcd, ``acquire_timeout`` a whole acquisition when the
     caller's context sets no earlier deadline, ``release_timeout`` the give-back when a lease
-    ends (a release that fails is logged; the etcd lease's TTL frees the ranges anyway).
-    ``margin`` is kept between a lease's deadline and its etcd lease's expiry; ``lease_reuse``
-    is explained in :mod:`lessor.etcd.leases`.
+    ends, tried on one endpoint after another (a release that fails is logged; the etcd
+    lease's TTL frees the ranges anyway). ``margin`` is kept between a lease's deadline and its
+    etcd lease's expiry. Consecutive acquisitions share an etcd lease, renewed as they need it
+    (:mod:`lessor.etcd.leases`); ``share_leases=False`` grants each its own, revoked when it is
+    released (one more etcd write per cycle). ``lease_reuse`` is deprecated: leases are no
+    longer granted with slack for reuse; ``lease_reuse=0`` still means ``share_leases=False``.
+
+    **Recovery.** A holder's ranges come free when it releases them; at its deadline if its
+    callback overruns (the lessor deletes its marker then, while the callback runs on); and
+    ``ceil(dur + margin)`` seconds after the etcd lease's last grant or renewal if its process
+    dies (etcd's minimum TTL, 2 s with default settings, may be more). A change of etcd leader
+    restarts every lease's countdown in full, so there add the time to elect a leader.
     """
 
     backend = "etcd"
@@ -97,14 +109,25 @@ class EtcdLessor(Lessor):
         endpoint_order: str = "random",
         acquire_timeout: float = 30.0,
         margin: float = 0.2,
-        lease_reuse: float = 2.0,
+        share_leases: bool = True,
+        lease_reuse: float | None = None,
     ) -> None:
         self._prefix = validate_prefix(prefix)
         self._rpc_timeout = _positive("rpc_timeout", rpc_timeout)
         self._release_timeout = _positive("release_timeout", release_timeout)
         self._acquire_timeout = _positive("acquire_timeout", acquire_timeout)
         margin = _positive("margin", margin, zero_ok=True)
-        lease_reuse = _positive("lease_reuse", lease_reuse, zero_ok=True)
+        if not isinstance(share_leases, bool):
+            raise TypeError(f"share_leases must be a bool, got {share_leases!r}")
+        if lease_reuse is not None:
+            lease_reuse = _positive("lease_reuse", lease_reuse, zero_ok=True)
+            warnings.warn(
+                "EtcdLessor(lease_reuse=...) is deprecated: etcd leases are shared by renewal, "
+                "with no slack; pass share_leases=False for one lease per acquisition",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            share_leases = share_leases and lease_reuse > 0
         self._transport: Transport
         if client is not None:
             if endpoints is not None:
@@ -125,7 +148,7 @@ class EtcdLessor(Lessor):
         if holder is not None and holder.encode("utf-8", "replace") == TOMBSTONE:
             raise ValueError(f"holder must not be {holder!r}: that marks abandoned acquisitions")
         self._holder = holder if holder is not None else f"{socket.gethostname()}:{os.getpid()}"
-        self._pool = LeasePool(self._transport, margin=margin, reuse=lease_reuse)
+        self._pool = LeasePool(self._transport, margin=margin, share=share_leases)
         self._config = core.Config(
             holder=self._holder,
             rpc_timeout=self._rpc_timeout,
@@ -135,11 +158,12 @@ class EtcdLessor(Lessor):
         self._lock = threading.Lock()
         self._sections: OrderedDict[str, Section] = OrderedDict()
         self._seq = 0
+        self._reaper = Reaper(self._expire)
 
     @property
     def max_duration(self) -> float:
-        """The longest lease: its etcd lease, ``dur + margin`` and the reuse slack rounded up
-        to whole seconds, must not exceed etcd's maximum TTL (:data:`MAX_LEASE_TTL`)."""
+        """The longest lease: its etcd lease, ``dur + margin`` rounded up to whole seconds,
+        must not exceed etcd's maximum TTL (:data:`MAX_LEASE_TTL`)."""
         return self._pool.max_duration
 
     @property
@@ -186,8 +210,11 @@ class EtcdLessor(Lessor):
             raise
         if member.error is not None:
             raise member.error
-        assert member.grant is not None
-        return member.grant
+        grant = member.grant
+        assert grant is not None
+        if isinstance(grant.handle, core.Held):
+            self._reaper.watch(grant.handle)  # ended at its deadline if still held then
+        return grant
 
     def _section(self, section_id: str) -> Section:
         """The section's state, made if need be (under the lessor's lock)."""
@@ -235,10 +262,24 @@ class EtcdLessor(Lessor):
             section = self._section(held.known.keys.section_id)
         section.drive(core.release(held, self._config))
 
+    def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        """A read of the section, then a watch on its markers (:mod:`lessor.etcd.watch`)."""
+        from lessor.etcd.watch import wait_free  # noqa: PLC0415  (only this method's import)
+
+        keys = SectionKeys.of(self._prefix, section_id)
+        return wait_free(ctx, self._transport, keys, part, rpc_timeout=self._rpc_timeout)
+
+    def _expire(self, held: core.Held) -> None:
+        """The reaper's: ``held``'s deadline passed before its release; end it apart."""
+        with self._lock:
+            section = self._section(held.known.keys.section_id)
+        section.perform(CleanUp(core.expire(held, self._config)))
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
         """Revoke this lessor's idle etcd lease and close its connections."""
+        self._reaper.close()
         self._pool.close(self._rpc_timeout)
         self._transport.close()
 

@@ -24,10 +24,10 @@ __all__ = [
     "Check",
     "CleanUp",
     "DeleteMarker",
-    "ForgetLease",
-    "GiveBack",
+        "GiveBack",
     "Op",
     "Read",
+    "RetireLease",
     "Steps",
     "Swap",
     "TakeLease",
@@ -86,8 +86,9 @@ class GiveBack:
 
 
 @dataclass(frozen=True, slots=True)
-class ForgetLease:
-    """etcd no longer knows ``lease``: never hand it out again."""
+class RetireLease:
+    """Never hand ``lease`` out nor renew it again: etcd no longer knows it, or a marker on it
+    could not be deleted and must end with it (``leases.py``)."""
 
     lease: EtcdLease
 
@@ -129,7 +130,7 @@ Op = (
     | Swap
     | TakeLease
     | GiveBack
-    | ForgetLease
+    | RetireLease
     | DeleteMarker
     | Tombstone
     | Wait
