@@ -17,15 +17,15 @@ The image is ``$LESSOR_ETCD_IMAGE`` when set, used as is (pulled if absent; its 
 failing that its command, or ``etcd`` on its ``PATH``, runs etcd). Otherwise it is the ``FROM
 scratch`` image of ``deploy/etcd-image``, built once per process by :func:`build_etcd_image`
 around the etcd that :func:`~lessor.etcd.local.find_etcd_binary` finds for local etcd processes
-too (``$LESSOR_ETCD_BINARY``, else one of 3.5.13 or newer from ``PATH`` or from ``.ci/install-
-etcd``, else an older one). A dynamically linked etcd goes in with the shared libraries ``ldd``
-names and the dynamic loader; etcdctl beside it goes in too. The image is tagged with its
-etcd's version (``lessor-etcd:3.5.16``), which is what ``EtcdContainer`` runs, so an image
-built from another etcd is never taken for it; the same image is also tagged ``lessor-
-etcd:local``, the name ``deploy/compose.yaml`` runs. An etcd older than 3.5.13 still makes an
-image, with a :class:`RuntimeWarning`: it can revoke leases early after a leader change (etcd
-issue #15247).
-Nothing is mounted from the host: etcd's data lives in the container's own layer.
+too (``$LESSOR_ETCD_BINARY``, else one of 3.5.13 or newer from ``PATH`` or from
+``.ci/install-etcd``, else an older one). A dynamically linked etcd goes in with the shared
+libraries ``ldd`` names and the dynamic loader; etcdctl beside it goes in too. The image is
+tagged with its etcd's version (``lessor-etcd:3.5.16``), which is what ``EtcdContainer`` runs,
+so an image built from another etcd is never taken for it; the same image is also tagged
+``lessor-etcd:local``, the name ``deploy/compose.yaml`` runs. An etcd older than 3.5.13 still
+makes an image, with a :class:`RuntimeWarning`: it can revoke leases early after a leader
+change (etcd issue #15247). Nothing is mounted from the host: etcd's data lives in the
+container's own layer.
 
 testcontainers' reaper (Ryuk) is off unless ``TESTCONTAINERS_RYUK_DISABLED`` says otherwise:
 it is an image to pull from Docker Hub, which may be unreachable. Leave with ``with`` or
