@@ -14,8 +14,16 @@ Two transports share one interface:
 * :class:`ClientTransport`: a client the user built (``pyetcd`` or ``etcd3``), used through
   its stubs, channel and auth token.
 
+Besides unary calls, both make two streaming ones: :meth:`~Transport.keep_alive`, one
+``LeaseKeepAlive`` round trip, and :meth:`~Transport.watch`, a watch that another thread can
+cancel. Both go through the same attempt as a unary call (one endpoint, the same stale-token
+login, the same rotation and error translation); the streams ask etcd to end them when their
+member loses its leader (``hasleader`` metadata, as etcd's Go client does), so a member cut off
+from the cluster fails them instead of leaving them silent.
+
 Every failure leaves here as a :class:`~lessor.errors.LessorError` naming the endpoint, or as
-:class:`RetryableRpc` / :class:`LeaseNotFound`, which the lessor handles itself.
+:class:`RetryableRpc` / :class:`LeaseNotFound` / :class:`Compacted`, which the lessor handles
+itself.
 """
 
 from __future__ import annotations
@@ -24,10 +32,10 @@ import importlib
 import random
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Protocol
+from types import ModuleType, TracebackType
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -36,12 +44,18 @@ from lessor.errors import LessorError, PermissionDenied, Unavailable
 __all__ = [
     "Channels",
     "ClientTransport",
+    "Compacted",
     "LeaseNotFound",
     "RetryableRpc",
     "TLSConfig",
     "Transport",
+    "Watch",
+    "WatchEvent",
     "parse_endpoint",
 ]
+
+T = TypeVar("T")
+Metadata = tuple[tuple[str, str], ...]
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
@@ -62,6 +76,16 @@ _TOO_MANY_REQUESTS = "etcdserver: too many requests"
 _INVALID_AUTH_TOKEN = "invalid auth token"
 _AUTH_OLD_REVISION = "revision of auth store is old"
 _TOO_LARGE = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
+# A watch etcd refuses at its creation is not a failed call: etcd answers with a cancelled
+# watch whose reason is the error's text, e.g. "rpc error: code = PermissionDenied desc =
+# etcdserver: permission denied" (measured on 3.5.16; an invalid token reads the same with
+# code = Unauthenticated).
+_GO_STATUS = re.compile(r"rpc error: code = (\w+) desc = (.*)", re.DOTALL)
+
+# etcd's api/v3rpc/rpctypes/metadatafields.go: MetadataRequireLeaderKey, MetadataHasLeader.
+# A stream that carries it is refused, and ended, by a member that has no leader.
+_REQUIRE_LEADER = ("hasleader", "true")
+_DELETE = 1  # mvccpb.Event.EventType DELETE (PUT is 0)
 
 # gRPC reconnects after a refused connection with a 1 s initial back-off by default; etcd
 # members restart faster than that, and a lease deadline is often only seconds long.
@@ -93,6 +117,32 @@ class RetryableRpc(Exception):
 
 class LeaseNotFound(Exception):
     """etcd does not know the lease a request named: it expired or was revoked."""
+
+
+class Compacted(Exception):
+    """A watch started at a revision etcd has compacted away: its events are lost.
+
+    ``revision`` is the compaction's, the oldest a watch can still start at. The watcher must
+    read the state afresh rather than resume.
+    """
+
+    def __init__(self, endpoint: str, revision: int) -> None:
+        super().__init__(f"etcd {endpoint}: revisions before {revision} are compacted")
+        self.endpoint = endpoint
+        self.revision = revision
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change a watch saw: a key put or deleted (by a request, or by its lease's end)."""
+
+    kind: str  # "PUT" or "DELETE"
+    key: bytes
+    mod_revision: int  # the revision of the change
+
+    @property
+    def deleted(self) -> bool:
+        return self.kind == "DELETE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +200,30 @@ class Transport(Protocol):
     def kv(self, method: str, request: Any, timeout: float, what: str) -> Any: ...
 
     def lease(self, method: str, request: Any, timeout: float, what: str) -> Any: ...
+
+    def keep_alive(self, lease_id: int, timeout: float, what: str) -> int:
+        """Renew a lease once (one ``LeaseKeepAlive`` round trip); the TTL etcd answered.
+
+        Raises :class:`LeaseNotFound` when etcd does not know the lease.
+        """
+        ...
+
+    def watch(
+        self,
+        key: bytes,
+        range_end: bytes,
+        start_revision: int,
+        timeout: float,
+        what: str,
+        *,
+        no_put: bool = False,
+    ) -> Watch:
+        """Watch ``[key, range_end)`` from ``start_revision`` (``no_put``: deletions only).
+
+        Returns once etcd has confirmed the watch, within ``timeout``; the :class:`Watch`
+        then runs until cancelled or broken.
+        """
+        ...
 
     def close(self) -> None: ...
 
@@ -244,6 +318,221 @@ def translate(err: grpc.RpcError, endpoint: str, what: str) -> Exception:
     return LessorError(f"{what}: etcd {endpoint} failed: {code.name}: {details}")
 
 
+class _Refused(grpc.RpcError):
+    """A failure that reached us inside a stream's answer rather than as the call's status,
+    shaped as a failed call so that it meets the same handling (stale token, rotation,
+    translation)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    @classmethod
+    def of_reason(cls, reason: str) -> _Refused:
+        """The status a cancelled watch's reason names (UNKNOWN, and the reason, if none)."""
+        found = _GO_STATUS.fullmatch(reason.strip())
+        if found is None:
+            return cls(grpc.StatusCode.UNKNOWN, reason or "etcd cancelled the watch")
+        name = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", found[1]).upper()  # PermissionDenied
+        code = grpc.StatusCode.__members__.get(name, grpc.StatusCode.UNKNOWN)
+        return cls(code, found[2])
+
+
+def _stream_metadata(metadata: Any) -> Metadata:
+    return (*(metadata or ()), _REQUIRE_LEADER)
+
+
+def _keep_alive_once(method: Any, request: Any, timeout: float, metadata: Any,
+                     credentials: Any = None) -> Any:  # fmt: skip
+    """One ``LeaseKeepAlive`` round trip on a stream of its own: one request (the sending
+    side then closes), the first answer, and the stream cancelled."""
+    call = method(iter((request,)), timeout=timeout, metadata=_stream_metadata(metadata),
+                  credentials=credentials)  # fmt: skip
+    try:
+        return next(call)
+    except StopIteration:
+        raise _Refused(grpc.StatusCode.UNAVAILABLE, "keep-alive stream ended unanswered") from None
+    finally:
+        call.cancel()
+
+
+def _keep_alive_request(rpc: ModuleType, lease_id: int) -> Any:
+    return rpc.LeaseKeepAliveRequest(ID=lease_id)
+
+
+def _ttl(response: Any, endpoint: str, lease_id: int, what: str) -> int:
+    ttl = int(response.TTL)
+    if ttl <= 0:  # etcd answers TTL 0 for a lease it does not know (expired or revoked)
+        raise LeaseNotFound(f"{what}: etcd {endpoint} does not know lease {lease_id:x}")
+    return ttl
+
+
+def _watch_request(
+    rpc: ModuleType, key: bytes, range_end: bytes, start_revision: int, no_put: bool
+) -> Any:
+    create = rpc.WatchCreateRequest(
+        key=key,
+        range_end=range_end,
+        start_revision=start_revision,
+        filters=[rpc.WatchCreateRequest.NOPUT] if no_put else [],
+    )
+    return rpc.WatchRequest(create_request=create)
+
+
+def _sending(first: Any, stop: threading.Event) -> Iterator[Any]:
+    """A watch's requests: the create request, then nothing until the watch is cancelled.
+
+    The sending side stays open, as etcd's own clients keep it: gRPC's thread that sends the
+    requests waits here, and ends when ``stop`` is set (by :meth:`Watch.cancel`).
+    """
+    yield first
+    stop.wait()
+
+
+def _open_watch(
+    stub: Any, request: Any, timeout: float, metadata: Any, credentials: Any = None
+) -> tuple[Any, threading.Event, int]:
+    """Start a watch stream and wait, at most ``timeout``, for etcd to confirm it.
+
+    Returns the call, the event that ends its sending side, and the revision of the
+    confirmation. A refused watch raises as a failed call (:class:`_Refused`).
+
+    A stream's first answer has no timeout of its own in gRPC, and a deadline on the call
+    would end the whole watch: a timer cancels the call if no answer came in time, and is
+    joined before this returns.
+    """
+    stop = threading.Event()
+    call = stub.Watch(_sending(request, stop), metadata=_stream_metadata(metadata),
+                      credentials=credentials)  # fmt: skip
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        call.cancel()
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    first: Any = None
+    failure: grpc.RpcError | None = None
+    try:
+        first = next(call)
+    except grpc.RpcError as e:
+        failure = e
+    except StopIteration:
+        failure = _Refused(grpc.StatusCode.UNAVAILABLE, "watch stream ended unanswered")
+    finally:
+        timer.cancel()
+        timer.join()
+    if expired.is_set():  # even if the answer came as the timer fired: the call is cancelled
+        failure = _Refused(
+            grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer to a watch in {timeout:.3f}s"
+        )
+    elif failure is None and first.compact_revision:  # not at creation in 3.5; a later etcd?
+        stop.set()
+        call.cancel()
+        raise _Compacted(int(first.compact_revision))
+    elif failure is None and (first.canceled or not first.created):
+        failure = _Refused.of_reason(first.cancel_reason)
+    if failure is not None:
+        stop.set()
+        call.cancel()
+        raise failure
+    return call, stop, int(first.header.revision)
+
+
+class _Compacted(Exception):
+    """Compacted, before the endpoint is known."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(revision)
+        self.revision = revision
+
+
+class Watch:
+    """One watch stream: iterate it for its events (:class:`WatchEvent`); :meth:`cancel` it
+    from any thread, which ends the iteration at once, without an error.
+
+    The iteration raises :class:`RetryableRpc` when the stream breaks (its member died, lost
+    its leader, or the connection dropped), :class:`Compacted` when etcd no longer has the
+    revisions asked for, and a :class:`~lessor.errors.LessorError` when etcd refused it. Either
+    way the stream is over: watch again, from a revision read afresh. Use it as a context
+    manager, or call :meth:`cancel`, so that its stream and gRPC's thread end.
+    """
+
+    def __init__(
+        self,
+        call: Any,
+        stop: threading.Event,
+        endpoint: str,
+        revision: int,
+        failed: Callable[[grpc.RpcError], Exception],
+    ) -> None:
+        self._call = call
+        self._stop = stop
+        self._failed = failed
+        self._cancelled = False
+        self.endpoint = endpoint
+        self.revision = revision  # etcd's revision when it confirmed the watch
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        try:
+            while True:
+                try:
+                    response = next(self._call)
+                except StopIteration:
+                    if self._cancelled:
+                        return
+                    raise self._failed(
+                        _Refused(grpc.StatusCode.UNAVAILABLE, "etcd ended the watch stream")
+                    ) from None
+                except grpc.RpcError as e:
+                    if self._cancelled:
+                        return
+                    raise self._failed(e) from None
+                if response.compact_revision:
+                    raise Compacted(self.endpoint, int(response.compact_revision))
+                if response.canceled:
+                    if self._cancelled:
+                        return
+                    raise self._failed(_Refused.of_reason(response.cancel_reason))
+                for event in response.events:
+                    yield WatchEvent(
+                        "DELETE" if event.type == _DELETE else "PUT",
+                        bytes(event.kv.key),
+                        int(event.kv.mod_revision),
+                    )
+        finally:
+            self.cancel()  # over, one way or another: end the stream and gRPC's sending thread
+
+    def cancel(self) -> None:
+        """End the watch: the stream is cancelled, and an iteration in progress ends."""
+        self._cancelled = True
+        self._stop.set()
+        self._call.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cancel()
+
+
 class Channels:
     """gRPC channels to a list of endpoints; calls go to one, and move on when it fails."""
 
@@ -274,7 +563,7 @@ class Channels:
         # "random": a cluster's clients spread over its members instead of all starting on
         # the first; "given": start on the first (e.g. the member in the caller's datacenter).
         self._index = random.randrange(len(self._endpoints)) if endpoint_order == "random" else 0
-        self._channels: dict[str, tuple[grpc.Channel, Any, Any, Any]] = {}
+        self._channels: dict[str, tuple[grpc.Channel, Any, Any, Any, Any]] = {}
         self._token: str | None = None
         # One login at a time: threads that find the token stale together wait for the first
         # one's login and share its token, rather than each logging in (a raft write each).
@@ -288,7 +577,7 @@ class Channels:
     def endpoints(self) -> list[str]:
         return list(self._endpoints)
 
-    def _stubs(self, endpoint: str) -> tuple[grpc.Channel, Any, Any, Any]:
+    def _stubs(self, endpoint: str) -> tuple[grpc.Channel, Any, Any, Any, Any]:
         with self._lock:
             found = self._channels.get(endpoint)
             if found is None:
@@ -301,6 +590,7 @@ class Channels:
                     self.rpc.KVStub(channel),
                     self.rpc.LeaseStub(channel),
                     self.rpc.AuthStub(channel),
+                    self.rpc.WatchStub(channel),
                 )
                 self._channels[endpoint] = found
             return found
@@ -337,7 +627,20 @@ class Channels:
         finally:
             self._login_lock.release()
 
-    def _call(self, which: int, method: str, request: Any, timeout: float, what: str) -> Any:
+    def _attempt(
+        self,
+        which: int,
+        invoke: Callable[[Any, Metadata | None], T],
+        timeout: float,
+        what: str,
+    ) -> tuple[T, str]:
+        """One attempt at a call on the current endpoint: ``invoke(stub, metadata)``, the
+        stub being ``_stubs(endpoint)[which]``; its result, and the endpoint it went to.
+
+        Every call, unary or streaming, goes through here: a stale token logs in again once
+        and the call is made again; a retryable failure moves later calls to the next
+        endpoint; every failure leaves translated.
+        """
         endpoint = self.endpoint
         stub = self._stubs(endpoint)[which]
         token = self._token_for(endpoint, timeout) if self._user is not None else None
@@ -345,7 +648,7 @@ class Channels:
         while True:
             metadata = (("token", token),) if token is not None else None
             try:
-                return getattr(stub, method)(request, timeout=timeout, metadata=metadata)
+                return invoke(stub, metadata), endpoint
             except grpc.RpcError as e:
                 code, details = _status(e)
                 if token is not None and _stale_token(code, details):
@@ -357,9 +660,19 @@ class Channels:
                         # Users or roles changed again since the login: a passing race, and
                         # the next attempt logs in anew.
                         raise RetryableRpc(endpoint, code, details) from None
-                if _retryable(code, details):
-                    self._rotate(endpoint)
-                raise translate(e, endpoint, what) from None
+                raise self._failed(e, endpoint, what) from None
+
+    def _failed(self, err: grpc.RpcError, endpoint: str, what: str) -> Exception:
+        """What a failure on ``endpoint`` becomes; a retryable one moves later calls on."""
+        if _retryable(*_status(err)):
+            self._rotate(endpoint)
+        return translate(err, endpoint, what)
+
+    def _call(self, which: int, method: str, request: Any, timeout: float, what: str) -> Any:
+        def invoke(stub: Any, metadata: Metadata | None) -> Any:
+            return getattr(stub, method)(request, timeout=timeout, metadata=metadata)
+
+        return self._attempt(which, invoke, timeout, what)[0]
 
     def _rotate(self, failed: str) -> None:
         with self._lock:
@@ -371,6 +684,37 @@ class Channels:
 
     def lease(self, method: str, request: Any, timeout: float, what: str) -> Any:
         return self._call(2, method, request, timeout, what)
+
+    def keep_alive(self, lease_id: int, timeout: float, what: str) -> int:
+        request = _keep_alive_request(self.rpc, lease_id)
+
+        def invoke(stub: Any, metadata: Metadata | None) -> Any:
+            return _keep_alive_once(stub.LeaseKeepAlive, request, timeout, metadata)
+
+        response, endpoint = self._attempt(2, invoke, timeout, what)
+        return _ttl(response, endpoint, lease_id, what)
+
+    def watch(
+        self,
+        key: bytes,
+        range_end: bytes,
+        start_revision: int,
+        timeout: float,
+        what: str,
+        *,
+        no_put: bool = False,
+    ) -> Watch:
+        request = _watch_request(self.rpc, key, range_end, start_revision, no_put)
+
+        def invoke(stub: Any, metadata: Metadata | None) -> tuple[Any, threading.Event, int]:
+            return _open_watch(stub, request, timeout, metadata)
+
+        try:
+            (call, stop, revision), endpoint = self._attempt(4, invoke, timeout, what)
+        except _Compacted as e:
+            raise Compacted(self.endpoint, e.revision) from None
+        return Watch(call, stop, endpoint, revision,
+                     lambda err: self._failed(err, endpoint, what))  # fmt: skip
 
     def close(self) -> None:
         with self._lock:
@@ -408,14 +752,13 @@ class ClientTransport:
         """One: the client chooses its endpoint itself."""
         return [self.endpoint]
 
-    def _call(self, stub_name: str, method: str, request: Any, timeout: float, what: str) -> Any:
+    def _attempt(self, invoke: Callable[[Any, Any], T], what: str) -> T:
+        """``invoke(credentials, metadata)`` with the client's auth; failures translated.
+        The client logs in and picks its endpoint itself."""
         try:
-            stub = getattr(self._client, stub_name)
-            return getattr(stub, method)(
-                request,
-                timeout=timeout,
-                credentials=getattr(self._client, "call_credentials", None),
-                metadata=getattr(self._client, "metadata", None),
+            return invoke(
+                getattr(self._client, "call_credentials", None),
+                getattr(self._client, "metadata", None),
             )
         except grpc.RpcError as e:
             raise translate(e, self.endpoint, what) from None
@@ -423,11 +766,53 @@ class ClientTransport:
             # pyetcd's "Trying to use a failed node", NoServerAvailableError and their like
             raise RetryableRpc(self.endpoint, grpc.StatusCode.UNAVAILABLE, str(e)) from None
 
+    def _call(self, stub_name: str, method: str, request: Any, timeout: float, what: str) -> Any:
+        def invoke(credentials: Any, metadata: Any) -> Any:
+            stub = getattr(self._client, stub_name)
+            return getattr(stub, method)(
+                request, timeout=timeout, credentials=credentials, metadata=metadata
+            )
+
+        return self._attempt(invoke, what)
+
     def kv(self, method: str, request: Any, timeout: float, what: str) -> Any:
         return self._call("kvstub", method, request, timeout, what)
 
     def lease(self, method: str, request: Any, timeout: float, what: str) -> Any:
         return self._call("leasestub", method, request, timeout, what)
+
+    def keep_alive(self, lease_id: int, timeout: float, what: str) -> int:
+        request = _keep_alive_request(self.rpc, lease_id)
+
+        def invoke(credentials: Any, metadata: Any) -> Any:
+            method = self._client.leasestub.LeaseKeepAlive
+            return _keep_alive_once(method, request, timeout, metadata, credentials)
+
+        return _ttl(self._attempt(invoke, what), self.endpoint, lease_id, what)
+
+    def watch(
+        self,
+        key: bytes,
+        range_end: bytes,
+        start_revision: int,
+        timeout: float,
+        what: str,
+        *,
+        no_put: bool = False,
+    ) -> Watch:
+        request = _watch_request(self.rpc, key, range_end, start_revision, no_put)
+
+        def invoke(credentials: Any, metadata: Any) -> tuple[Any, threading.Event, int]:
+            stub = self.rpc.WatchStub(self._client.channel)  # the client's current channel
+            return _open_watch(stub, request, timeout, metadata, credentials)
+
+        try:
+            call, stop, revision = self._attempt(invoke, what)
+        except _Compacted as e:
+            raise Compacted(self.endpoint, e.revision) from None
+        endpoint = self.endpoint
+        return Watch(call, stop, endpoint, revision,
+                     lambda err: translate(err, endpoint, what))  # fmt: skip
 
     def close(self) -> None:
         """The user's client stays the user's to close."""
