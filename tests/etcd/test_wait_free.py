@@ -37,8 +37,13 @@ BOUND = 3.0  # seconds within which "soon" must have happened, on a loaded 2-cor
 
 
 def wait_free(lessor: EtcdLessor, ctx: Context, section_id: str, part: Partition) -> bool:
-    """The lessor's ``wait_free`` hook (the contract's public method calls it)."""
-    return lessor._wait_free(ctx, section_id, part)
+    """The contract's ``Lessor.wait_free``, which checks its arguments and calls the etcd
+    lessor's hook, ``_wait_free``; the hook itself where the contract has no such method yet."""
+    public = getattr(lessor, "wait_free", None)
+    if public is None:
+        return lessor._wait_free(ctx, section_id, part)
+    result: bool = public(ctx, section_id, part)
+    return result
 
 
 class Watches:
