@@ -3,11 +3,13 @@
 Mirrors LUCI's datastore lessor_test.go (partial leases around existing ones, empty results,
 expiry freeing ranges, deadline at lease expiry, deadline capped by ctx, independent sections)
 and adds what Python callers rely on: release on return and raise, fencing tokens, argument
-checks, and a concurrency check over a recorded history.
+checks, and a concurrency check over a recorded history. Then ``wait_free``: on every backend
+that observes its holders, and the base class's polling default on a third-party backend.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -22,12 +24,15 @@ from lessor import (
     Cancelled,
     Context,
     DeadlineExceeded,
+    Grant,
     Lease,
     Lessor,
     Partition,
     SortedPartitions,
+    contract,
     fencing_token,
 )
+from lessor.contract import WAIT_FREE_FIRST, WAIT_FREE_MAX
 from lessor.history import History, Holding, find_overlaps, find_token_inversions
 
 from .conftest import Backend
@@ -308,3 +313,228 @@ def test_threads_never_hold_a_common_key(lessor_of: Lessor, section: Sections) -
     assert not find_token_inversions(holdings)
     assert all(progress), f"a thread starved: {progress}"
     assert sum(1 for h in holdings if h.ranges) > threads
+
+
+# -- wait_free -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def observing(lessor_of: Lessor) -> Lessor:
+    """A lessor whose wait_free observes its holders (the base class's polling default does
+    not: it may return True early, which the tests below would take for a failure)."""
+    if type(lessor_of)._wait_free is Lessor._wait_free:
+        pytest.skip(f"{type(lessor_of).__name__} has only the polling default of _wait_free")
+    return lessor_of
+
+
+class Waiter:
+    """wait_free in a thread of its own; ``returned`` is set when it has returned."""
+
+    def __init__(self, lessor: Lessor, ctx: Context, section_id: str, part: Partition) -> None:
+        self.returned = threading.Event()
+        self.result: bool | None = None
+        self.error: BaseException | None = None
+        self.at = math.inf
+        self._thread = threading.Thread(target=self._run, args=(lessor, ctx, section_id, part))
+        self._thread.start()
+
+    def _run(self, lessor: Lessor, ctx: Context, section_id: str, part: Partition) -> None:
+        try:
+            self.result = lessor.wait_free(ctx, section_id, part)
+        except BaseException as e:  # surfaced by outcome()
+            self.error = e
+        self.at = time.monotonic()
+        self.returned.set()
+
+    def outcome(self, timeout: float = 30) -> bool:
+        assert self.returned.wait(timeout), "wait_free did not return"
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        assert isinstance(self.result, bool)
+        return self.result
+
+
+def test_wait_free_returns_true_at_once_when_nothing_of_part_is_held(
+    observing: Lessor, section: Sections
+) -> None:
+    s = section()
+    ctx = Context.background().with_timeout(60)  # a wait that blocked would end in False
+    assert observing.wait_free(ctx, s, P(0, 10)) is True  # a section nobody used
+    with observing.lease(s, P(0, 10), 60):
+        assert observing.wait_free(ctx, s, P(10, 20)) is True  # held, but not that part
+        assert observing.wait_free(ctx, s, P(5, 5)) is True  # an empty part
+        assert observing.wait_free(ctx, section(), P(0, 10)) is True  # another section
+    assert observing.wait_free(ctx, s, P(0, 10)) is True  # given back
+
+
+def test_wait_free_returns_true_when_a_holder_gives_back(
+    observing: Lessor, section: Sections
+) -> None:
+    s = section()
+    with observing.lease(s, P(10, 20), 60), observing.lease(s, P(40, 50), 60):
+        holder = observing.lease(s, P(0, 10), 60)
+        holder.__enter__()
+        try:
+            waiter = Waiter(observing, Context.background().with_timeout(120), s, P(5, 45))
+            # It blocks while every key it saw held stays held (a correct one never returns
+            # here, however loaded the machine).
+            assert not waiter.returned.wait(0.2)
+        finally:
+            holder.__exit__(None, None, None)
+        assert waiter.outcome() is True  # the other two are still held
+
+
+def test_wait_free_returns_true_at_the_deadline_of_a_holder_that_overruns_it(
+    backend: Backend, observing: Lessor, section: Sections
+) -> None:
+    s = section()
+    ctx = Context.background().with_timeout(backend.expiry_bound(backend.unit) + 30)
+    with observing.lease(s, P(0, 10), backend.unit) as lease:  # never given back in time
+        assert observing.wait_free(ctx, s, P(0, 100)) is True
+        assert time.monotonic() >= lease.deadline  # not before its holder's time was up
+        assert held(observing, s, P(0, 100)) == [P(0, 100)]
+
+
+def test_wait_free_returns_false_at_the_ctx_deadline(observing: Lessor, section: Sections) -> None:
+    s = section()
+    with observing.lease(s, P(0, 10), 60):
+        ctx = Context.background().with_timeout(0.3)
+        assert observing.wait_free(ctx, s, P(0, 10)) is False
+        assert ctx.deadline is not None and time.monotonic() >= ctx.deadline
+
+
+def test_wait_free_returns_false_when_ctx_is_cancelled(
+    observing: Lessor, section: Sections
+) -> None:
+    s = section()
+    with observing.lease(s, P(0, 10), 60):
+        ctx = Context.background()  # no deadline: only the cancel can end the wait
+        waiter = Waiter(observing, ctx, s, P(0, 10))
+        assert not waiter.returned.wait(0.2)
+        ctx.cancel()
+        assert waiter.outcome() is False
+
+
+def test_wait_free_holds_nothing(observing: Lessor, section: Sections) -> None:
+    s = section()
+    holder = observing.lease(s, P(0, 10), 60)
+    holder.__enter__()
+    try:
+        waiter = Waiter(observing, Context.background().with_timeout(120), s, P(0, 20))
+        assert not waiter.returned.wait(0.2)
+        assert held(observing, s, P(0, 20)) == [P(10, 20)]  # the waiter holds none of it
+    finally:
+        holder.__exit__(None, None, None)
+    assert waiter.outcome() is True
+    assert held(observing, s, P(0, 20)) == [P(0, 20)]
+
+
+def test_wait_free_with_a_done_ctx_returns_false_at_once(
+    lessor_of: Lessor, section: Sections
+) -> None:
+    s = section()
+    expired = Context.background().with_deadline(time.monotonic() - 1)
+    cancelled = Context.background()
+    cancelled.cancel()
+    for ctx in (expired, cancelled):
+        assert lessor_of.wait_free(ctx, s, P(0, 10)) is False  # even with nothing held
+        assert lessor_of.wait_free(ctx, s, P(5, 5)) is False
+
+
+@pytest.mark.parametrize(
+    ("section_id", "part"),
+    [("", P(0, 1)), (5, P(0, 1)), (None, P(0, 1)), ("s", "0_1"), ("s", (0, 1)), ("s", None)],
+)
+def test_wait_free_checks_its_arguments_as_lease_does(
+    lessor_of: Lessor, section_id: object, part: object
+) -> None:
+    with pytest.raises((TypeError, ValueError)) as by_lease:
+        lessor_of.lease(section_id, part, 1)  # type: ignore[arg-type]
+    for ctx in (Context.background(), Context.background().with_deadline(0)):  # done or not
+        with pytest.raises(by_lease.type, match=re.escape(str(by_lease.value))):
+            lessor_of.wait_free(ctx, section_id, part)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ctx must be a lessor\.Context"):
+        lessor_of.wait_free(None, "s", P(0, 1))  # type: ignore[arg-type]
+
+
+# -- wait_free: the base class's default, for third-party backends -------------------------------
+
+
+class ThirdParty(Lessor):
+    """A minimal backend: no exclusion at all, and no _wait_free of its own."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+    def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
+        self.tokens += 1
+        return Grant(SortedPartitions([part]), time.monotonic() + dur, self.tokens)
+
+    def _release(self, grant: Grant) -> None:
+        pass
+
+
+def test_default_wait_free_returns_true_after_a_back_off() -> None:
+    third = ThirdParty()
+    with third.lease("s", P(0, 10), 60):
+        t0 = time.monotonic()
+        assert third.wait_free(Context.background().with_timeout(60), "s", P(0, 10)) is True
+        assert time.monotonic() - t0 >= WAIT_FREE_FIRST  # it waited, it did not spin
+    assert third.wait_free(Context.background().with_timeout(60), "s", P(0, 10)) is True
+
+
+def test_default_back_off_doubles_per_section_up_to_its_cap_and_forgets() -> None:
+    backoff = contract._backoffs(ThirdParty())
+    intervals = [backoff.next_interval("a") for _ in range(8)]
+    assert intervals == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert WAIT_FREE_FIRST == 0.05 and WAIT_FREE_MAX == 2.0
+    assert backoff.next_interval("b") == WAIT_FREE_FIRST  # sections apart
+    # A call long after the last one's interval ended is no longer "consecutive".
+    backoff._sections["a"] = (WAIT_FREE_MAX, time.monotonic() - WAIT_FREE_MAX - 1)
+    assert backoff.next_interval("a") == WAIT_FREE_FIRST
+    for n in range(3000):
+        backoff.next_interval(f"s{n}")
+    assert len(backoff._sections) == 1024  # bounded: the least recently used went first
+    assert "s2999" in backoff._sections and "a" not in backoff._sections
+
+
+def test_default_back_off_state_is_per_lessor_even_a_frozen_one() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Frozen(ThirdParty):
+        name: str = "x"
+
+    one, two = Frozen(), Frozen()
+    assert contract._backoffs(one).next_interval("s") == WAIT_FREE_FIRST
+    assert contract._backoffs(one).next_interval("s") == 2 * WAIT_FREE_FIRST
+    assert contract._backoffs(two).next_interval("s") == WAIT_FREE_FIRST
+
+
+def test_default_wait_free_returns_false_when_ctx_ends_first() -> None:
+    third = ThirdParty()  # a first call waits WAIT_FREE_FIRST: longer than this ctx lasts
+    ctx = Context.background().with_timeout(WAIT_FREE_FIRST / 5)
+    assert third.wait_free(ctx, "s", P(0, 10)) is False
+    cancelled = Context.background()
+    cancelled.cancel()
+    assert third._wait_free(cancelled, "s", P(0, 10)) is False  # the hook waits on ctx
+
+
+def test_a_context_error_from_a_hook_after_ctx_ended_is_false_not_raised() -> None:
+    class Raising(ThirdParty):
+        def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+            ctx.wait()
+            ctx.raise_if_done()
+            raise AssertionError("unreachable")
+
+    ctx = Context.background()
+    timer = threading.Timer(0.05, ctx.cancel)
+    timer.start()
+    assert Raising().wait_free(ctx, "s", P(0, 10)) is False
+    timer.join()
+
+    class Inner(ThirdParty):
+        def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+            raise DeadlineExceeded("an RPC's own deadline")  # the caller's ctx is not done
+
+    with pytest.raises(DeadlineExceeded, match="an RPC's own deadline"):
+        Inner().wait_free(Context.background(), "s", P(0, 10))

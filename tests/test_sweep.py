@@ -1,8 +1,10 @@
 """lessor.sweep.Sweeper against the memory lessor: splitting, only-in filtering, deadlines,
-errors, arguments, and two sweepers sharing one store."""
+errors, arguments, two sweepers sharing one store, and denied shards swept again as soon as
+they come free (wait_free)."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -231,6 +233,7 @@ def test_only_keys_inside_the_granted_ranges_are_processed() -> None:
         assert store.processed == [0x100, 0x200, 0x500, 0x600]
         assert (report.scanned, report.processed, report.skipped) == (6, 4, 2)
         assert report.error is None
+        assert report.denied == P(0x300, 0x401)  # the span of the items it did not get
         # Another section is independent of that lease.
         other = Sweeper(
             memory, "other", SPACE, shards=1, scan=store.scan, process=lambda c, b: None
@@ -239,6 +242,7 @@ def test_only_keys_inside_the_granted_ranges_are_processed() -> None:
     report = sweeper.sweep_shard(Context.background(), SPACE)  # the other holder is gone
     assert sorted(store.processed) == keys
     assert (report.scanned, report.processed, report.skipped) == (2, 2, 0)
+    assert report.denied is None
 
 
 def test_nothing_granted_processes_nothing() -> None:
@@ -248,6 +252,7 @@ def test_nothing_granted_processes_nothing() -> None:
         report = make(store, memory).sweep_shard(Context.background(), P(0, 0x4000))
     assert (report.leased, report.processed, report.skipped, report.error) == ((), 0, 2, None)
     assert report.token is not None
+    assert report.denied == P(0x10, 0x21)
     assert store.batches == []
 
 
@@ -603,6 +608,9 @@ GOOD: dict[str, Any] = {
         ({"split_threshold": -1}, ValueError, "split_threshold"),
         ({"secondary_shards": 0}, ValueError, "secondary_shards"),
         ({"idle_pause": -1}, ValueError, "idle_pause"),
+        ({"max_waits": -1}, ValueError, "max_waits must be >= 0"),
+        ({"max_waits": 1.5}, TypeError, "max_waits must be an int"),
+        ({"max_waits": None}, TypeError, "max_waits"),
         ({"rng": 42}, TypeError, "rng"),
         ({"on_error": "log"}, TypeError, "on_error"),
     ],
@@ -639,3 +647,250 @@ def test_shards_are_an_even_split_of_the_key_space() -> None:
     assert sweeper.shards == SPACE.split(3)
     tiny: Sweeper[int] = Sweeper(**{**GOOD, "key_space": P(0, 2), "shards": 8})
     assert tiny.shards == [P(0, 1), P(1, 2)]  # fewer keys than shards: fewer shards
+
+
+# -- denied shards are swept again as soon as they come free ------------------------------------
+
+IDLE = 3600.0  # the pause after a round that processed nothing: what a re-sweep must beat
+
+
+class CountsWaits(lessor.Lessor):
+    """Counts the calls of wait_free, so a test can await the n-th (a mixin)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self._called = threading.Condition()
+
+    def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        with self._called:
+            self.calls += 1
+            self._called.notify_all()
+        return super().wait_free(ctx, section_id, part)
+
+    def await_calls(self, n: int) -> bool:
+        with self._called:
+            return self._called.wait_for(lambda: self.calls >= n, timeout=30)
+
+
+class Watched(CountsWaits, MemoryLessor):
+    """A memory lessor that counts the calls of wait_free."""
+
+
+class FirstShardFirst(random.Random):
+    """Rounds start at the first shard."""
+
+    def randrange(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+
+class Runner:
+    """``sweeper.run(ctx)`` in a thread of its own."""
+
+    def __init__(self, sweeper: Sweeper[int], ctx: Context) -> None:
+        self.stats: lessor.SweepStats | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(sweeper, ctx))
+        self._thread.start()
+
+    def _run(self, sweeper: Sweeper[int], ctx: Context) -> None:
+        try:
+            self.stats = sweeper.run(ctx)
+        except BaseException as e:  # surfaced by join()
+            self.error = e
+
+    def join(self) -> lessor.SweepStats:
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "run did not end with its context"
+        if self.error is not None:
+            raise self.error
+        assert self.stats is not None
+        return self.stats
+
+
+def wait_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("lessor-sweep-wait")]
+
+
+class Signalling:
+    """A process callback for ``store`` that sets an event, and notes the time, per key."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.events = {k: threading.Event() for k in store.keys}
+        self.at: dict[int, float] = {}
+
+    def __call__(self, ctx: Context, batch: Sequence[int]) -> None:
+        now = time.monotonic()
+        self.store.process(ctx, batch)
+        for k in batch:
+            self.at[k] = now
+            self.events[k].set()
+
+
+def test_a_partly_granted_shard_is_swept_again_as_soon_as_its_holder_gives_back() -> None:
+    keys = [0x8010, 0x8020, 0x8030]  # all in the second of two shards
+    store, memory = Store(keys), Watched()
+    seen = Signalling(store)
+    sweeper = make(store, memory, shards=2, idle_pause=IDLE, rng=FirstShardFirst())
+    sweeper._process = seen
+    holder = memory.lease("reminders", P(0x8020, 0x8021), 3600)
+    held = holder.__enter__()
+    ctx = Context.background()
+    runner = Runner(sweeper, ctx)
+    try:
+        assert seen.events[0x8010].wait(30) and seen.events[0x8030].wait(30)
+        # Round 1 got all but 0x8020 and waits for it; round 2 was denied it too (which
+        # replaced that wait with its own), and then run pauses for IDLE seconds: the second
+        # call means round 2's sweep of the shard is over.
+        assert memory.await_calls(2)
+        assert not seen.events[0x8020].is_set()
+        released = time.monotonic()
+        holder.__exit__(None, None, None)
+        assert seen.events[0x8020].wait(60), "the shard waited for its next round"
+    finally:
+        ctx.cancel()
+        stats = runner.join()
+    assert seen.at[0x8020] - released < IDLE / 60
+    assert stats.resweeps == 1  # the pause was cut short by the wake-up
+    assert sorted(store.processed) == keys
+    assert store.tokens[-1] is not None and store.tokens[-1] > held.token
+    assert wait_threads() == []
+
+
+def test_a_denied_shard_is_swept_again_when_its_holders_lease_runs_out() -> None:
+    keys = [0x8010, 0x8020]
+    store, memory = Store(keys), Watched()
+    seen = Signalling(store)
+    sweeper = make(store, memory, shards=2, idle_pause=IDLE, rng=FirstShardFirst())
+    sweeper._process = seen
+    ctx = Context.background()
+    # A holder that never gives back in time (it overruns, or its process hung).
+    with memory.lease("reminders", P(0x8000, 0xC000), 1.0) as dead:
+        runner = Runner(sweeper, ctx)
+        try:
+            assert seen.events[0x8020].wait(60), "the shard waited for its next round"
+        finally:
+            ctx.cancel()
+            stats = runner.join()
+        assert min(seen.at.values()) >= dead.deadline  # never while the holder held it
+    assert sorted(store.processed) == keys
+    # Unless the machine was so slow that the lease had run out before the first sweep, that
+    # sweep was denied and the wake-up at the lease's end cut the IDLE pause short.
+    assert stats.resweeps == (1 if memory.calls else 0)
+
+
+def test_wake_ups_that_free_nothing_sweep_a_shard_at_most_once_more_per_round() -> None:
+    class Eager(MemoryLessor):
+        def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+            return True  # "worth trying again", every time, at once
+
+    store, memory = Store([0x8010]), Eager()
+    sweeper = make(store, memory, shards=2)
+    with memory.lease("reminders", SPACE, 3600):
+        stats = sweeper.run(Context.background().with_timeout(60), rounds=5)
+    assert stats.rounds == 5
+    assert stats.processed == 0
+    assert stats.resweeps <= 5  # one contested shard: at most one wake-up sweep a round
+    assert stats.shards_swept == 2 * 5 + stats.resweeps
+
+
+def test_max_waits_zero_waits_for_nothing() -> None:
+    store, memory = Store([0x8010, 0x8020]), Watched()
+    sweeper = make(store, memory, shards=2, max_waits=0)
+    with memory.lease("reminders", P(0x8020, 0x8021), 3600):
+        stats = sweeper.run(Context.background().with_timeout(60), rounds=2)
+    assert memory.calls == 0
+    assert (stats.resweeps, stats.processed, stats.skipped) == (0, 1, 2)
+
+
+def test_run_ends_its_waits_when_it_returns() -> None:
+    store, memory = Store([0x8010]), Watched()
+    sweeper = make(store, memory, shards=2)
+    with memory.lease("reminders", SPACE, 3600):
+        stats = sweeper.run(Context.background().with_timeout(60), rounds=1)
+        assert stats.rounds == 1
+        assert memory.calls == 1  # the denied shard's wait was started...
+        assert wait_threads() == []  # ...and ended with run
+        assert memory._waiters == {}
+
+
+def test_cancelling_run_during_its_pause_ends_its_waits() -> None:
+    store, memory = Store([0x8010]), Watched()
+    sweeper = make(store, memory, shards=2, idle_pause=IDLE, rng=FirstShardFirst())
+    ctx = Context.background()
+    with memory.lease("reminders", SPACE, 3600):
+        runner = Runner(sweeper, ctx)
+        assert memory.await_calls(1)  # the last shard of round 1 was denied
+        ctx.cancel()  # in its pause, or just before it
+        stats = runner.join()
+    assert stats.rounds <= 1 and stats.shards_swept == 2
+    assert wait_threads() == []
+    assert memory._waiters == {}
+
+
+def test_a_failing_wait_free_is_logged_and_the_shard_waits_for_its_next_round() -> None:
+    logged = threading.Event()
+
+    class Noting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "to come free failed" in record.getMessage():
+                logged.set()
+
+    class Broken(MemoryLessor):
+        def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+            raise Unavailable("no watch today")
+
+    store, memory = Store([0x8010, 0x8020]), Broken()
+    found: list[tuple[ShardReport, BaseException]] = []
+    sweeper = make(store, memory, shards=2, idle_pause=IDLE, on_error=errors_into(found))
+    handler = Noting()
+    logging.getLogger("lessor.sweep").addHandler(handler)
+    ctx = Context.background()
+    try:
+        with memory.lease("reminders", P(0x8020, 0x8021), 3600):
+            runner = Runner(sweeper, ctx)
+            assert logged.wait(30)
+            ctx.cancel()
+            stats = runner.join()
+    finally:
+        logging.getLogger("lessor.sweep").removeHandler(handler)
+    assert found == [] and stats.errors == 0  # not a failure of any sweep
+    assert store.keys == {0x8020}
+
+
+def test_a_third_party_backend_polls_and_still_sweeps_a_freed_shard_soon() -> None:
+    class Delegating(CountsWaits):
+        """A backend with no _wait_free of its own: the base class's polling default."""
+
+        def __init__(self, inner: MemoryLessor) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
+            return self.inner._acquire(ctx, section_id, part, dur)
+
+        def _release(self, grant: Grant) -> None:
+            self.inner._release(grant)
+
+    keys = [0x8010, 0x8020]
+    store, memory = Store(keys), MemoryLessor()
+    seen = Signalling(store)
+    third = Delegating(memory)
+    sweeper = make(store, third, shards=2, idle_pause=IDLE, rng=FirstShardFirst())
+    sweeper._process = seen
+    ctx = Context.background()
+    with memory.lease("reminders", P(0x8020, 0x8021), 3600):
+        runner = Runner(sweeper, ctx)
+        if not third.await_calls(2):  # rounds 1 and 2 were denied 0x8020 (as above)
+            ctx.cancel()
+            runner.join()
+            pytest.fail("the sweeper did not wait for its denied part")
+    # Given back: a poll (at most every 2 s) cuts the IDLE pause short.
+    try:
+        assert seen.events[0x8020].wait(60), "the shard waited for its next round"
+    finally:
+        ctx.cancel()
+        stats = runner.join()
+    assert stats.resweeps >= 1
+    assert sorted(store.processed) == keys

@@ -24,6 +24,22 @@
 ``Lessor.lease(section_id, part, dur, ctx=None)`` is the same as a context manager yielding a
 :class:`Lease`.
 
+``Lessor.wait_free(ctx, section_id, part) -> bool`` waits for ranges to come free, so that a
+caller who was denied (some of) ``part`` can try again at once rather than a while later:
+
+* It returns True soon after some key of ``part`` that was held when it was called — by any
+  holder, this process included — comes free: its lease was given back, or its deadline (its
+  expiry) passed. It returns True at once when nothing of ``part`` is held (an empty ``part``
+  included).
+* It returns False when ``ctx`` is done, by its deadline or by :meth:`~Context.cancel`,
+  whichever comes first; it never raises for that. A ``ctx`` already done returns False at
+  once.
+* It never holds anything, and True is no promise: another holder may take the keys before
+  the caller's next lease. True means "worth trying again".
+* Its arguments are checked as :meth:`Lessor.lease` checks its own (the same errors), before
+  anything reaches a backend. A backend's own failures (such as
+  :class:`~lessor.errors.Unavailable`) propagate as from :meth:`Lessor.lease`.
+
 A backend may bound how long one lease can last (:attr:`Lessor.max_duration`; etcd's lease
 TTL has a maximum). The bound applies to the *effective* duration, ``dur`` capped by ``ctx``'s
 deadline: a longer one is refused with a :class:`ValueError` naming the maximum before
@@ -33,10 +49,13 @@ Arguments are checked before anything reaches a backend: ``section_id`` a non-em
 ``part`` a :class:`~lessor.partition.Partition`, ``dur`` positive and finite float seconds or a
 ``timedelta``, ``ctx`` a :class:`~lessor.context.Context` that is not already done (else
 :class:`~lessor.errors.DeadlineExceeded` or :class:`~lessor.errors.Cancelled`, and ``cb`` is
-not called).
+not called; ``wait_free`` returns False instead). ``lease`` and ``wait_free`` share one check
+of ``section_id`` and ``part``.
 
 A backend subclasses :class:`Lessor` and implements two methods, :meth:`Lessor._acquire` and
-:meth:`Lessor._release`; the checks and the callback plumbing live here, once.
+:meth:`Lessor._release`; the checks and the callback plumbing live here, once. A backend that
+can observe its holders also overrides :meth:`Lessor._wait_free`. The default cannot: it polls
+with back-off (see there), so it may return True before anything came free.
 """
 
 from __future__ import annotations
@@ -44,7 +63,9 @@ from __future__ import annotations
 import abc
 import logging
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -52,10 +73,19 @@ from types import TracebackType
 from typing import ClassVar, TypeVar
 
 from lessor.context import Context, seconds
+from lessor.errors import ContextError
 from lessor.observe import notify
 from lessor.partition import Partition, SortedPartitions
 
-__all__ = ["Grant", "Lease", "Lessor", "WithLeaseCB", "fencing_token"]
+__all__ = [
+    "WAIT_FREE_FIRST",
+    "WAIT_FREE_MAX",
+    "Grant",
+    "Lease",
+    "Lessor",
+    "WithLeaseCB",
+    "fencing_token",
+]
 
 log = logging.getLogger("lessor")
 
@@ -159,18 +189,34 @@ class Lessor(abc.ABC):
             ctx = Context.background()
         elif not isinstance(ctx, Context):
             raise TypeError(f"ctx must be a lessor.Context or None, got {ctx!r}")
-        if not isinstance(section_id, str):
-            raise TypeError(
-                f"section_id must be a str, got {type(section_id).__name__}: {section_id!r}"
-            )
-        if not section_id:
-            raise ValueError("section_id must not be empty")
-        if not isinstance(part, Partition):
-            raise TypeError(f"part must be a lessor.Partition, got {type(part).__name__}: {part!r}")
+        _check_section_and_part(section_id, part)
         duration = seconds(dur, "lease duration")
         if not 0 < duration < math.inf:
             raise ValueError(f"lease duration must be positive and finite, got {dur!r}")
         return LeaseScope(self, ctx, section_id, part, duration)
+
+    def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        """Wait until some key of ``part`` held now comes free; False once ``ctx`` is done.
+
+        True soon after a key of ``part`` that was held when called (by anyone, this process
+        included) was given back or reached its lease's deadline, and at once when nothing of
+        ``part`` is held. False when ``ctx`` is done (deadline or cancel), never an exception
+        for that. Holds nothing. See the module documentation for the contract.
+        """
+        if not isinstance(ctx, Context):
+            raise TypeError(f"ctx must be a lessor.Context, got {ctx!r}")
+        _check_section_and_part(section_id, part)
+        if ctx.done():
+            return False
+        if part.is_empty():
+            return True  # nothing of it can be held
+        try:
+            freed = self._wait_free(ctx, section_id, part)
+        except ContextError:
+            if ctx.done():
+                return False  # the caller's context ended inside the backend
+            raise
+        return freed and not ctx.done()
 
     # -- what a backend implements -----------------------------------------------------------
 
@@ -186,6 +232,89 @@ class Lessor(abc.ABC):
     @abc.abstractmethod
     def _release(self, grant: Grant) -> None:
         """Give back what ``_acquire`` granted. Errors are logged by the caller, not raised."""
+
+    def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        """Block until some key of ``part`` held now comes free (True) or ``ctx`` is done (False).
+
+        Called by :meth:`wait_free` with checked arguments, a non-empty ``part`` and a ``ctx``
+        that was not done. A backend that can observe its holders overrides this, so that True
+        follows the first give-back or expiry of a key of ``part`` held at the call, and comes
+        at once when nothing of ``part`` is held.
+
+        This default is for third-party backends, which it cannot observe: it waits a back-off
+        interval and returns True, or False when ``ctx`` ends first. It may return True before
+        anything came free: True means "worth trying again". The interval starts at
+        :data:`WAIT_FREE_FIRST` seconds and doubles on consecutive calls for the same section
+        (a call that starts within :data:`WAIT_FREE_MAX` seconds of the end of the previous
+        one's interval), up to :data:`WAIT_FREE_MAX`; it waits on ``ctx``, never in a busy
+        loop. Each lessor remembers the intervals of its 1024 most recently waited sections.
+        """
+        interval = _backoffs(self).next_interval(section_id)
+        return not ctx.wait(interval)
+
+
+def _check_section_and_part(section_id: object, part: object) -> None:
+    """The checks :meth:`Lessor.lease` and :meth:`Lessor.wait_free` share."""
+    if not isinstance(section_id, str):
+        raise TypeError(
+            f"section_id must be a str, got {type(section_id).__name__}: {section_id!r}"
+        )
+    if not section_id:
+        raise ValueError("section_id must not be empty")
+    if not isinstance(part, Partition):
+        raise TypeError(f"part must be a lessor.Partition, got {type(part).__name__}: {part!r}")
+
+
+WAIT_FREE_FIRST = 0.05
+"""Seconds the default :meth:`Lessor._wait_free` waits on a first call for a section."""
+
+WAIT_FREE_MAX = 2.0
+"""The longest interval of the default :meth:`Lessor._wait_free`, in seconds."""
+
+_BACKOFF_SECTIONS = 1024
+"""Sections whose back-off the default :meth:`Lessor._wait_free` remembers, per lessor."""
+
+
+class _Backoff:
+    """The default ``_wait_free``'s intervals per section: least recently used ones go first."""
+
+    __slots__ = ("_lock", "_sections")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # section id -> (last interval, when it ends)
+        self._sections: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def next_interval(self, section_id: str) -> float:
+        now = time.monotonic()
+        with self._lock:
+            last = self._sections.pop(section_id, None)
+            if last is not None and now - last[1] <= WAIT_FREE_MAX:
+                interval = min(last[0] * 2, WAIT_FREE_MAX)
+            else:
+                interval = WAIT_FREE_FIRST
+            self._sections[section_id] = (interval, now + interval)
+            while len(self._sections) > _BACKOFF_SECTIONS:
+                self._sections.popitem(last=False)
+        return interval
+
+
+_BACKOFF_ATTR = "_lessor_wait_free_backoff"
+_backoff_lock = threading.Lock()
+
+
+def _backoffs(lessor: Lessor) -> _Backoff:
+    """``lessor``'s back-off state, made on first need (a backend need not call our
+    ``__init__``; ``object.__setattr__`` also works on a frozen dataclass)."""
+    state = getattr(lessor, _BACKOFF_ATTR, None)
+    if state is None:
+        with _backoff_lock:
+            state = getattr(lessor, _BACKOFF_ATTR, None)
+            if state is None:
+                state = _Backoff()
+                object.__setattr__(lessor, _BACKOFF_ATTR, state)
+    assert isinstance(state, _Backoff)
+    return state
 
 
 class LeaseScope:

@@ -6,6 +6,16 @@ per lessor, so they increase across all its sections.
 
 ``lessor.get(ctx, "memory")`` returns one lessor shared by the whole process, so independent
 callers in one process exclude each other; ``MemoryLessor()`` makes a private one.
+
+:meth:`~lessor.contract.Lessor.wait_free` notes the leases of the section that hold some key of
+``part`` and waits until one of them is given back or reaches its deadline (a memory lease ends
+at its deadline), or until ``ctx`` is done, without polling. A plain
+:class:`threading.Condition` could be notified by every give-back, but nothing would notify it
+when ``ctx`` is cancelled, and :class:`~lessor.context.Context` has no callback. So the waiter
+waits on a *child context* of ``ctx`` instead, whose deadline is the earliest deadline of the
+leases it watches, and registers it with the section: a give-back of a watched lease cancels
+it. Cancelling ``ctx`` cancels the child too, and ``ctx``'s own deadline caps the child's, so
+every way the wait can end wakes the one event the waiter blocks on.
 """
 
 from __future__ import annotations
@@ -29,6 +39,14 @@ class _Entry:
     expiry: float
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Waiter:
+    """A ``wait_free`` in progress: the tokens it watches, and the context it waits on."""
+
+    tokens: frozenset[int]
+    wake: Context
+
+
 class MemoryLessor(Lessor):
     """An in-process lessor; thread-safe."""
 
@@ -37,6 +55,7 @@ class MemoryLessor(Lessor):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sections: dict[str, dict[int, _Entry]] = {}
+        self._waiters: dict[str, set[_Waiter]] = {}
         self._tokens = itertools.count(1)
 
     def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
@@ -69,6 +88,34 @@ class MemoryLessor(Lessor):
                 entries.pop(grant.token, None)
                 if not entries:
                     del self._sections[grant.handle]
+            for waiter in self._waiters.get(grant.handle, ()):
+                if grant.token in waiter.tokens:
+                    waiter.wake.cancel()  # sets an event; calls none of our code back
+
+    def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            watched = {
+                token: entry.expiry
+                for token, entry in self._sections.get(section_id, {}).items()
+                if entry.expiry > now and any(p.overlaps(part) for p in entry.partitions)
+            }
+            if not watched:
+                return True
+            # Done at the first expiry, at ctx's end, or when a watched lease is given back.
+            waiter = _Waiter(frozenset(watched), ctx.with_deadline(min(watched.values())))
+            self._waiters.setdefault(section_id, set()).add(waiter)
+        try:
+            while not waiter.wake.wait():
+                pass  # an event wait that returned before its deadline: wait again
+        finally:
+            with self._lock:
+                waiters = self._waiters[section_id]
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[section_id]
+        # The child is done: a watched lease was given back or expired, or ctx is done.
+        return not ctx.done()
 
     def held(self, section_id: str) -> dict[int, SortedPartitions]:
         """Live leases of a section by token; for inspection and tests."""

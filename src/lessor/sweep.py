@@ -35,6 +35,10 @@ strictly increase.
 
 Items that are not processed — held by another sweeper, found after the deadline passed, or in
 a batch whose ``process`` raised — are left where they are, for a later sweep to find again.
+Those held by another sweeper are not left for long: :meth:`Sweeper.run` waits, in the
+background, for the part of the shard it was denied to come free
+(:meth:`~lessor.contract.Lessor.wait_free`) and sweeps the shard again as soon as it does,
+between two other sweeps, rather than a round later (see :class:`Sweeper`).
 Processing is therefore at least once, never concurrent. The scan runs before the lease is
 taken, so an item it found may have been processed by the previous holder of its key in the
 meantime: ``process`` must be idempotent (or re-check each item under the lease) and, in the
@@ -54,11 +58,12 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from lessor.context import Context, seconds
 from lessor.contract import Lessor
@@ -89,7 +94,9 @@ class ShardReport:
     point: left to the ``follow_ups``). ``failed`` counts the processed items whose batch
     raised (a batch cut short by a ``lessor.ContextError`` once the lease's deadline passed
     counts here too, but is no ``error``). ``error`` is the first error of the sweep, if any;
-    ``token`` the lease's fencing token, None when nothing was leased.
+    ``token`` the lease's fencing token, None when nothing was leased. ``denied`` is the span of
+    the items found but not granted (held by another lease), None when every item leased was
+    granted: :meth:`Sweeper.run` waits for it to come free.
     """
 
     shard: Partition
@@ -104,11 +111,16 @@ class ShardReport:
     deferred: int = 0
     failed: int = 0
     follow_ups: tuple[Partition, ...] = ()
+    denied: Partition | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SweepStats:
-    """Totals over the :class:`ShardReport` objects of a :meth:`Sweeper.run`."""
+    """Totals over the :class:`ShardReport` objects of a :meth:`Sweeper.run`.
+
+    ``resweeps`` counts the sweeps (among ``shards_swept``) of a shard swept again because a
+    part it had been denied came free.
+    """
 
     shards_swept: int = 0
     scanned: int = 0
@@ -116,6 +128,7 @@ class SweepStats:
     skipped: int = 0
     errors: int = 0
     rounds: int = 0
+    resweeps: int = 0
 
     def add(self, report: ShardReport, *, failed: bool | None = None) -> SweepStats:
         """These totals with ``report`` counted in; ``failed`` overrides whether its error
@@ -148,11 +161,12 @@ def _log_error(report: ShardReport, err: BaseException) -> None:
     )
 
 
-def _positive_int(name: str, value: object) -> int:
+def _positive_int(name: str, value: object, *, zero: bool = False) -> int:
+    """``value`` if it is an int above 0 (or 0, with ``zero``), else the error naming it."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+    if value < 0 or (value == 0 and not zero):
+        raise ValueError(f"{name} must be {'>= 0' if zero else 'positive'}, got {value}")
     return value
 
 
@@ -169,6 +183,31 @@ class Sweeper(Generic[T]):
     of :meth:`run` (so sweepers that start together spread over the key space).
     ``idle_pause`` is how long :meth:`run` waits after a round that processed nothing, so an
     empty key space is not scanned in a busy loop.
+
+    **A denied shard is swept again as soon as it comes free.** When a sweep in :meth:`run` is
+    denied some of the items it found (another lease holds them: a sweeper at work, or a dead
+    one whose lease has not yet expired), ``run`` calls
+    :meth:`~lessor.contract.Lessor.wait_free` on the span of those items in a background
+    thread, once the sweep's own lease was given back, and goes on with its round. When that
+    returns True, the shard is swept again (a fresh scan under a fresh lease) before the next
+    sweep of the round, or at once when ``run`` is in its idle pause, which it cuts short.
+    Sweeps are still made one at a time, by the thread that called ``run``, each under its
+    lease: processing stays at least once and never concurrent. The bounds:
+
+    * a shard is swept again on a wake-up at most once per round (a later wake-up waits for
+      the next round), so a round makes at most twice its sweeps and a contested shard cannot
+      take a worker over;
+    * a sweep made on a wake-up that processed nothing (the wake-up was early, or another
+      sweeper got there first) starts no wait: the shard's next regular visit looks again;
+    * at most ``max_waits`` waits at once: a denied shard beyond them (every one, with
+      ``max_waits=0``) waits for its regular visit in the next round, as without waiting;
+    * the regular visit of a shard drops the waits on it and on its parts (it sweeps them
+      afresh), and every wait ends with ``run`` (``ctx`` done or ``rounds`` reached): a part
+      that frees after that is found by the next ``run``.
+
+    With a backend that cannot observe its holders (the polling default of
+    :meth:`~lessor.contract.Lessor._wait_free`) a wait returns after a back-off whether or not
+    anything came free: idle rounds then come at least that often.
     """
 
     def __init__(
@@ -186,6 +225,7 @@ class Sweeper(Generic[T]):
         split_threshold: int = 1000,
         secondary_shards: int = 16,
         idle_pause: float = 1.0,
+        max_waits: int = 16,
         rng: random.Random | None = None,
         on_error: Callable[[ShardReport, BaseException], None] | None = None,
     ) -> None:
@@ -225,6 +265,7 @@ class Sweeper(Generic[T]):
         pause = seconds(idle_pause, "idle_pause")
         if not 0 <= pause < math.inf:
             raise ValueError(f"idle_pause must be >= 0 and finite, got {idle_pause!r}")
+        _positive_int("max_waits", max_waits, zero=True)
         if rng is not None and not isinstance(rng, random.Random):
             raise TypeError(f"rng must be a random.Random or None, got {rng!r}")
         if on_error is not None:
@@ -243,6 +284,7 @@ class Sweeper(Generic[T]):
         self.split_threshold = split_threshold
         self.secondary_shards = secondary_shards
         self.idle_pause = pause
+        self.max_waits = max_waits
         self._rng = rng if rng is not None else random.Random()
         self._on_error = on_error if on_error is not None else _log_error
 
@@ -291,32 +333,167 @@ class Sweeper(Generic[T]):
         """Sweep every shard in turn, and each one's follow-ups, until ``ctx`` is done.
 
         A round visits every shard once, starting at a random one and going round in key
-        order; follow-up shards a sweep produced are swept before the next shard. With
+        order; follow-up shards a sweep produced are swept before the next shard, and a shard
+        whose denied part came free is swept again before either (see :class:`Sweeper`). With
         ``rounds`` given, returns after that many rounds (or earlier, when ``ctx`` is done).
         """
         if not isinstance(ctx, Context):
             raise TypeError(f"ctx must be a lessor.Context, got {type(ctx).__name__}: {ctx!r}")
         if rounds is not None:
             _positive_int("rounds", rounds)
+        waits = _Waits(self, ctx)
+        try:
+            return self._run(ctx, rounds, waits)
+        finally:
+            waits.close()
+
+    def _run(self, ctx: Context, rounds: int | None, waits: _Waits) -> SweepStats:
         stats = SweepStats()
         n = len(self.shards)
         start = self._rng.randrange(n)
         while not ctx.done() and (rounds is None or stats.rounds < rounds):
             processed_before = stats.processed
+            woken: set[Partition] = set()  # shards swept again on a wake-up in this round
             for i in range(n):
-                pending: deque[tuple[Partition, int]] = deque([(self.shards[(start + i) % n], 0)])
-                while pending and not ctx.done():
-                    shard, level = pending.popleft()
+                visit = self.shards[(start + i) % n]
+                waits.drop_inside(visit)  # this visit sweeps it and its parts afresh
+                pending: deque[tuple[Partition, int, bool]] = deque([(visit, 0, False)])
+                while not ctx.done():
+                    for freed, level in waits.take_freed(woken):  # first: as soon as possible
+                        woken.add(freed)
+                        pending.appendleft((freed, level, True))
+                    if not pending:
+                        break
+                    shard, level, again = pending.popleft()
                     report = self.sweep_shard(ctx, shard, level=level)
                     stats = stats.add(report, failed=not _stopped(report, ctx))
-                    pending.extend((p, level + 1) for p in report.follow_ups)
+                    if again:
+                        stats = replace(stats, resweeps=stats.resweeps + 1)
+                    pending.extend((p, level + 1, False) for p in report.follow_ups)
+                    if report.denied is not None and (report.processed or not again):
+                        waits.start(shard, level, report.denied)
                 if ctx.done():
                     return stats  # an interrupted round is not counted
             stats = replace(stats, rounds=stats.rounds + 1)
             last = rounds is not None and stats.rounds >= rounds
             if not last and stats.processed == processed_before and self.idle_pause > 0:
-                ctx.wait(self.idle_pause)
+                waits.pause(self.idle_pause)
         return stats
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Wait:
+    """One background ``wait_free`` on the denied ``part`` of ``shard``."""
+
+    shard: Partition
+    level: int
+    part: Partition
+    ctx: Context
+
+
+_WAIT_KEY = object()  # a key only to make a child context: nothing reads it
+_JOIN_SECONDS = 5.0  # how long closing waits for the threads whose contexts it ended
+
+
+class _Waits:
+    """The denied parts one :meth:`Sweeper.run` waits on, a thread each; see :class:`Sweeper`.
+
+    Every wait's context is a child of one context of the run's, which :meth:`close` cancels.
+    """
+
+    def __init__(self, sweeper: Sweeper[Any], ctx: Context) -> None:
+        self._sweeper = sweeper
+        self._ctx = ctx.with_value(_WAIT_KEY, None)
+        self._lock = threading.Lock()
+        self._waiting: dict[Partition, _Wait] = {}
+        self._freed: deque[tuple[Partition, int]] = deque()
+        self._threads: set[threading.Thread] = set()
+        self._pause: Context | None = None
+
+    def start(self, shard: Partition, level: int, part: Partition) -> None:
+        """Wait for ``part`` of ``shard`` to come free (unless at the bound or ending)."""
+        sweeper = self._sweeper
+        with self._lock:
+            old = self._waiting.pop(shard, None)
+            if old is not None:
+                old.ctx.cancel()  # the newer sweep's denial replaces it
+            if self._ctx.done() or len(self._waiting) >= sweeper.max_waits:
+                return
+            wait = _Wait(shard, level, part, self._ctx.with_value(_WAIT_KEY, None))
+            self._waiting[shard] = wait
+            thread = threading.Thread(
+                target=self._wait, args=(wait,), name=f"lessor-sweep-wait {shard}", daemon=True
+            )
+            self._threads.add(thread)
+        thread.start()
+
+    def _wait(self, wait: _Wait) -> None:
+        freed = False
+        try:
+            lessor = self._sweeper._resolve(wait.ctx)
+            freed = lessor.wait_free(wait.ctx, self._sweeper.section_id, wait.part)
+        except Exception as e:
+            if not wait.ctx.done():
+                log.warning(
+                    "waiting for %s of shard %s to come free failed, so it waits for the next "
+                    "round: %s",
+                    wait.part,
+                    wait.shard,
+                    e,
+                )
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+                if self._waiting.get(wait.shard) is wait:
+                    del self._waiting[wait.shard]
+                    if freed and all(f[0] != wait.shard for f in self._freed):
+                        self._freed.append((wait.shard, wait.level))
+                        if self._pause is not None:
+                            self._pause.cancel()
+
+    def take_freed(self, later: set[Partition]) -> list[tuple[Partition, int]]:
+        """The shards (and levels) whose waits returned True, but those in ``later``, which
+        stay queued."""
+        with self._lock:
+            taken = [f for f in self._freed if f[0] not in later]
+            if taken:
+                self._freed = deque(f for f in self._freed if f[0] in later)
+        return taken
+
+    def drop_inside(self, shard: Partition) -> None:
+        """Forget the waits, and the freed shards, that lie inside ``shard``."""
+        with self._lock:
+            for inner in [p for p in self._waiting if shard.low <= p.low and p.high <= shard.high]:
+                self._waiting.pop(inner).ctx.cancel()
+            kept = [
+                f for f in self._freed if not (shard.low <= f[0].low and f[0].high <= shard.high)
+            ]
+            self._freed = deque(kept)
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less: until the run's context is done or a wait returns True."""
+        with self._lock:
+            if self._freed:
+                return
+            self._pause = pause = self._ctx.with_timeout(seconds)
+        try:
+            pause.wait()
+        finally:
+            with self._lock:
+                self._pause = None
+
+    def close(self) -> None:
+        """End every wait, and give their threads a moment to return."""
+        self._ctx.cancel()
+        with self._lock:
+            threads = list(self._threads)
+            self._waiting.clear()
+            self._freed.clear()
+        limit = time.monotonic() + _JOIN_SECONDS
+        for thread in threads:
+            thread.join(max(0.0, limit - time.monotonic()))
+            if thread.is_alive():
+                log.warning("%s did not end with its context: a wait_free ignores it", thread.name)
 
 
 def _stopped(report: ShardReport, ctx: Context) -> bool:
@@ -345,6 +522,7 @@ class _ShardSweep(Generic[T]):
         self.token: int | None = None
         self.error: BaseException | None = None
         self.follow_ups: tuple[Partition, ...] = ()
+        self.denied: Partition | None = None
 
     def report(self) -> ShardReport:
         return ShardReport(
@@ -360,6 +538,7 @@ class _ShardSweep(Generic[T]):
             deferred=self.deferred,
             failed=self.failed,
             follow_ups=self.follow_ups,
+            denied=self.denied,
         )
 
     def sweep(self) -> ShardReport:
@@ -414,6 +593,8 @@ class _ShardSweep(Generic[T]):
             self.token = lease.token
             self.leased = tuple(lease.partitions)
             selected = _inside(items, keys, lease.partitions)
+            if len(selected) < len(items):
+                self.denied = _outside_span(keys, lease.partitions)
             size = self.s.batch_size
             for i in range(0, len(selected), size):
                 if lease.ctx.done():
@@ -433,6 +614,12 @@ class _ShardSweep(Generic[T]):
                         self.error = e
                     else:
                         log.warning("sweep of shard %s: another batch failed: %s", self.shard, e)
+
+
+def _outside_span(keys: list[int], parts: SortedPartitions) -> Partition | None:
+    """The span from the first to the last of ``keys`` (sorted) that no part holds."""
+    outside = [k for k in keys if not parts.contains_key(k)]
+    return Partition(outside[0], outside[-1] + 1) if outside else None
 
 
 def _inside(items: Sequence[T], keys: list[int], parts: SortedPartitions) -> list[T]:

@@ -81,7 +81,7 @@ def sweep(cfg: dict[str, Any]) -> int:
         errors.append(text)
         print(f"{name}: shard {report.shard}: {text}", file=sys.stderr, flush=True)
 
-    lessor = EtcdLessor(cfg["endpoints"], prefix=cfg["prefix"], holder=name, lease_reuse=0)
+    lessor = EtcdLessor(cfg["endpoints"], prefix=cfg["prefix"], holder=name)
     sweeper = Sweeper(
         lessor,
         cfg["section"],

@@ -6,20 +6,26 @@ The store is a SQLite file of rows; each child (``sweep_child.py``) sweeps it wi
 start, end)`` in the same transaction that marks the row done. From that log the test proves
 the issue's promise: every row was processed at least once, and no two holders processed one
 row at overlapping times (``lessor.history``), whatever the killed children were doing.
+
+Then, in one process, a sweeper whose shard was denied is shown to sweep it again as soon as
+etcd frees it (the etcd lessor's ``wait_free``), long before its round's pause would end.
 """
 
 from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lessor import Partition
+from lessor import Context, Partition, Sweeper, SweepStats
+from lessor.etcd import EtcdLessor
 from lessor.history import Holding, find_overlaps, find_token_inversions
 
 from . import conftest
@@ -29,7 +35,7 @@ ROWS = 600
 WORKERS = 4
 KILLED = 2
 KEY_SPACE_BYTES = 4
-LEASE_SECONDS = 2.0  # with lease_reuse=0 the etcd lease is ceil(2 + 0.2) = 3 s
+LEASE_SECONDS = 2.0  # the etcd lease is ceil(2 + 0.2) = 3 s, renewed while its process lives
 WORK = 0.01  # seconds of work per row: a batch of 8 takes 80 ms, time to be killed in
 
 
@@ -147,3 +153,148 @@ def test_killed_sweepers_lose_nothing_and_nobody_overlaps(
                 orphans += 1
     assert orphans > 0, f"the victims finished their batches before they were killed {context}"
     assert elapsed < 30, context
+
+
+# -- in one process: a denied shard is swept again as soon as etcd frees it ----------------------
+
+IDLE = 3600.0  # the pause after a round that processed nothing: what a re-sweep must beat
+
+
+class _Keys:
+    """Rows as a set of keys; ``process`` deletes them and sets an event per key."""
+
+    def __init__(self, keys: list[int]) -> None:
+        self._lock = threading.Lock()
+        self.keys = set(keys)
+        self.events = {k: threading.Event() for k in keys}
+        self.at: dict[int, float] = {}
+
+    def scan(self, ctx: Context, part: Partition) -> list[int]:
+        with self._lock:
+            return sorted(k for k in self.keys if k in part)
+
+    def process(self, ctx: Context, batch: Sequence[int]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.keys.difference_update(batch)
+        for k in batch:
+            self.at[k] = now
+            self.events[k].set()
+
+
+class _FirstShardFirst(random.Random):
+    def randrange(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+
+class _Counting(EtcdLessor):
+    """An EtcdLessor that counts the calls of wait_free, so a test can await the n-th."""
+
+    def __init__(self, endpoints: list[str], prefix: str) -> None:
+        super().__init__(endpoints, prefix=prefix)
+        self.calls = 0
+        self._called = threading.Condition()
+
+    def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        with self._called:
+            self.calls += 1
+            self._called.notify_all()
+        return super().wait_free(ctx, section_id, part)
+
+    def await_calls(self, n: int) -> bool:
+        with self._called:
+            return self._called.wait_for(lambda: self.calls >= n, timeout=60)
+
+
+def _run_in_thread(sweeper: Sweeper[int], ctx: Context) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(sweeper.run(ctx))
+        except BaseException as e:  # surfaced by the test
+            out.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def _stats(thread: threading.Thread, out: list[Any]) -> SweepStats:
+    thread.join(60)
+    assert not thread.is_alive(), "run did not end with its context"
+    (result,) = out
+    if isinstance(result, BaseException):
+        raise result
+    assert isinstance(result, SweepStats)
+    return result
+
+
+def test_a_partly_granted_shard_is_swept_again_when_etcd_sees_its_holder_give_back(
+    etcd_server: Any,
+) -> None:
+    keys = [0x8010, 0x8020, 0x8030]  # all in the second of two shards
+    rows = _Keys(keys)
+    prefix = f"/sweep-{uuid.uuid4().hex[:8]}/"
+    other = EtcdLessor(etcd_server.endpoints, prefix=prefix)
+    sweeping = _Counting(etcd_server.endpoints, prefix)
+    with other, sweeping:
+        sweeper = Sweeper(
+            sweeping,
+            "reminders",
+            Partition.universe(2),
+            shards=2,
+            scan=rows.scan,
+            process=rows.process,
+            idle_pause=IDLE,
+            rng=_FirstShardFirst(),
+        )
+        holder = other.lease("reminders", Partition(0x8020, 0x8021), 60)
+        holder.__enter__()
+        ctx = Context.background()
+        thread, out = _run_in_thread(sweeper, ctx)
+        try:
+            # Rounds 1 and 2 were denied 0x8020; the second wait began after round 2's sweep
+            # of the shard, and then run pauses for IDLE seconds unless a wait returns.
+            assert sweeping.await_calls(2)
+            assert rows.events[0x8010].is_set() and not rows.events[0x8020].is_set()
+            released = time.monotonic()
+            holder.__exit__(None, None, None)
+            assert rows.events[0x8020].wait(60), "the shard waited for its next round"
+        finally:
+            ctx.cancel()
+            stats = _stats(thread, out)
+    assert rows.at[0x8020] - released < IDLE / 60
+    assert stats.resweeps == 1
+    assert rows.keys == set()
+
+
+def test_a_denied_shard_is_swept_again_when_etcd_ends_an_overrunning_holders_lease(
+    etcd_server: Any,
+) -> None:
+    keys = [0x8010, 0x8020]
+    rows = _Keys(keys)
+    prefix = f"/sweep-{uuid.uuid4().hex[:8]}/"
+    other = EtcdLessor(etcd_server.endpoints, prefix=prefix)
+    sweeping = EtcdLessor(etcd_server.endpoints, prefix=prefix)
+    with other, sweeping:
+        sweeper = Sweeper(
+            sweeping,
+            "reminders",
+            Partition.universe(2),
+            shards=2,
+            scan=rows.scan,
+            process=rows.process,
+            idle_pause=IDLE,
+        )
+        ctx = Context.background()
+        # Its holder never gives it back in time: the lessor ends it at its deadline.
+        with other.lease("reminders", Partition(0x8000, 0xC000), 1.0) as dead:
+            thread, out = _run_in_thread(sweeper, ctx)
+            try:
+                assert rows.events[0x8020].wait(60), "the shard waited for its next round"
+            finally:
+                ctx.cancel()
+                _stats(thread, out)
+            assert min(rows.at.values()) >= dead.deadline
+    assert rows.keys == set()
