@@ -27,12 +27,12 @@ class Backend:
     expiry_bound: Callable[[float], float]
 
 
-# EtcdLessor's defaults: an etcd lease of ceil(dur + margin 0.2 + reuse 2.0) seconds; etcd's
-# expiry checker then takes up to another 0.5 s to delete it.
+# EtcdLessor's defaults: an etcd lease of ceil(dur + margin 0.2) seconds; etcd's expiry checker
+# then takes up to another 0.5 s to delete it.
 BACKENDS = [
     Backend("memory", deadline_slack=0.0, unit=0.2, expiry_bound=lambda dur: dur),
     Backend(
-        "etcd", deadline_slack=0.0, unit=1.0, expiry_bound=lambda dur: math.ceil(dur + 2.2) + 0.5
+        "etcd", deadline_slack=0.0, unit=1.0, expiry_bound=lambda dur: math.ceil(dur + 0.2) + 0.5
     ),
 ]
 

@@ -29,6 +29,7 @@ from lessor import (
     Lessor,
     Partition,
     SortedPartitions,
+    Unavailable,
     contract,
     fencing_token,
 )
@@ -538,3 +539,23 @@ def test_a_context_error_from_a_hook_after_ctx_ended_is_false_not_raised() -> No
 
     with pytest.raises(DeadlineExceeded, match="an RPC's own deadline"):
         Inner().wait_free(Context.background(), "s", P(0, 10))
+
+
+# -- a failed give-back --------------------------------------------------------------------------
+
+
+class FailingRelease(ThirdParty):
+    def _release(self, grant: Grant) -> None:
+        raise Unavailable("etcd did not answer; the lease ends at its expiry, 3.0s from now")
+
+
+def test_a_failed_release_is_one_warning_line_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("DEBUG", logger="lessor"), FailingRelease().lease("s", P(0, 10), 60):
+        pass
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    (warning,) = warnings
+    assert warning.exc_info is None and "\n" not in warning.getMessage()
+    assert "release failed: etcd did not answer" in warning.getMessage()
