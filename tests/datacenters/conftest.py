@@ -17,6 +17,10 @@ from .harness import Datacenters, Unsupported, unsupported_reason
 
 IN_CI = os.environ.get("CI", "").lower() in {"true", "1", "yes"}
 
+# As LocalEtcd and LocalEtcdCluster (and issue 11's targets): a leader is missed after 500 ms.
+HEARTBEAT_MS = 50
+ELECTION_MS = 500
+
 _summaries: list[str] = []
 
 
@@ -47,12 +51,13 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture
 def datacenters(tmp_path: Path) -> Iterator[Datacenters]:
-    """Three datacenters with one etcd member each, 5 ms one way between any two; deleted,
+    """Three datacenters with one etcd member each, 5 ms one way between any two, etcd tuned
+    as the project's local clusters are (:data:`HEARTBEAT_MS`, :data:`ELECTION_MS`); deleted,
     with every process, namespace and interface, whatever the test does."""
     reason = unsupported_reason()
     if reason is not None:
         _unavailable(reason)
-    dcs = Datacenters(tmp_path)
+    dcs = Datacenters(tmp_path, heartbeat_ms=HEARTBEAT_MS, election_ms=ELECTION_MS)
     try:
         dcs.start()  # closes what it made if it fails
     except Unsupported as e:

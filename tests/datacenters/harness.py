@@ -58,10 +58,11 @@ from typing import IO, Any
 
 from lessor.etcd.local import find_etcd_binary, tuning_flags
 
-__all__ = ["Datacenters", "NsProcess", "Unsupported", "unsupported_reason"]
+__all__ = ["HOLDER", "Datacenters", "NsProcess", "Sink", "Unsupported", "unsupported_reason"]
 
 AGENT = Path(__file__).with_name("dc_agent.py")
 WORKER = Path(__file__).parents[1] / "safety" / "worker.py"
+HOLDER = Path(__file__).with_name("dc_holder.py")
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
@@ -231,9 +232,15 @@ def _wait_for(condition: Any, timeout: float) -> bool:
     return True
 
 
+Sink = queue.Queue[tuple[str, str | None]]
+"""Lines of several programs on one queue: ``(program name, line)``, ``(name, None)`` at the
+end of a program's output."""
+
+
 class NsProcess:
     """One program in a namespace; killed by its pid. With ``interactive``, its stdout lines
-    arrive on a queue (read by a thread) and its stdin is ours; otherwise both go to ``log``."""
+    arrive on a queue (read by a thread; on ``sink`` if one is given, shared with other
+    programs) and its stdin is ours; otherwise both go to ``log``."""
 
     def __init__(
         self,
@@ -244,8 +251,10 @@ class NsProcess:
         *,
         interactive: bool,
         env: dict[str, str] | None = None,
+        sink: Sink | None = None,
     ) -> None:
         self.name = name
+        self._sink = sink
         self.log_path = log
         self._log: IO[bytes] = log.open("wb")
         self.proc = subprocess.Popen(
@@ -268,11 +277,19 @@ class NsProcess:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
+            if self._sink is not None:
+                self._sink.put((self.name, line.rstrip("\n")))
+            else:
+                self._lines.put(line.rstrip("\n"))
+        if self._sink is not None:
+            self._sink.put((self.name, None))
+        else:
+            self._lines.put(None)
 
     def expect(self, timeout: float) -> str:
-        """The next line the program prints; fails if none comes within ``timeout``."""
+        """The next line the program prints; fails if none comes within ``timeout`` (not
+        for a program whose lines go to a sink)."""
+        assert self._sink is None, f"{self.name}'s lines go to a sink"
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
@@ -586,19 +603,25 @@ class Datacenters:
 
     # -- workers and faults -----------------------------------------------------------------
 
-    def start_worker(self, j: int, config: dict[str, Any]) -> NsProcess:
-        """A ``tests/safety/worker.py`` in datacenter ``j``; it has printed "ready" on return."""
+    def start_worker(
+        self, j: int, config: dict[str, Any], *, program: Path = WORKER, sink: Sink | None = None
+    ) -> NsProcess:
+        """A worker ``program`` (``tests/safety/worker.py`` unless said) in datacenter ``j``,
+        given ``config`` as JSON. Without a ``sink`` it has printed "ready" on return; with
+        one, its lines (that one too) go to the sink."""
         dc = self.dcs[j]
         worker = NsProcess(
             f"{dc.name} worker {config['worker']}",
             dc.ns,
-            [sys.executable, str(WORKER), json.dumps(config)],
+            [sys.executable, str(program), json.dumps(config)],
             self.workdir / f"{dc.name}-worker-{config['worker']}.log",
             interactive=True,
+            sink=sink,
         )
         dc.workers.append(worker)
-        line = worker.expect(self.startup_timeout)
-        assert line == "ready", f"{worker.name} said {line!r}; log:\n{worker.log_tail()}"
+        if sink is None:
+            line = worker.expect(self.startup_timeout)
+            assert line == "ready", f"{worker.name} said {line!r}; log:\n{worker.log_tail()}"
         return worker
 
     def cut(self, k: int) -> float:

@@ -70,10 +70,26 @@ def test_demo_sweeps_through_a_datacenter_loss_with_no_double_processing(tmp_pat
     # Both faults happened, and both recoveries were measured.
     assert re.search(r"FAULT: dc-\w lost: its 2 workers SIGKILLed", out), out
     assert re.search(r"FAULT: etcd leader m\d .* killed", out), out
-    assert re.search(r"workers SIGKILLed\s+\d+\.\d s ", out), out
-    assert re.search(r"etcd leader m\d killed\s+\d+\.\d s ", out), out
+    # Issue 11's targets, with the demo's 3 s leases: the lost datacenter's reminders are all
+    # processed elsewhere within 8 s of the kill, and the leader's loss costs at most 1.5 s.
+    lost, lost_target = recovery(r"dc-\w's 2 workers SIGKILLed", out)
+    leader, leader_target = recovery(r"etcd leader m\d killed", out)
+    print(f"\ndemo: the lost datacenter's reminders done {lost:.2f}s after the kill (target "
+          f"{lost_target:g}s); the first lease after the leader's kill {leader:.2f}s after it "
+          f"(target {leader_target:g}s)")  # fmt: skip
+    assert (lost_target, leader_target) == (8.0, 1.5), out
+    assert lost <= 8.0, f"the lost datacenter's reminders took {lost:.2f}s, target 8 s:\n{out}"
+    assert leader <= 1.5, f"the leader's loss took {leader:.2f}s, target 1.5 s:\n{out}"
+    assert "MISSED" not in out
     assert "OK: every reminder processed" in out
     assert_cleaned_up(tmp_path)
+
+
+def recovery(fault: str, out: str) -> tuple[float, float]:
+    """The recovery time the end table shows after ``fault`` (a pattern), and its target."""
+    match = re.search(rf"{fault}\s+(\d+\.\d\d) s\s+(\d+(?:\.\d+)?) s ", out)
+    assert match, f"no recovery figure for {fault!r} in:\n{out}"
+    return float(match.group(1)), float(match.group(2))
 
 
 @pytest.mark.slow

@@ -236,7 +236,8 @@ def _main(state: _Run) -> int:
                 state.problems.append(f"worker {w.dc}/{w.name} exited with status {code}: "
                                       f"{w.tail(3)}")  # fmt: skip
         verdict = judge(store, state.faults, started=started, ended=ended, dcs=list(DCS),
-                        died=state.died, section_id=args.section)  # fmt: skip
+                        died=state.died, section_id=args.section,
+                        lease_seconds=args.lease_seconds)  # fmt: skip
         verdict.problems.extend(state.problems)
     finally:
         store.close()

@@ -50,11 +50,13 @@ def render(
         _row("writes refused by the fence", [f"{v.rejected:,}"]),
     ]
     if v.recoveries:
-        lines += ["", "time to recover after each fault"]
+        lines += ["", _row("time to recover after each fault", ["took", "target"])]
         for r in v.recoveries:
-            took = "not recovered" if r.seconds is None else f"{r.seconds:.1f} s"
+            took = "not recovered" if r.seconds is None else f"{r.seconds:.2f} s"
+            aim = "" if r.target is None else f"{r.target:g} s"
+            note = f"MISSED: {r.note}" if r.target is not None and r.missed else r.note
             what = f"t={r.fault.at - started:.1f}s {r.fault.detail}"
-            lines.append(f"  {what:<{_LABEL - 2}}{took:>12}   {r.note}")
+            lines.append(f"  {what:<{_LABEL - 2}}{took:>12}{aim:>12}   {note}")
         lines += [
             "  (a datacenter's loss: from the kill until every reminder left in the ranges its "
             "workers held was processed",

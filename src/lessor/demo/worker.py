@@ -45,7 +45,12 @@ log = logging.getLogger("lessor.demo.worker")
 
 
 class RecordingLessor(Lessor):
-    """Leases from ``inner``, logging each grant and give-back in the store."""
+    """Leases from ``inner``, logging each grant and give-back in the store.
+
+    :meth:`wait_free` is ``inner``'s own (for etcd, a watch on the section's holders), so the
+    sweeper retries a denied range as soon as it frees, not after the contract's polling
+    default's back-off.
+    """
 
     backend = "etcd"
 
@@ -54,6 +59,13 @@ class RecordingLessor(Lessor):
         self._store = store
         self._worker = worker
         self._dc = dc
+
+    @property
+    def max_duration(self) -> float:
+        return self._inner.max_duration
+
+    def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        return self._inner.wait_free(ctx, section_id, part)
 
     def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
         requested = time.monotonic()
