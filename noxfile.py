@@ -81,6 +81,14 @@ def safety(session: nox.Session) -> None:
         "no:randomly",
         env={"LESSOR_MODEL_EXAMPLES": examples},
     )
+    # The same model with renewals and the reaper: each example costs more, so a third as many.
+    session.run(
+        "pytest",
+        "tests/test_renewal_model.py",
+        "-p",
+        "no:randomly",
+        env={"LESSOR_MODEL_EXAMPLES": str(max(1, int(examples) // 3))},
+    )
 
 
 @nox.session

@@ -94,7 +94,7 @@ class World:
             if isinstance(op, Wait):
                 self.clock.advance(op.seconds)
                 continue
-            if not isinstance(op, GiveBack):
+            if not isinstance(op, (GiveBack, RetireLease)):  # those two call etcd only to revoke
                 self.transport.fault = faults.pop(0) if faults else "ok"
             try:
                 result = self.section.perform(op)
@@ -144,29 +144,49 @@ def test_release_of_the_last_user_of_a_retired_lease_only_gives_it_back() -> Non
 
 
 def test_a_failed_delete_is_tried_again_on_the_next_endpoint() -> None:
+    """The first failure retires the lease at once (no renewal may extend the marker while
+    the tries go on); the next tries go to the next endpoints."""
     world = World()
     lease = world.lease()
     assert world.swap(lease, "ok")
     held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
     ops, error = world.drive(core.release(held, world.config), faults=["dropped", "lost"])
-    assert (ops, error) == ([DeleteMarker, Wait, DeleteMarker, Wait, DeleteMarker, GiveBack], None)
-    assert world.held() == [] and not lease.retired
+    assert error is None
+    assert ops == [DeleteMarker, RetireLease, Wait, DeleteMarker, Wait, DeleteMarker, GiveBack]
+    assert world.held() == [] and lease.retired
+    assert lease.id not in world.etcd.leases  # retired, and its last user gave it back
 
 
-def test_a_delete_that_fails_until_the_release_timeout_retires_the_lease_then_raises() -> None:
-    """A renewal of the shared lease would keep the undeleted marker alive: the lease is
-    retired (never renewed again), given back, and the error says when the ranges come free."""
+def test_a_delete_that_fails_until_the_release_timeout_is_made_good_by_the_revoke() -> None:
+    """The lease is retired at the first failure; its last user gives it back, which revokes
+    it, and the marker goes with it: nothing to report."""
     world = World()
     lease = world.lease()
     assert world.swap(lease, "ok")
     held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
     start = world.clock()
     ops, error = world.drive(core.release(held, world.config), faults=["dropped"] * 100)
-    assert ops[-2:] == [RetireLease, GiveBack] and ops.count(DeleteMarker) > 2
+    assert ops[:2] == [DeleteMarker, RetireLease] and ops.count(RetireLease) == 1
+    assert ops[-1] == GiveBack and ops.count(DeleteMarker) > 2
     assert world.clock() - start <= world.config.release_timeout
+    assert error is None
+    assert world.held() == [] and lease.revoked and lease.id not in world.etcd.leases
+    assert world.pool.take(world.clock() + 1.0, 1.0, "next") is not lease
+
+
+def test_a_delete_that_fails_on_a_lease_still_in_use_retires_it_then_raises() -> None:
+    """A renewal of the shared lease would keep the undeleted marker alive: the lease is
+    retired (never renewed again), given back, and the error says when the ranges come free."""
+    world = World()
+    lease = world.lease()
+    assert world.pool.take(world.clock() + 1.0, 1.0, "another acquisition") is lease
+    assert world.swap(lease, "ok")
+    held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
+    ops, error = world.drive(core.release(held, world.config), faults=["dropped"] * 100)
+    assert ops[:2] == [DeleteMarker, RetireLease] and ops[-1] == GiveBack
     assert isinstance(error, Unavailable) and "stay held until etcd lease" in str(error)
     assert "\n" not in str(error)
-    assert lease.retired  # its revoke was refused too: it ends at its TTL
+    assert lease.retired and not lease.revoked and lease.users == 1
     assert world.held() == [held.owner]  # etcd still shows it; this process does not
     assert world.known.live(world.section.txns.read(1.0)) == []
     assert world.pool.take(world.clock() + 1.0, 1.0, "next") is not lease
@@ -200,7 +220,8 @@ def test_an_expire_that_cannot_delete_retires_the_lease() -> None:
     assert world.swap(lease, "ok")
     held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
     ops, error = world.drive(core.expire(held, world.config), faults=["dropped"] * 100)
-    assert ops[-1] == RetireLease and error is None and lease.retired
+    assert ops[:2] == [DeleteMarker, RetireLease] and ops[-1] == DeleteMarker
+    assert error is None and lease.retired
 
 
 # -- clean_up ----------------------------------------------------------------------------------
@@ -215,6 +236,8 @@ def abandoned(world: World, lease: EtcdLease) -> Owner:
 def test_a_tombstone_retried_after_a_lost_reply_stays_a_tombstone() -> None:
     world = World()
     lease = world.lease()
+    # Another acquisition rides on the lease: retired by the failure, it lives on for it.
+    assert world.pool.take(world.clock() + 1.0, 1.0, "another acquisition") is lease
     assert not world.swap(lease, "delayed")  # sent; etcd applies it later
     owner = abandoned(world, lease)
 
@@ -224,7 +247,7 @@ def test_a_tombstone_retried_after_a_lost_reply_stays_a_tombstone() -> None:
 
     steps = core.clean_up(world.known, owner, lease, world.config)
     ops, error = world.drive(steps, faults=["lost", "ok"], at=before)
-    assert (ops, error) == ([Tombstone, Wait, Tombstone, GiveBack], None)
+    assert (ops, error) == ([Tombstone, RetireLease, Wait, Tombstone, GiveBack], None)
     assert world.marker(owner) == TOMBSTONE
     world.etcd.apply_delayed(0)  # the late swap arrives: its "marker absent" compare fails
     assert world.held() == []
@@ -239,7 +262,7 @@ def test_a_delayed_swap_cannot_commit_once_the_tombstones_lease_is_revoked() -> 
     owner = abandoned(world, lease)
     ops, error = world.drive(core.clean_up(world.known, owner, lease, world.config),
                              faults=["lost"])  # fmt: skip
-    assert (ops, error) == ([Tombstone, Wait, Tombstone, GiveBack], None)
+    assert (ops, error) == ([Tombstone, RetireLease, Wait, Tombstone, GiveBack], None)
     assert lease.id not in world.etcd.leases and world.marker(owner) is None
     world.etcd.apply_delayed(0)  # its put names a lease etcd no longer has: refused whole
     assert world.held() == [] and world.section.txns.read(1.0).entries == ()
@@ -263,5 +286,5 @@ def test_a_committed_abandoned_swap_stays_dead_when_the_tombstones_reply_is_lost
     owner = abandoned(world, lease)
     ops, error = world.drive(core.clean_up(world.known, owner, lease, world.config),
                              faults=["lost", "ok"])  # fmt: skip
-    assert (ops, error) == ([Tombstone, Wait, Tombstone, GiveBack], None)
+    assert (ops, error) == ([Tombstone, RetireLease, Wait, Tombstone, GiveBack], None)
     assert world.held() == [], "the abandoned entry holds its ranges again"

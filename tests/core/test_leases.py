@@ -12,8 +12,9 @@ Proven here (margin 0.2 s; the fake clock moves only when told):
   acquisition after a long one gets a lease of its own, and the other way round; when etcd
   grants more than asked (its minimum TTL), acquisitions may share up to that;
 * a lease is never renewed once retired (a marker on it must die with it), nor once the local
-  view says it expired; a renewal that etcd answers "not found" retires it and grants a new
-  one; a renewal that fails leaves the user count as it was and raises;
+  view says it expired; a renewal that returns after the lease was retired is not used;
+  retiring an idle lease revokes it; a renewal that etcd answers "not found" retires it and
+  grants a new one; a renewal that fails leaves the user count as it was and raises;
 * a superseded lease is retired and revoked once its last user gives it back (at once if it
   has none); an expired one is not revoked by a call; ``close`` retires the current one;
 * ``retire``: a lease is never handed out again, and giving back one etcd no longer knows is
@@ -161,11 +162,39 @@ def test_leases_etcd_made_longer_than_asked_are_shared_up_to_that() -> None:
 def test_a_retired_lease_is_never_renewed(etcd: Etcd) -> None:
     pool = etcd.pool()
     first = etcd.take(pool, 2.5)
-    pool.retire(first)  # e.g. a marker on it could not be deleted
+    pool.retire(first, TIMEOUT)  # e.g. a marker on it could not be deleted
     etcd.clock.advance(1.0)
     second = etcd.take(pool, 2.5)
     assert second is not first and etcd.renewals == 0
     assert etcd.model.leases[first.id].expiry == first.expiry  # it ends at its TTL
+
+
+def test_retiring_an_idle_lease_revokes_it(etcd: Etcd) -> None:
+    pool = etcd.pool()
+    first = etcd.take(pool, 2.5)
+    pool.give_back(first, TIMEOUT)  # idle, still current
+    assert etcd.alive(first)
+    pool.retire(first, TIMEOUT)
+    assert not etcd.alive(first) and first.revoked
+
+
+def test_a_renewal_that_returns_after_a_retire_is_not_used(etcd: Etcd) -> None:
+    """A renewal on its way when another thread retires the lease may land after it; the
+    acquisition that sent it gets a new lease rather than attach to the retired one."""
+    pool = etcd.pool()
+    first = etcd.take(pool, 2.5)
+    etcd.clock.advance(1.0)
+    sent = etcd.keep_alive
+
+    def retire_meanwhile(lease_id: int, timeout: float, what: str) -> int:
+        ttl = sent(lease_id, timeout, what)
+        pool.retire(first, TIMEOUT)  # a release's delete of a marker on it failed
+        return ttl
+
+    etcd.keep_alive = retire_meanwhile  # type: ignore[method-assign]
+    second = etcd.take(pool, 2.5)
+    assert second is not first and first.retired and first.users == 1
+    assert second.users == 1 and not second.retired
 
 
 def test_a_lease_that_expired_locally_is_not_renewed(etcd: Etcd) -> None:
@@ -241,7 +270,7 @@ def test_a_retired_lease_is_never_handed_out_again(etcd: Etcd) -> None:
     pool = etcd.pool()
     first = etcd.take(pool, 1.0)
     etcd.transport.lease("LeaseRevoke", etcd.rpc.LeaseRevokeRequest(ID=first.id), 1.0, "test")
-    pool.retire(first)  # the core learned that etcd no longer knows it
+    pool.retire(first, TIMEOUT)  # the core learned that etcd no longer knows it
     second = etcd.take(pool, 1.0)
     assert second is not first
     pool.give_back(first, TIMEOUT)  # a revoke that etcd answers "not found": quiet

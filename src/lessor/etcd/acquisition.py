@@ -2,8 +2,9 @@
 
 ``core.py`` decides and yields operations (``ops.py``); :class:`Section` performs them for one
 section over gRPC (``state.py``, ``leases.py``), on the calling thread, or on a thread of its
-own for a :class:`~lessor.etcd.ops.CleanUp`. Nothing here decides anything: a failure of an
-operation is thrown back into the core, which knows what it means.
+own for a :class:`~lessor.etcd.ops.CleanUp` (:class:`CleanUps` keeps those threads, so that
+closing a lessor can wait for them). Nothing here decides anything: a failure of an operation
+is thrown back into the core, which knows what it means.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,24 +34,80 @@ from lessor.etcd.ops import (
     Swap,
     TakeLease,
     Tombstone,
+    Track,
     Wait,
 )
+from lessor.etcd.reaper import Reaper
 from lessor.etcd.state import SectionTxns
 from lessor.etcd.transport import Transport
 
-__all__ = ["Section"]
+__all__ = ["CleanUps", "Section"]
 
 log = logging.getLogger("lessor")
+
+
+class CleanUps:
+    """The clean-up threads of one lessor: started on demand, waited for when it closes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[threading.Thread] = set()
+
+    def start(self, run: Callable[[], None]) -> None:
+        """Run ``run`` on a thread of its own; on this one if no thread can be started (the
+        process is out of threads): a clean-up is never dropped."""
+
+        def body() -> None:
+            try:
+                run()
+            finally:
+                with self._lock:
+                    self._running.discard(threading.current_thread())
+
+        thread = threading.Thread(target=body, name="lessor clean-up", daemon=True)
+        with self._lock:
+            self._running.add(thread)
+        try:
+            thread.start()
+        except RuntimeError:  # "can't start new thread"
+            with self._lock:
+                self._running.discard(thread)
+            run()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the running clean-ups; whether all ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                running = next(iter(self._running), None)
+            if running is None:
+                return True
+            running.join(max(0.0, deadline - time.monotonic()))
+            if running.is_alive():
+                return False
 
 
 class Section:
     """What a lessor keeps per section: its Txns, what it knows of it, and its gate."""
 
-    def __init__(self, transport: Transport, keys: SectionKeys, pool: LeasePool) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        keys: SectionKeys,
+        pool: LeasePool,
+        *,
+        reaper: Reaper | None = None,
+        clean_ups: CleanUps | None = None,
+    ) -> None:
+        """``reaper`` ends grants still held at their deadlines (without one, as in tests of
+        the core, an overrun ends at its release); ``clean_ups`` runs clean-ups (a lessor's
+        sections share one)."""
         self.txns = SectionTxns(transport, keys)
         self.known = Known(keys)
         self.gate: Gate[core.Member] = Gate(lambda m: m.settled)
         self._pool = pool
+        self._reaper = reaper
+        self._clean_ups = clean_ups if clean_ups is not None else CleanUps()
         self._handlers = self._handle()
 
     @property
@@ -106,8 +164,9 @@ class Section:
             TakeLease: lambda op: pool.take(op.until, op.timeout, op.what, users=op.users),
             GiveBack: lambda op: pool.give_back(op.lease, op.timeout),
             DeleteMarker: lambda op: txns.delete_marker(op.owner.lease, op.owner.seq, op.timeout),
-            RetireLease: lambda op: pool.retire(op.lease),
+            RetireLease: lambda op: pool.retire(op.lease, op.timeout),
             Tombstone: lambda op: txns.abandon(op.owner.lease, op.owner.seq, op.timeout),
+            Track: self._track,
             Wait: self._wait,
             CleanUp: self._clean_up,
         }
@@ -117,10 +176,13 @@ class Section:
         ctx = op.wakes_on if isinstance(op.wakes_on, Context) else Context.background()
         ctx.wait(op.seconds)  # wakes early when the caller cancels
 
+    def _track(self, op: Track) -> None:
+        if self._reaper is not None:
+            self._reaper.watch(op.held)
+
     def _clean_up(self, op: CleanUp) -> None:
-        threading.Thread(
-            target=self._drive_quietly, args=(op.steps,), name="lessor clean-up", daemon=True
-        ).start()
+        steps = op.steps
+        self._clean_ups.start(lambda: self._drive_quietly(steps))
 
     def _drive_quietly(self, steps: Steps) -> None:
         try:

@@ -69,6 +69,7 @@ from lessor.etcd.ops import (
     Swap,
     TakeLease,
     Tombstone,
+    Track,
     Wait,
 )
 from lessor.etcd.plan import Plan
@@ -381,7 +382,7 @@ def _lease_gone(
     for m in members:
         m.last_failure = error
         if not m.settled and m.lease is not None:
-            yield RetireLease(m.lease)
+            yield RetireLease(m.lease, config.rpc_timeout)
             if m.lost_at is not None:
                 yield from _abandon(known, m, config)
             else:
@@ -531,11 +532,14 @@ def _finish(known: Known, m: Member, grant: Grant, config: Config) -> Steps:
     """Settle ``m`` with ``grant``. An empty grant needs no etcd lease; if an earlier swap of
     ``m`` may still commit, it is abandoned rather than left to hold ranges nobody uses."""
     m.grant = grant
-    if grant.handle is None:
-        if m.ambiguous:
-            yield from _abandon(known, m, config)
-        else:
-            yield from _give_back(m, config)
+    if isinstance(grant.handle, Held):
+        # From here on, whatever becomes of the caller (an exception on its way out of the
+        # acquisition, a release that never comes), the marker ends at the deadline.
+        yield Track(grant.handle)
+    elif m.ambiguous:
+        yield from _abandon(known, m, config)
+    else:
+        yield from _give_back(m, config)
 
 
 def fail(known: Known, m: Member, error: BaseException, config: Config) -> Steps:
@@ -585,37 +589,38 @@ def clean_up(known: Known, owner: Owner, lease: EtcdLease, config: Config) -> St
     gave up (a leader that kept it in its log commits it when quorum returns), so keep trying
     while the etcd lease lives."""
     try:
-        cleared = yield from _tombstone(known, owner, lease, config)
+        yield from _tombstone(known, owner, lease, config)
     finally:
         known.abandoned.discard(owner)
-    if not cleared:  # whatever the swap wrote must end with the lease: renew it no more
-        yield RetireLease(lease)
     yield GiveBack(lease, config.rpc_timeout)
 
 
 def _tombstone(known: Known, owner: Owner, lease: EtcdLease, config: Config) -> Steps:
-    """Returns whether ``owner`` is known to hold nothing."""
-    try:
-        while True:
-            try:
-                yield Tombstone(owner, config.rpc_timeout)
-                return True
-            except LeaseNotFound:
-                return True  # the etcd lease is gone: so is anything the swap wrote
-            except RetryableRpc as e:
-                if config.clock() + CLEAN_UP_PAUSE >= lease.expiry:
-                    log.warning(
-                        "section=%r: could not clear an abandoned acquisition before its etcd "
-                        "lease expires (which frees it): %s",
-                        known.keys.section_id,
-                        e,
-                    )
-                    return False
-            yield Wait(CLEAN_UP_PAUSE)
-    except LessorError as e:
-        log.warning("section=%r: could not clear an abandoned acquisition (it ends with its "
-                    "etcd lease): %s", known.keys.section_id, e)  # fmt: skip
-        return False
+    """Tombstone ``owner``, trying again while the etcd lease lives. After the first failure
+    the lease is retired: whatever the swap wrote must end with it, and a renewal for another
+    acquisition would otherwise keep it alive (and keep this loop going) indefinitely."""
+    while True:
+        try:
+            yield Tombstone(owner, config.rpc_timeout)
+            return
+        except LeaseNotFound:
+            return  # the etcd lease is gone: so is anything the swap wrote
+        except RetryableRpc as e:
+            failure: Exception = e
+        except LessorError as e:
+            failure = e
+        yield RetireLease(lease, config.rpc_timeout)
+        if isinstance(failure, LessorError) or config.clock() + CLEAN_UP_PAUSE >= lease.expiry:
+            log.warning(
+                "section=%r: could not clear an abandoned acquisition; it ends with its etcd "
+                "lease %x, %.1fs from now at most: %s",
+                known.keys.section_id,
+                lease.id,
+                max(0.0, lease.expiry - config.clock()),
+                failure,
+            )
+            return
+        yield Wait(CLEAN_UP_PAUSE)
 
 
 def release(held: Held, config: Config) -> Steps:
@@ -636,8 +641,6 @@ def release(held: Held, config: Config) -> Steps:
     try:
         if ends_marker and not by_revoke:
             failure = yield from _delete_marker(held, config)
-            if failure is not None:
-                yield RetireLease(lease)
     except GeneratorExit:
         raise
     except BaseException as e:  # the thread's own (KeyboardInterrupt, ...): delete it apart
@@ -652,6 +655,8 @@ def release(held: Held, config: Config) -> Steps:
             yield CleanUp(_delete_quietly(held, config))  # the revoke may not have been sent
         raise
     if isinstance(failure, (LessorError, *RETRYABLE)):
+        if revoked is True and lease.revoked:
+            return  # the retired lease's last user gave it back: the marker went with it
         raise _undeleted(held, failure, config)
     if failure is not None:
         raise failure
@@ -674,26 +679,35 @@ def expire(held: Held, config: Config) -> Steps:
     held.known.release(held.owner)
     failure = yield from _delete_marker(held, config)
     if failure is not None:
-        yield RetireLease(held.lease)
         log.warning("%s", _undeleted(held, failure, config))
 
 
 def _delete_marker(held: Held, config: Config) -> Steps:
     """Delete ``held``'s marker, trying the next etcd endpoint after each failure, until the
     release timeout runs out. Returns None, or the error that ended the tries: etcd's
-    permanent refusal, or the last of the failures."""
+    permanent refusal, or the last of the failures.
+
+    The first failure retires the etcd lease at once, not after the last: from then on no
+    renewal (for this process's next acquisitions) extends the marker, so if the tries all
+    fail it ends at the lease's TTL as it stood then. (A renewal already on its way may still
+    land: see :meth:`~lessor.etcd.leases.LeasePool.take`.)"""
     give_up_at = config.clock() + config.release_timeout
     pause = RELEASE_PAUSE
+    retired = False
     while True:
         timeout = _call_timeout(give_up_at - config.clock(), config)
         try:
             yield DeleteMarker(held.owner, timeout)
             return None
         except RetryableRpc as e:
-            if config.clock() + pause + MIN_CALL_TIME > give_up_at:
-                return e
+            failure: Exception = e
         except LessorError as e:
-            return e
+            failure = e
+        if not retired:
+            retired = True
+            yield RetireLease(held.lease, config.release_timeout)
+        if isinstance(failure, LessorError) or config.clock() + pause + MIN_CALL_TIME > give_up_at:
+            return failure
         yield Wait(pause)
         pause = min(2 * pause, 0.25)
 
@@ -740,7 +754,6 @@ def give_up(known: Known, gate: Gate[Member], waiter: Waiter[Member], config: Co
 def _delete_quietly(held: Held, config: Config) -> Steps:
     failure = yield from _delete_marker(held, config)
     if failure is not None:
-        yield RetireLease(held.lease)
         log.warning("%s", _undeleted(held, failure, config))
 
 

@@ -26,6 +26,10 @@ deadline. The lessor deletes an overrunning holder's marker at its deadline
 did not answer) *retires* its lease: it is never renewed nor handed out again, so it ends at
 its TTL and takes that marker with it.
 
+A renewal sent before the lease was retired can still land after it: a marker that could not
+be deleted then lives at most one TTL past that renewal's timeout, never longer, since nothing
+renews a retired lease again.
+
 **The local expiry.** A lease's expiry as seen here is ``t0 + TTL``, with ``t0`` read from the
 monotonic clock *before* the grant or the renewal was sent and the TTL that etcd's reply
 carried; etcd starts its countdown later, so the local view always ends first.
@@ -146,14 +150,19 @@ class LeasePool:
         try:
             ttl = self._transport.keep_alive(lease.id, timeout, what)
         except LeaseNotFound:
-            self.retire(lease)
+            self.retire(lease, timeout)
             return False
         with self._lock:
             if t0 + ttl > lease.expiry:
                 lease.t0, lease.ttl = t0, ttl
+            if lease.retired:
+                # Retired while the renewal was on its way: it may have landed after, and kept
+                # a marker that must die with the lease alive for one more TTL (the bound the
+                # module states). Nothing new attaches to it.
+                return False
             if until + self._margin <= lease.expiry:
                 return True
-        self.retire(lease)  # etcd renewed it for less than its TTL: it never should
+        self.retire(lease, timeout)  # etcd renewed it for less than its TTL: it never should
         return False
 
     def _grant(self, ttl: int, until: float, timeout: float, what: str, users: int) -> EtcdLease:
@@ -189,14 +198,14 @@ class LeasePool:
             idle = lease.users == 0 and lease.retired
         return self._revoke(lease, timeout) if idle else True
 
-    def retire(self, lease: EtcdLease) -> None:
+    def retire(self, lease: EtcdLease, timeout: float) -> None:
         """Never hand ``lease`` out nor renew it again: etcd no longer knows it, or a marker
-        on it could not be deleted and must die with it. It ends at its expiry, or when its
-        last user gives it back (which revokes it)."""
+        on it could not be deleted and must die with it. It is revoked now if nobody uses it,
+        else when its last user gives it back; failing that, it ends at its expiry."""
         with self._lock:
-            lease.retired = True
             if self._current is lease:
                 self._current = None
+        self._retire_and_revoke(lease, timeout)
 
     def _retire_and_revoke(self, lease: EtcdLease, timeout: float) -> None:
         with self._lock:

@@ -33,8 +33,9 @@ from typing import Any
 
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
+from lessor.errors import LessorError
 from lessor.etcd import core
-from lessor.etcd.acquisition import Section
+from lessor.etcd.acquisition import CleanUps, Section
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
@@ -159,6 +160,8 @@ class EtcdLessor(Lessor):
         self._sections: OrderedDict[str, Section] = OrderedDict()
         self._seq = 0
         self._reaper = Reaper(self._expire)
+        self._clean_ups = CleanUps()
+        self._closed = False
 
     @property
     def max_duration(self) -> float:
@@ -178,6 +181,7 @@ class EtcdLessor(Lessor):
     # -- Lessor ------------------------------------------------------------------------------
 
     def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
+        self._check_open()
         now = time.monotonic()
         until = now + dur
         if ctx.deadline is not None:
@@ -210,18 +214,17 @@ class EtcdLessor(Lessor):
             raise
         if member.error is not None:
             raise member.error
-        grant = member.grant
-        assert grant is not None
-        if isinstance(grant.handle, core.Held):
-            self._reaper.watch(grant.handle)  # ended at its deadline if still held then
-        return grant
+        assert member.grant is not None  # tracked by the reaper already (core.Track)
+        return member.grant
 
     def _section(self, section_id: str) -> Section:
         """The section's state, made if need be (under the lessor's lock)."""
         section = self._sections.get(section_id)
         if section is None:
             keys = SectionKeys.of(self._prefix, section_id)
-            section = self._sections[section_id] = Section(self._transport, keys, self._pool)
+            section = self._sections[section_id] = Section(
+                self._transport, keys, self._pool, reaper=self._reaper, clean_ups=self._clean_ups
+            )
         else:
             self._sections.move_to_end(section_id)
         return section
@@ -266,6 +269,7 @@ class EtcdLessor(Lessor):
         """A read of the section, then a watch on its markers (:mod:`lessor.etcd.watch`)."""
         from lessor.etcd.watch import wait_free  # noqa: PLC0415  (only this method's import)
 
+        self._check_open()
         keys = SectionKeys.of(self._prefix, section_id)
         return wait_free(ctx, self._transport, keys, part, rpc_timeout=self._rpc_timeout)
 
@@ -277,9 +281,22 @@ class EtcdLessor(Lessor):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LessorError(f"the etcd lessor for {self._prefix!r} is closed")
+
     def close(self) -> None:
-        """Revoke this lessor's idle etcd lease and close its connections."""
+        """Refuse new acquisitions; stop ending overruns at their deadlines (leases still held
+        end at their release, or with their etcd lease); wait up to ``release_timeout`` for
+        clean-ups under way; revoke this lessor's idle etcd lease; close its connections."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self._reaper.close()
+        if not self._clean_ups.join(self._release_timeout):
+            log.info("closing an etcd lessor before its clean-ups ended (what they were "
+                     "clearing ends with its etcd lease)")  # fmt: skip
         self._pool.close(self._rpc_timeout)
         self._transport.close()
 

@@ -24,7 +24,7 @@ __all__ = [
     "Check",
     "CleanUp",
     "DeleteMarker",
-        "GiveBack",
+    "GiveBack",
     "Op",
     "Read",
     "RetireLease",
@@ -32,6 +32,7 @@ __all__ = [
     "Swap",
     "TakeLease",
     "Tombstone",
+    "Track",
     "Wait",
 ]
 
@@ -88,9 +89,17 @@ class GiveBack:
 @dataclass(frozen=True, slots=True)
 class RetireLease:
     """Never hand ``lease`` out nor renew it again: etcd no longer knows it, or a marker on it
-    could not be deleted and must end with it (``leases.py``)."""
+    could not be deleted and must end with it (``leases.py``). An idle lease is revoked."""
 
     lease: EtcdLease
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """End ``held`` at its deadline if it is still held then (``reaper.py``). Result: None."""
+
+    held: Any  # a core.Held (core imports this module)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +142,7 @@ Op = (
     | RetireLease
     | DeleteMarker
     | Tombstone
+    | Track
     | Wait
     | CleanUp
 )

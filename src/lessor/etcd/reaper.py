@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ TICK = 0.05
 """The reaper's thread wakes at most this often (seconds): the most a grant's end is late."""
 
 _MIN_COMPACTION = 1024
+
+log = logging.getLogger("lessor")
 
 
 class Reaper:
@@ -57,7 +60,7 @@ class Reaper:
                 self._heap = [e for e in self._heap if not e[2].ended.claimed]
                 heapq.heapify(self._heap)
                 self._compact_at = max(_MIN_COMPACTION, 2 * len(self._heap))
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lessor reaper", daemon=True)
                 self._thread.start()
             elif held.until < self._wakes_at:
@@ -86,8 +89,19 @@ class Reaper:
                         self._wake.wait()
                     self._wakes_at = float("inf")
                     continue
-            for held in due:
-                self._expire(held)
+            for n, held in enumerate(due):
+                try:
+                    self._expire(held)
+                except Exception:
+                    # Not lost: back in the heap, tried again a tick later. This thread
+                    # must not die of it, or no later overrun would end at its deadline.
+                    log.warning("could not end an overrun lease at its deadline; trying "
+                                "again", exc_info=True)  # fmt: skip
+                    with self._wake:
+                        for again in due[n:]:
+                            heapq.heappush(self._heap, (again.until, next(self._order), again))
+                        self._wake.wait(TICK)  # close() wakes it
+                    break
 
     def close(self) -> None:
         """Stop the thread; grants still held are left to their release or their etcd lease."""

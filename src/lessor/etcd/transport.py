@@ -564,6 +564,7 @@ class Channels:
         # the first; "given": start on the first (e.g. the member in the caller's datacenter).
         self._index = random.randrange(len(self._endpoints)) if endpoint_order == "random" else 0
         self._channels: dict[str, tuple[grpc.Channel, Any, Any, Any, Any]] = {}
+        self._closed = False
         self._token: str | None = None
         # One login at a time: threads that find the token stale together wait for the first
         # one's login and share its token, rather than each logging in (a raft write each).
@@ -581,6 +582,8 @@ class Channels:
         with self._lock:
             found = self._channels.get(endpoint)
             if found is None:
+                if self._closed:  # a late clean-up must not open a channel nobody closes
+                    raise LessorError(f"etcd {endpoint}: the connection was closed")
                 if self._credentials is not None:
                     channel = grpc.secure_channel(endpoint, self._credentials, _CHANNEL_OPTIONS)
                 else:
@@ -718,6 +721,7 @@ class Channels:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             channels, self._channels = self._channels, {}
         for channel, *_ in channels.values():
             channel.close()
