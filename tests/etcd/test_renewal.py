@@ -9,8 +9,8 @@ nor the reaper ends would live as long as its process keeps acquiring. Proven he
   the lease: the core has the reaper track every grant as it settles it;
 * a failure to start the expire's clean-up thread neither kills the reaper nor loses the
   expiry (it runs on the reaper's thread);
-* ``close()`` waits for clean-ups under way (up to ``release_timeout``), and one still running
-  after that never opens a connection again;
+* ``close()`` (with nothing held) waits for clean-ups under way (up to ``release_timeout``),
+  and one still running after that never opens a connection again;
 * a closed lessor refuses acquisitions and ``wait_free`` with an error saying so;
 * stress under ``sys.setswitchinterval(1e-6)``: no overlap, tokens increase per key, nothing
   held at the end.
@@ -176,6 +176,7 @@ def test_close_waits_for_clean_ups_and_a_late_one_opens_no_connection(
     scope = a.lease("s", P(0, 10), 0.3)
     scope.__enter__()
     assert in_delete.wait(WAIT), "the reaper never started the expire's clean-up"
+    scope.__exit__(None, None, None)  # the holder lets go: close() then shuts down at once
     started = time.monotonic()
     a.close()
     assert time.monotonic() - started < 0.5 + 0.5, "close() waited past release_timeout"

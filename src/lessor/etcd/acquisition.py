@@ -177,8 +177,9 @@ class Section:
         ctx.wait(op.seconds)  # wakes early when the caller cancels
 
     def _track(self, op: Track) -> None:
-        if self._reaper is not None:
-            self._reaper.watch(op.held)
+        for held in op.helds:
+            if held.tracked.claim() and self._reaper is not None:
+                self._reaper.watch(held)
 
     def _clean_up(self, op: CleanUp) -> None:
         steps = op.steps

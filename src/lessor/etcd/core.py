@@ -174,6 +174,7 @@ class Held:
     seq: int
     until: float  # the grant's deadline: its marker is deleted then if it is still there
     ended: Once = field(default_factory=Once, compare=False, repr=False)
+    tracked: Once = field(default_factory=Once, compare=False, repr=False)  # by the reaper
 
     @property
     def owner(self) -> Owner:
@@ -283,7 +284,13 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
                 raise
             except BaseException:
                 gate.leave(me)  # the leader's thread alone is interrupted
-                yield from _orphans(known, gate.finish(batch), config)
+                departed = gate.finish(batch)
+                # Grants the exception kept from the reaper: those of members still waiting
+                # (the departed ones' are given back here).
+                staying = [w for w in batch if w not in departed]
+                if _untracked(staying):
+                    yield Track(_untracked(staying))
+                yield from _orphans(known, departed, config)
                 raise
             yield from _orphans(known, departed, config)
             if m.settled:
@@ -431,8 +438,8 @@ def _attempt(known: Known, members: Sequence[Member], config: Config) -> Steps:
         if not held:
             raise Conflict()
         token = fresh.revision
-    for m, parts in plan.proposals:
-        yield from _finish(known, m, Grant(parts, m.until, token), config)
+    yield from _settle(known, [(m, Grant(parts, m.until, token)) for m, parts in plan.proposals],
+                       config)  # fmt: skip
 
 
 def _swap(
@@ -474,9 +481,13 @@ def _swap(
         raise Conflict()
     known.abandoned.discard(*drop)
     token = fresh.revision  # the revision of this very Txn
-    for m, parts in plan.proposals:
-        held = Held(known, _lease_of(m), m.seq, m.until) if parts else None
-        yield from _finish(known, m, Grant(parts, m.until, token, handle=held), config)
+    grants = [
+        (m, Grant(parts, m.until, token, handle=Held(known, _lease_of(m), m.seq, m.until)))
+        if parts
+        else (m, Grant(parts, m.until, token))
+        for m, parts in plan.proposals
+    ]
+    yield from _settle(known, grants, config)
 
 
 def _take_leases(needing: Sequence[Member], timeout: float) -> Steps:
@@ -516,7 +527,7 @@ def _adopted(known: Known, snapshot: Snapshot, m: Member, config: Config) -> Ste
         token,
     )
     held = Held(known, _lease_of(m), m.seq, m.until)
-    yield from _finish(known, m, Grant(entry.ranges, m.until, token, handle=held), config)
+    yield from _settle(known, [(m, Grant(entry.ranges, m.until, token, handle=held))], config)
     return True
 
 
@@ -528,18 +539,36 @@ def _lease_of(m: Member) -> EtcdLease:
 # -- the end of an acquisition -------------------------------------------------------------
 
 
-def _finish(known: Known, m: Member, grant: Grant, config: Config) -> Steps:
-    """Settle ``m`` with ``grant``. An empty grant needs no etcd lease; if an earlier swap of
-    ``m`` may still commit, it is abandoned rather than left to hold ranges nobody uses."""
-    m.grant = grant
-    if isinstance(grant.handle, Held):
+def _settle(known: Known, grants: Sequence[tuple[Member, Grant]], config: Config) -> Steps:
+    """Settle each member with its grant. Every member is settled before the first operation
+    is yielded: an exception thrown in at a yield can then leave no member whose entry was
+    written unsettled (its entry would be held by nobody). Then the reaper tracks every held
+    grant (one operation; :func:`lead` tracks what an exception cut off), and an empty grant
+    needs no etcd lease; if an earlier swap of its member may still commit, it is abandoned
+    rather than left to hold ranges nobody uses."""
+    for m, grant in grants:
+        m.grant = grant
+    helds = tuple(g.handle for _, g in grants if isinstance(g.handle, Held))
+    if helds:
         # From here on, whatever becomes of the caller (an exception on its way out of the
-        # acquisition, a release that never comes), the marker ends at the deadline.
-        yield Track(grant.handle)
-    elif m.ambiguous:
-        yield from _abandon(known, m, config)
-    else:
-        yield from _give_back(m, config)
+        # acquisition, a release that never comes), each marker ends at its deadline.
+        yield Track(helds)
+    for m, grant in grants:
+        if grant.handle is None:
+            if m.ambiguous:
+                yield from _abandon(known, m, config)
+            else:
+                yield from _give_back(m, config)
+
+
+def _untracked(waiters: Sequence[Waiter[Member]]) -> tuple[Held, ...]:
+    return tuple(
+        w.item.grant.handle
+        for w in waiters
+        if w.item.grant is not None
+        and isinstance(w.item.grant.handle, Held)
+        and not w.item.grant.handle.tracked.claimed
+    )
 
 
 def fail(known: Known, m: Member, error: BaseException, config: Config) -> Steps:

@@ -162,6 +162,8 @@ class EtcdLessor(Lessor):
         self._reaper = Reaper(self._expire)
         self._clean_ups = CleanUps()
         self._closed = False
+        self._shut_down = False
+        self._holding = 0  # grants handed out with a marker and not yet released
 
     @property
     def max_duration(self) -> float:
@@ -214,8 +216,12 @@ class EtcdLessor(Lessor):
             raise
         if member.error is not None:
             raise member.error
-        assert member.grant is not None  # tracked by the reaper already (core.Track)
-        return member.grant
+        grant = member.grant
+        assert grant is not None  # tracked by the reaper already (core.Track)
+        if grant.handle is not None:
+            with self._lock:
+                self._holding += 1
+        return grant
 
     def _section(self, section_id: str) -> Section:
         """The section's state, made if need be (under the lessor's lock)."""
@@ -263,7 +269,14 @@ class EtcdLessor(Lessor):
         assert isinstance(held, core.Held)
         with self._lock:
             section = self._section(held.known.keys.section_id)
-        section.drive(core.release(held, self._config))
+        try:
+            section.drive(core.release(held, self._config))
+        finally:
+            with self._lock:
+                self._holding -= 1
+                last = self._closed and self._holding == 0
+            if last:
+                self._shut()
 
     def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         """A read of the section, then a watch on its markers (:mod:`lessor.etcd.watch`)."""
@@ -286,13 +299,26 @@ class EtcdLessor(Lessor):
             raise LessorError(f"the etcd lessor for {self._prefix!r} is closed")
 
     def close(self) -> None:
-        """Refuse new acquisitions; stop ending overruns at their deadlines (leases still held
-        end at their release, or with their etcd lease); wait up to ``release_timeout`` for
-        clean-ups under way; revoke this lessor's idle etcd lease; close its connections."""
+        """Refuse new acquisitions (and ``wait_free``). Leases still held stay valid: they end
+        at their release, or at their deadlines if they overrun, as before; the lessor shuts
+        down when the last of them is released (at once when none is held): it waits up to
+        ``release_timeout`` for clean-ups under way, revokes its idle etcd lease and closes its
+        connections. A lease whose holder never releases it keeps the connections open."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            holding = self._holding
+        if holding:
+            log.info("closing an etcd lessor once its %d leases still held are released", holding)
+            return
+        self._shut()
+
+    def _shut(self) -> None:
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
         self._reaper.close()
         if not self._clean_ups.join(self._release_timeout):
             log.info("closing an etcd lessor before its clean-ups ended (what they were "

@@ -97,9 +97,10 @@ class RetireLease:
 
 @dataclass(frozen=True, slots=True)
 class Track:
-    """End ``held`` at its deadline if it is still held then (``reaper.py``). Result: None."""
+    """End each of ``helds`` at its deadline if it is still held then (``reaper.py``); one
+    that is tracked already is skipped. Result: None."""
 
-    held: Any  # a core.Held (core imports this module)
+    helds: tuple[Any, ...]  # core.Held (core imports this module)
 
 
 @dataclass(frozen=True, slots=True)

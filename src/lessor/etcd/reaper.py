@@ -61,8 +61,14 @@ class Reaper:
                 heapq.heapify(self._heap)
                 self._compact_at = max(_MIN_COMPACTION, 2 * len(self._heap))
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="lessor reaper", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="lessor reaper", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # out of threads: the grant stays in the heap
+                    log.warning("could not start the reaper's thread; trying again at the "
+                                "next grant", exc_info=True)  # fmt: skip
+                else:
+                    self._thread = thread
             elif held.until < self._wakes_at:
                 self._wake.notify()
 
