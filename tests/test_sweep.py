@@ -1,6 +1,7 @@
 """lessor.sweep.Sweeper against the memory lessor: splitting, only-in filtering, deadlines,
-errors, arguments, two sweepers sharing one store, and denied shards swept again as soon as
-they come free (wait_free)."""
+errors, arguments, two sweepers sharing one store, denied shards swept again as soon as
+they come free (wait_free), and probes that find, follow and take over a holder nobody was
+denied (lessor.sweep_waits)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from typing import Any
 import pytest
 
 import lessor
-from lessor import Context, Grant, MemoryLessor, Partition, Unavailable, fencing_token
+from lessor import Context, Grant, MemoryLessor, Partition, Unavailable, fencing_token, sweep_waits
 from lessor.history import Holding, find_overlaps, find_token_inversions
 from lessor.sweep import MAX_LEVEL, ShardReport, Sweeper
+from lessor.sweep_waits import ProbeCycle, Waits
 
 P = Partition
 SPACE = Partition.universe(2)  # keys 0..0xffff
@@ -611,6 +613,9 @@ GOOD: dict[str, Any] = {
         ({"max_waits": -1}, ValueError, "max_waits must be >= 0"),
         ({"max_waits": 1.5}, TypeError, "max_waits must be an int"),
         ({"max_waits": None}, TypeError, "max_waits"),
+        ({"probes": -1}, ValueError, "probes must be >= 0"),
+        ({"probes": 2.0}, TypeError, "probes must be an int"),
+        ({"probes": False}, TypeError, "probes must be an int"),
         ({"rng": 42}, TypeError, "rng"),
         ({"on_error": "log"}, TypeError, "on_error"),
     ],
@@ -709,7 +714,8 @@ class Runner:
 
 
 def wait_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("lessor-sweep-wait")]
+    """The threads of waits and probes still running."""
+    return [t for t in threading.enumerate() if t.name.startswith("lessor-sweep-")]
 
 
 class Signalling:
@@ -894,3 +900,333 @@ def test_a_third_party_backend_polls_and_still_sweeps_a_freed_shard_soon() -> No
         stats = runner.join()
     assert stats.resweeps >= 1
     assert sorted(store.processed) == keys
+
+
+# -- probes: a holder nobody was denied is followed, and its shard swept once it is gone ----------
+
+
+class Registering(MemoryLessor):
+    """A memory lessor that tells when a wait_free was called, and when one has read the
+    holders it waits for (so a test gives back only after that)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registered = 0
+        self.calls = 0
+        self._changed = threading.Condition()
+        self._waiters = _NotifyingWaiters(self._note)
+
+    def _note(self) -> None:
+        with self._changed:
+            self.registered += 1
+            self._changed.notify_all()
+
+    def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        with self._changed:
+            self.calls += 1
+            self._changed.notify_all()
+        return super().wait_free(ctx, section_id, part)
+
+    def await_registered(self, n: int) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.registered >= n, timeout=30)
+
+
+class _NotifyingSet(set[Any]):
+    def __init__(self, note: Callable[[], None]) -> None:
+        super().__init__()
+        self._note = note
+
+    def add(self, item: Any) -> None:
+        super().add(item)
+        self._note()
+
+
+class _NotifyingWaiters(dict[str, set[Any]]):
+    """MemoryLessor._waiters, calling ``note`` each time a waiter is added."""
+
+    def __init__(self, note: Callable[[], None]) -> None:
+        super().__init__()
+        self._note = note
+
+    def setdefault(self, key: str, default: Any = None) -> set[Any]:
+        if key not in self:
+            self[key] = _NotifyingSet(self._note)
+        return self[key]
+
+
+class Clock:
+    """The clock a probe times its wait_free by: it moves only when a test moves it, so
+    "returned at once" (nothing held) is whatever returned before the test moved it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self) -> None:
+        self.now += 2 * sweep_waits.PROMPT
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(sweep_waits, "monotonic", clock)
+    monkeypatch.setattr(sweep_waits, "GRACE", 0.0)  # the holders here take no next lease
+    return clock
+
+
+class Stepped:
+    """A process callback for ``store`` that, for the batches with a key below ``below``,
+    waits for a step from the test first (holding its lease): the sweeper stays in such a
+    sweep until the test lets it go on. Notes when each key was processed."""
+
+    def __init__(self, store: Store, below: int) -> None:
+        self.store = store
+        self.below = below
+        self.steps = threading.Semaphore(0)
+        self.waiting = threading.Semaphore(0)
+        self.events = {k: threading.Event() for k in store.keys}
+        self.at: dict[int, float] = {}
+
+    def __call__(self, ctx: Context, batch: Sequence[int]) -> None:
+        if batch[0] < self.below:
+            self.waiting.release()
+            assert self.steps.acquire(timeout=30)
+        now = time.monotonic()
+        self.store.process(ctx, batch)
+        for k in batch:
+            self.at[k] = now
+            self.events[k].set()
+
+    def await_waiting(self) -> None:
+        """Until the sweeper waits for a step."""
+        assert self.waiting.acquire(timeout=30)
+
+    def run_free(self) -> None:
+        self.below = -1
+        self.steps.release(100)
+
+
+class StartAt(random.Random):
+    def __init__(self, shard: int) -> None:
+        super().__init__()
+        self.shard = shard
+
+    def randrange(self, *args: Any, **kwargs: Any) -> int:
+        return self.shard
+
+
+def join_waits(kind: str = "") -> None:
+    """Until the waits (of ``kind``: "wait" or "probe") that run now have returned."""
+    for thread in wait_threads():
+        if thread.name.startswith(f"lessor-sweep-{kind}"):
+            thread.join(30)
+            assert not thread.is_alive(), f"{thread.name} did not end"
+
+
+A_KEYS = [0x0010, 0x0020, 0x0030, 0x0040]  # the first of two shards: one item a sweep
+B_KEYS = [0x9000, 0x9001]  # the second: held by others, never visited before they are gone
+
+
+def one_item_a_sweep(
+    store: Store, memory: lessor.Lessor, **kw: Any
+) -> tuple[Sweeper[int], Stepped]:
+    """A sweeper of two shards that splits the first into a sweep per item, each of which
+    waits for a step from the test."""
+    stepped = Stepped(store, below=0x8000)
+    kw.setdefault("rng", FirstShardFirst())
+    sweeper = make(store, memory, shards=2, split_threshold=1, secondary_shards=2,
+                   batch_size=1, idle_pause=IDLE, **kw)  # fmt: skip
+    sweeper._process = stepped
+    return sweeper, stepped
+
+
+def test_wake_ups_follow_progress_more_than_once_a_round() -> None:
+    # The round starts in the second shard, where two holders deny it everything, and goes
+    # on to the first. Each give-back wakes it within that one round: the sweep after the
+    # first one made progress, so the sweeper waits again.
+    store, memory = Store(A_KEYS + B_KEYS), Registering()
+    stepped = Stepped(store, below=0x8000)
+    sweeper = make(store, memory, shards=2, split_threshold=2, batch_size=2, probes=0,
+                   idle_pause=IDLE, rng=StartAt(1))  # fmt: skip
+    sweeper._process = stepped
+    first = memory.lease("reminders", P(0x9000, 0x9001), 3600)
+    second = memory.lease("reminders", P(0x9001, 0x9002), 3600)
+    first.__enter__()
+    second.__enter__()
+    out: list[lessor.SweepStats] = []
+    runner = threading.Thread(
+        target=lambda: out.append(sweeper.run(Context.background(), rounds=1))
+    )
+    runner.start()
+    try:
+        assert memory.await_registered(1)  # denied both: waits on both
+        stepped.await_waiting()  # in the first shard
+        first.__exit__(None, None, None)
+        join_waits("wait")
+        stepped.steps.release()
+        assert stepped.events[0x9000].wait(30)  # swept again at once: 0x9000 done
+        assert memory.await_registered(2)  # and waits for 0x9001 again
+        stepped.await_waiting()
+        second.__exit__(None, None, None)
+        join_waits("wait")
+        stepped.steps.release()
+        assert stepped.events[0x9001].wait(30), "the second give-back waited for another round"
+    finally:
+        stepped.run_free()
+        runner.join(30)
+    (stats,) = out
+    assert (stats.rounds, stats.resweeps, stats.processed) == (1, 2, 6)
+
+
+def test_a_probe_follows_holders_nobody_was_denied_and_sweeps_their_shard_once_all_are_gone(
+    clock: Clock,
+) -> None:
+    store, memory = Store(A_KEYS + B_KEYS), Registering()
+    sweeper, stepped = one_item_a_sweep(store, memory, probes=1)
+    one = memory.lease("reminders", P(0x9000, 0x9001), 3600)
+    other = memory.lease("reminders", P(0x9001, 0x9002), 3600)
+    one.__enter__()
+    held = other.__enter__()
+    ctx = Context.background()
+    runner = Runner(sweeper, ctx)
+    try:
+        stepped.await_waiting()
+        stepped.steps.release()  # 0x0010: the first sweep, which probes the other shard...
+        assert memory.await_registered(1)  # ...where the probe finds both holders
+        stepped.await_waiting()
+        clock.advance()
+        one.__exit__(None, None, None)
+        # A give-back while another holder is left: the probe only looks again.
+        assert memory.await_registered(2)
+        assert memory.calls == 2
+        clock.advance()
+        other.__exit__(None, None, None)
+        join_waits("probe")  # its third look found nothing held: the shard is queued
+        assert memory.calls == 3
+        stepped.steps.release()  # 0x0020
+        assert stepped.events[0x9000].wait(30)
+    finally:
+        ctx.cancel()
+        stepped.run_free()
+        stats = runner.join()
+    # Swept right after that sweep, before the rest of the first shard (one item a sweep:
+    # 0x9001 is a follow-up of it, after those of the first shard).
+    assert store.processed[:3] == [0x0010, 0x0020, 0x9000]
+    assert store.tokens[2] is not None and store.tokens[2] > held.token
+    assert (stats.resweeps, stats.probes) == (1, 1)
+    assert wait_threads() == []
+
+
+def test_a_probe_sweeps_the_shard_of_a_dead_holder_when_its_lease_runs_out(clock: Clock) -> None:
+    store, memory = Store(A_KEYS + B_KEYS), Registering()
+    sweeper, stepped = one_item_a_sweep(store, memory, probes=1)
+    dead = memory.lease("reminders", P(0x9000, 0x9002), 0.5)
+    lease = dead.__enter__()  # its holder never gives it back: the lease runs out
+    ctx = Context.background()
+    runner = Runner(sweeper, ctx)
+    try:
+        stepped.await_waiting()
+        stepped.steps.release()  # 0x0010, then the probe
+        assert memory.await_registered(1)
+        stepped.await_waiting()
+        clock.advance()
+        join_waits("probe")  # the lease ran out and nothing is held: the shard is queued
+        stepped.steps.release()  # 0x0020
+        assert stepped.events[0x9000].wait(30)
+    finally:
+        ctx.cancel()
+        stepped.run_free()
+        stats = runner.join()
+    assert stepped.at[0x9000] >= lease.deadline
+    assert store.processed[:3] == [0x0010, 0x0020, 0x9000]
+    assert (stats.resweeps, stats.probes) == (1, 1)
+
+
+def test_a_probe_of_a_shard_nobody_holds_ends_at_once(clock: Clock) -> None:
+    store, memory = Store([0x0010]), Registering()
+    sweeper = make(store, memory, shards=2, probes=1, rng=FirstShardFirst())
+    stats = sweeper.run(Context.background().with_timeout(60), rounds=1)
+    assert (stats.probes, stats.resweeps, stats.processed) == (1, 0, 1)
+    assert (memory.calls, memory.registered) == (1, 0)  # one look, nothing to wait on
+    assert wait_threads() == []
+
+
+def test_probes_follow_only_a_sweep_that_leased_and_leave_out_the_shard_it_swept(
+    clock: Clock,
+) -> None:
+    memory = Registering()
+    for probes, expected in ((4, 3), (2, 2)):
+        sweeper = make(Store([0x0010]), memory, shards=4, probes=probes, rng=FirstShardFirst())
+        stats = sweeper.run(Context.background().with_timeout(60), rounds=1)
+        assert (stats.processed, stats.probes) == (1, expected)
+    with memory.lease("reminders", SPACE, 3600):  # every sweep denied: no probe
+        sweeper = make(Store([0x0010, 0x8010]), memory, shards=4, probes=4)
+        stats = sweeper.run(Context.background().with_timeout(60), rounds=1)
+    assert (stats.processed, stats.probes) == (0, 0)
+
+
+def test_no_probes_with_probes_0_or_a_lessor_that_cannot_observe_its_holders() -> None:
+    class Polling(lessor.Lessor):
+        """A backend with no _wait_free of its own: the base class's polling default."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = MemoryLessor()
+
+        def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
+            return self.inner._acquire(ctx, section_id, part, dur)
+
+        def _release(self, grant: Grant) -> None:
+            self.inner._release(grant)
+
+    for lessor_, probes in ((Registering(), 0), (Polling(), 2)):
+        stats = make(Store([0x0010]), lessor_, shards=2, probes=probes).run(
+            Context.background().with_timeout(60), rounds=1
+        )
+        assert (stats.processed, stats.probes) == (1, 0)
+    assert sweep_waits.observes(MemoryLessor())
+    assert not sweep_waits.observes(Polling())
+
+
+def test_at_the_bound_a_denied_part_takes_the_place_of_the_oldest_probe() -> None:
+    memory = Registering()
+    a, b = P(0, 0x8000), P(0x8000, 0x10000)
+    with memory.lease("s", P(0x10, 0x20), 3600), memory.lease("s", P(0x9000, 0x9010), 3600):
+        waits = Waits(memory, "s", Context.background(), max_waits=1)
+        try:
+            assert waits.probe(b)
+            assert memory.await_registered(1)
+            assert not waits.probe(a)  # at the bound
+            waits.start(a, 0, P(0x10, 0x20))
+            assert waits.watching(a) and not waits.watching(b)
+            assert memory.await_registered(2)
+            assert not waits.probe(b)  # still at the bound: a denied part is no probe
+        finally:
+            waits.close()
+    assert waits.take_freed() == []
+    assert wait_threads() == []
+
+
+def test_the_probe_cycle_goes_round_the_shards_and_leaves_out_busy_and_empty_ones() -> None:
+    shards = SPACE.split(4)
+
+    class Noting(Waits):
+        def __init__(self) -> None:
+            self.probed: list[Partition] = []
+
+        def probe(self, shard: Partition) -> bool:
+            self.probed.append(shard)
+            return shard != shards[3]  # shard 3 is waited on already
+
+    waits = Noting()
+    cycle = ProbeCycle(shards, start=1)
+    cycle.seen(shards[2], 0)  # found empty
+    # 1 is busy, 2 empty, 3 refused: 0 is probed.
+    assert cycle.probe(waits, 1, (shards[1],)) == 1
+    assert waits.probed == [shards[3], shards[0]]
+    cycle.seen(shards[2], 5)  # found work again
+    assert cycle.probe(waits, 5, ()) == 3  # each shard once a call: 1, 2 and 0
+    assert waits.probed[2:] == [shards[1], shards[2], shards[3], shards[0]]

@@ -8,11 +8,15 @@ the issue's promise: every row was processed at least once, and no two holders p
 row at overlapping times (``lessor.history``), whatever the killed children were doing.
 
 Then, in one process, a sweeper whose shard was denied is shown to sweep it again as soon as
-etcd frees it (the etcd lessor's ``wait_free``), long before its round's pause would end.
+etcd frees it (the etcd lessor's ``wait_free``), long before its round's pause would end; and a
+sweeper that was never denied a killed process's range, busy in another shard, takes it over
+as soon as etcd expires that process's lease, because a probe saw it (``lessor.sweep_waits``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import sqlite3
 import threading
@@ -24,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from lessor import Context, Partition, Sweeper, SweepStats
+from lessor import Context, Partition, Sweeper, SweepStats, sweep_waits
 from lessor.etcd import EtcdLessor
 from lessor.history import Holding, find_overlaps, find_token_inversions
 
@@ -298,3 +302,100 @@ def test_a_denied_shard_is_swept_again_when_etcd_ends_an_overrunning_holders_lea
                 _stats(thread, out)
             assert min(rows.at.values()) >= dead.deadline
     assert rows.keys == set()
+
+
+# -- in one process: a probe follows a killed process's lease until etcd expires it -------------
+
+HOLDER_DUR = 2.0
+TTL = math.ceil(HOLDER_DUR + 0.2)  # the killed holder's etcd lease: 3 s, renewed by nothing
+A_KEYS = [0x0010, 0x0020, 0x0030, 0x0040]  # the sweeper's own shard, one item a sweep
+B_KEYS = [0x9000, 0x9001]  # the other shard, which only the killed process ever held
+
+
+class _Stepped:
+    """Processes the first shard's items one step from the test at a time (the sweeper stays
+    in that shard meanwhile); notes when each item was processed."""
+
+    def __init__(self, rows: _Keys) -> None:
+        self.rows = rows
+        self.steps = threading.Semaphore(0)
+        self.waiting = threading.Semaphore(0)
+        self.free = False
+
+    def __call__(self, ctx: Context, batch: Sequence[int]) -> None:
+        if batch[0] < 0x8000 and not self.free:
+            self.waiting.release()
+            assert self.steps.acquire(timeout=60)
+        self.rows.process(ctx, batch)
+
+    def step(self) -> None:
+        assert self.waiting.acquire(timeout=60), "the sweeper did not come to its next item"
+        self.steps.release()
+
+    def run_free(self) -> None:
+        self.free = True
+        self.steps.release(100)
+
+
+def _probe_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("lessor-sweep-probe")]
+
+
+def test_a_probe_takes_over_the_shard_of_a_killed_process_nobody_was_denied(
+    etcd_server: Any, spawn: Spawn
+) -> None:
+    rows = _Keys(A_KEYS + B_KEYS)
+    prefix = f"/sweep-{uuid.uuid4().hex[:8]}/"
+    holder = spawn("holder", "crash", {"endpoints": etcd_server.endpoints, "prefix": prefix,
+                                       "section": "reminders", "range": "9000_9002",
+                                       "dur": HOLDER_DUR})  # fmt: skip
+    assert holder.expect(timeout=30) == "ready"
+    holder.send("go")
+    held = json.loads(holder.expect(timeout=30))
+    assert held["ranges"] == ["9000_9002"], held
+    sweeping = _Counting(etcd_server.endpoints, prefix)
+    stepped = _Stepped(rows)
+    with sweeping:
+        sweeper = Sweeper(sweeping, "reminders", Partition.universe(2), shards=2,
+                          scan=rows.scan, process=stepped, lease_seconds=60, batch_size=1,
+                          split_threshold=1, secondary_shards=2, probes=1, idle_pause=IDLE,
+                          rng=_FirstShardFirst())  # fmt: skip
+        ctx = Context.background()
+        thread, out = _run_in_thread(sweeper, ctx)
+        try:
+            stepped.step()  # 0x0010; after it the sweeper probes the other shard...
+            assert sweeping.await_calls(1)  # ...which the holder holds: the probe follows it
+            stepped.step()  # 0x0020: the sweeper is on its next item, and stays there
+            killed = time.monotonic()
+            holder.kill()
+            (probe,) = _probe_threads()
+            probe.join(TTL + 10)
+            ended = time.monotonic()
+            assert not probe.is_alive(), "the probe did not see the killed holder's lease end"
+            assert not rows.events[0x9000].is_set()  # nobody swept it: it was queued
+            stepped.run_free()
+            assert rows.events[0x9000].wait(30)
+        finally:
+            ctx.cancel()
+            stepped.run_free()
+            stats = _stats(thread, out)
+    # etcd ends the holder's lease TTL seconds after its grant, within its 0.5 s expiry check;
+    # the probe looks again GRACE seconds later and finds nothing held.
+    print(f"\nprobe: the killed holder's shard queued {ended - killed:.2f}s after the kill "
+          f"(TTL {TTL}s), swept {rows.at[0x9000] - killed:.2f}s after it")  # fmt: skip
+    assert ended - killed < TTL + 0.5 + sweep_waits.GRACE + 0.5, f"{ended - killed:.2f}s"
+    assert rows.at[0x9000] > killed
+    assert stats.resweeps >= 1 and stats.probes >= 1
+
+
+def test_a_probe_of_a_shard_nobody_holds_costs_one_read(etcd_server: Any) -> None:
+    rows = _Keys([0x0010])
+    sweeping = _Counting(etcd_server.endpoints, f"/sweep-{uuid.uuid4().hex[:8]}/")
+    with sweeping:
+        sweeper = Sweeper(sweeping, "reminders", Partition.universe(2), shards=2,
+                          scan=rows.scan, process=rows.process, probes=1, idle_pause=0,
+                          rng=_FirstShardFirst())  # fmt: skip
+        stats = sweeper.run(Context.background().with_timeout(60), rounds=1)
+    # etcd answers "nothing held" far within PROMPT: the probe ends, sweeping nothing again.
+    assert (stats.processed, stats.probes, stats.resweeps, sweeping.calls) == (1, 1, 0, 1)
+    assert _probe_threads() == []

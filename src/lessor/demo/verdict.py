@@ -48,8 +48,10 @@ def target(fault: Fault, lease_seconds: float) -> float:
     full when it takes over, plus its election timeout; with the demo's cluster (500 ms) a
     leader is elected within 1 s, so they end within 1.5 s + 4 s of the kill; etcd checks
     for expired leases every 0.5 s. That is 6 s. The other datacenters' sweepers, waiting for
-    those ranges (``wait_free``), then sweep what was left in them: the work is paced so that
-    a lease's share takes about a third of its time, and 2 s are allowed for it.
+    those ranges (``wait_free``: on a part they were denied, or on a shard a probe found held,
+    ``lessor.sweep_waits``), then sweep what was left in them: each finishes the sweep it is
+    in first (a lease's share of work, paced to take about a third of its time), then sweeps
+    the freed range; 2 s are allowed for both.
     """
     if fault.kind == "leader":
         return LEADER_TARGET

@@ -49,7 +49,8 @@ class RecordingLessor(Lessor):
 
     :meth:`wait_free` is ``inner``'s own (for etcd, a watch on the section's holders), so the
     sweeper retries a denied range as soon as it frees, not after the contract's polling
-    default's back-off.
+    default's back-off, and its probes follow the other workers' leases (a lessor that
+    forwards ``_wait_free`` observes its holders: :func:`lessor.sweep_waits.observes`).
     """
 
     backend = "etcd"
@@ -249,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         etcd.close()
         store.close()
-    print(f"{name}: {stats.shards_swept} shard sweeps, {stats.processed} reminders handed over, "
+    print(f"{name}: {stats.shards_swept} shard sweeps ({stats.resweeps} on a wake-up, "
+          f"{stats.probes} probes), {stats.processed} reminders handed over, "
           f"{worker.accepted} written, {stats.errors} errors", flush=True)  # fmt: skip
     return 0
 
