@@ -371,12 +371,15 @@ def _inject(state: _Run) -> list[str]:
     index = leader if leader is not None else 1
     dc = DCS[index]
     victims = [w for w in state.workers if w.dc == dc]
-    at = time.monotonic()
+    at = leader_at = time.monotonic()
     for w in victims:
         w.killed = True
         w.process.kill()
     if leader is not None:
-        state.cluster.kill(leader)
+        state.cluster.kill(leader)  # returns once the member is dead
+        # Measured from here: a lease asked for between ``at`` and now could still be
+        # granted by the old leader, in a few milliseconds, and would tell nothing.
+        leader_at = time.monotonic()
     for w in victims:
         w.process.wait()
     state.died[dc] = at
@@ -384,7 +387,7 @@ def _inject(state: _Run) -> list[str]:
     events.append(f"FAULT: {dc} lost: its {len(victims)} workers SIGKILLed while holding leases")
     if leader is not None:
         member = f"m{leader}"
-        state.faults.append(Fault("leader", at, member, f"etcd leader {member} killed"))
+        state.faults.append(Fault("leader", leader_at, member, f"etcd leader {member} killed"))
         events.append(f"FAULT: etcd leader {member} ({state.endpoints[leader]}) killed")
     return events
 
