@@ -11,7 +11,8 @@ Three tables:
   the fence ``accepted`` the write. Times are :func:`time.monotonic`, which on Linux is one
   clock for every process of a host: the demo runs all of its processes on one.
 * ``leases``: one row per lease a worker was granted: ranges, token, when it was asked for,
-  granted, its deadline, and when it was given back (NULL if its holder died holding it).
+  granted, its deadline, and when it was given back (logged just before the give-back, when
+  its holder stopped relying on it; NULL if its holder died holding it).
 
 WAL mode lets the display read while workers write; every write is one short ``BEGIN
 IMMEDIATE`` transaction, and a busy database is waited for (the busy timeout), never failed on

@@ -89,12 +89,15 @@ class RecordingLessor(Lessor):
 
     def _release(self, grant: Grant) -> None:
         inner, row = cast(tuple[Grant, int], grant.handle)
-        # Taken before the give-back: the ranges cannot be free again any earlier.
-        released = time.monotonic()
+        # Logged before the give-back, when the holder stopped relying on the lease: a worker
+        # killed in between leaves its ranges held in etcd until its lease ends, later than
+        # the log says, which hides nothing. Logged after it, a worker killed in between left
+        # a lease the log said it held to its deadline although etcd had freed its ranges,
+        # and the next holder's grant showed as an overlap that never was.
         try:
-            self._inner._release(inner)
+            self._store.record_release(row, time.monotonic())
         finally:
-            self._store.record_release(row, released)
+            self._inner._release(inner)
 
 
 class Worker:
