@@ -28,6 +28,7 @@ from lessor.etcd.keys import SectionKeys
 from lessor.etcd.ops import Track
 from tests.support.driver import PREFIX, Proc, live_entries
 from tests.support.etcd_model import EtcdModel, FakeClock
+from tests.support.threads import ThreadsExhausted
 
 
 class Interrupt(BaseException):
@@ -153,35 +154,13 @@ def test_an_interrupt_at_the_track_leaves_every_written_member_settled_and_track
     assert [e.seq for e in live_entries(w.etcd, "s")] == [w.b.seq, w.c.seq]
 
 
-class _ReaperThreadsExhausted:
-    """``threading`` as ``reaper.py`` sees it, whose next ``Thread.start`` fails as CPython's
-    does when no thread can be created (RLIMIT_NPROC, memory): the fault 95b3b53 handles for
-    clean-up threads (``CleanUps.start``) but not for the reaper's own."""
-
-    def __init__(self) -> None:
-        self.failures = 1
-        outer = self
-
-        class Thread(threading.Thread):
-            def start(self) -> None:
-                if outer.failures > 0:
-                    outer.failures -= 1
-                    raise RuntimeError("can't start new thread")
-                super().start()
-
-        self.Thread = Thread
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(threading, name)
-
-
 def test_a_reaper_thread_that_cannot_start_loses_no_grant(monkeypatch: Any) -> None:
     """``Reaper.watch`` keeps the grant and starts the thread at a later grant, rather than
     raise into the core (found by the second review: the exception left b and c unsettled
     with their entries written)."""
     from lessor.etcd import reaper as reaper_module  # noqa: PLC0415
 
-    exhausted = _ReaperThreadsExhausted()
+    exhausted = ThreadsExhausted()
     monkeypatch.setattr(reaper_module, "threading", exhausted)
     w = World()
     expired: list[core.Held] = []

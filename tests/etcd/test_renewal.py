@@ -34,6 +34,7 @@ import pytest
 from lessor import Context, DeadlineExceeded, LessorError, Partition
 from lessor.etcd import EtcdLessor, LocalEtcd, acquisition
 from lessor.etcd import lessor as lessor_module
+from tests.support.threads import ThreadsExhausted
 
 P = Partition
 WAIT = 15.0  # the longest any event may take on a loaded machine before the test fails
@@ -116,34 +117,13 @@ def test_an_exception_after_the_grant_leaves_nothing_held_past_its_deadline(
         b.close()
 
 
-class _ThreadsExhausted:
-    """``threading`` as ``acquisition.py`` sees it, whose next ``Thread.start`` fails as
-    CPython's does when no thread can be created (RLIMIT_NPROC, memory)."""
-
-    def __init__(self) -> None:
-        self.failures = 1
-        outer = self
-
-        class Thread(threading.Thread):
-            def start(self) -> None:
-                if outer.failures > 0:
-                    outer.failures -= 1
-                    raise RuntimeError("can't start new thread")
-                super().start()
-
-        self.Thread = Thread
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(threading, name)
-
-
 def test_a_clean_up_thread_that_cannot_start_neither_loses_the_expiry_nor_the_reaper(
     etcd_server: LocalEtcd, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a = EtcdLessor(etcd_server.endpoints, prefix=prefix, holder="A")
     b = EtcdLessor(etcd_server.endpoints, prefix=prefix, holder="B")
     try:
-        exhausted = _ThreadsExhausted()
+        exhausted = ThreadsExhausted()
         monkeypatch.setattr(acquisition, "threading", exhausted)
         with Renewing(a):
             with a.lease("s", P(0, 10), 0.5) as first:  # overruns: its expire cannot start
