@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 
 from lessor.context import Context
-from lessor.etcd.cluster import LocalEtcdCluster
+from lessor.testing.cluster import LocalEtcdCluster
 from lessor.etcd.core import SectionFull
 from lessor.etcd.keys import MAX_SECTION_ID_BYTES
 from lessor.etcd.lessor import EtcdLessor
-from lessor.etcd.local import LocalEtcd, find_etcd_binary
+from lessor.testing.local import LocalEtcd, find_etcd_binary
 from lessor.etcd.plan import MAX_LIVE_LEASES
 from lessor.etcd.settings import ENVIRONMENT, EtcdSettings
 from lessor.registry import register

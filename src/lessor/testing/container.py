@@ -53,7 +53,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lessor.etcd.local import (
+from lessor.testing.local import (
     SAFE_LEASE_VERSION,
     etcd_version,
     find_etcd_binary,
@@ -88,8 +88,8 @@ IMAGE_REPOSITORY = "lessor-etcd"
 # The name deploy/compose.yaml runs: moved to every image this module builds.
 LOCAL_IMAGE = f"{IMAGE_REPOSITORY}:local"
 VERSION_LABEL = "org.lessor.etcd.version"  # the image's etcd version, e.g. "3.5.16"
-# deploy/etcd-image of the checkout this module was installed from (editable installs).
-IMAGE_DIR = Path(__file__).resolve().parents[3] / "deploy" / "etcd-image"
+# The image's Dockerfile, shipped in the package (deploy/etcd-image/Dockerfile links to it).
+IMAGE_DIR = Path(__file__).resolve().with_name("etcd-image")
 
 
 @dataclass(frozen=True, slots=True)

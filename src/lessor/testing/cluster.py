@@ -81,7 +81,7 @@ from types import TracebackType
 
 import grpc
 
-from lessor.etcd.local import find_etcd_binary, free_ports, tuning_flags, wait_healthy
+from lessor.testing.local import find_etcd_binary, free_ports, tuning_flags, wait_healthy
 
 __all__ = ["LocalEtcdCluster", "Member", "MemberStatus"]
 
