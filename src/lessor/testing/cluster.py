@@ -1,10 +1,10 @@
 """A throw-away etcd cluster on loopback, with fault injection, for failover tests.
 
-``LocalEtcdCluster(size=3)`` starts ``size`` etcd members, each its own process in its own
-temporary directory, listening on its own loopback address ``127.a.b.(c+i)`` with free ports,
-and tuned like :class:`~lessor.etcd.local.LocalEtcd`: 50 ms heartbeat, 500 ms election
-timeout, no fsync unless asked, revision auto-compaction on, quiet log. It is a context
-manager; closing it kills every member, removes its firewall rules and deletes its data.
+``LocalEtcdCluster(size=3)`` starts ``size`` etcd members, each an
+:class:`~lessor.testing.process.EtcdProcess` in its own directory, listening on its own loopback
+address ``127.a.b.(c+i)`` with free ports, and tuned like :class:`~lessor.testing.LocalEtcd`
+(:func:`~lessor.testing.process.tuning_flags`). It is a context manager; closing it kills every
+member, removes its firewall rules and deletes its data.
 
 Faults, by member index:
 
@@ -14,46 +14,18 @@ Faults, by member index:
 * :meth:`~LocalEtcdCluster.pause` / :meth:`~LocalEtcdCluster.resume` (SIGSTOP / SIGCONT: the
   kernel still accepts connections and buffers requests, but nothing answers);
 * :meth:`~LocalEtcdCluster.isolate` / :meth:`~LocalEtcdCluster.heal`: a network partition of
-  one member from its peers *and* its clients, in both directions.
+  one member from its peers *and* its clients, in both directions, with iptables (how, and why
+  not proxies: :mod:`lessor.testing.isolation`).
 
-How isolation works, and why this way. On loopback the obvious rule — drop what comes from
-the member's address — is not enough: a member's outgoing connections (to its peers' raft
-ports) are not bound to its own address, so the kernel gives them source address 127.0.0.1.
-And raft messages flow *both* ways on one connection: a member receives its peers' messages on
-streams it dialled itself. So, as root, each member runs under a uid of its own (unused by
-anything else; derived from its address), and every packet on ``lo`` traverses ``OUTPUT``
-exactly once:
+:meth:`~LocalEtcdCluster.isolate` needs root and ``iptables`` when the cluster starts
+(``isolation=None``, the default, turns it on when both are there; ``True`` insists), and says
+so when it has neither: the members then run under uids of their own. Everything else works
+unprivileged: the members then run as the caller.
 
-* while the cluster lives, ``-m owner --uid-owner U -j CONNMARK --set-mark M`` marks in
-  conntrack every connection member i takes part in, from its first packet (its SYN, or its
-  SYN-ACK);
-* ``isolate(i)`` inserts ``-m owner --uid-owner U -j DROP`` (everything member i sends),
-  ``-m connmark --mark M -j DROP`` (everything its peers send on those connections, including
-  the ones member i dialled from 127.0.0.1, and what the kernel sends for a socket whose owner
-  is gone) and ``-d 127.a.b.(c+i) -j DROP`` (every new connection to member i, from peers or
-  clients).
-
-Checked with ``ss``: an isolated member's sockets receive not one byte until ``heal(i)``
-deletes those three rules (marking only at ``isolate`` time let one segment through on each
-connection that member i had not sent on since). TCP then retransmits and the connections
-carry on (or time out and are redialled). Rules carry the comment ``lessor-cluster-<pid>-<id>``
-and :meth:`~LocalEtcdCluster.close` deletes every rule with its comment, whatever happened
-before; a new cluster also deletes rules left by clusters of processes that no longer exist (a
-test run that was SIGKILLed).
-
-Why not userspace proxies (:mod:`lessor.etcd.proxy`)? A proxy in front of each member's
-client and peer ports cuts what is sent *to* the member, but not what the member sends: its
-connections to its peers' proxies arrive from 127.0.0.1, like everybody else's, so a peer's
-proxy cannot tell which member dialled it, and every member dials every peer. Per-pair proxies
-with distinct advertised peer URLs would do, at the price of N·(N-1) proxies and peer URLs that
-differ from the members' real ones. The rules above cut exactly one member, on its real
-addresses, both ways, and fail closed.
-
-:meth:`~LocalEtcdCluster.isolate` needs root and ``iptables`` (Debian: ``apt-get install
-iptables``; the kernel needs the ``owner``, ``connmark`` and ``comment`` matches) when the
-cluster starts (``isolation=None``, the default, turns it on when both are there; ``True``
-insists), and says so when it has neither. Everything else works unprivileged: the members
-then run as the caller.
+Leadership: :func:`member_status` asks one member etcd's maintenance ``Status``, and
+:func:`leader_of` is the one rule that tells the leader from such answers (the datacenters
+harness of the tests uses it too); :meth:`~LocalEtcdCluster.wait_for_leader` applies it to the
+reachable members.
 
 Addresses: each cluster picks a random ``127.a.b.c`` block (``a`` >= 64, away from the usual
 ``127.0.0.x``) and binds an abstract unix socket named after each address while it lives, so
@@ -65,39 +37,31 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
-import shlex
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import grpc
 
-from lessor.testing.local import find_etcd_binary, free_ports, tuning_flags, wait_healthy
-
-__all__ = ["LocalEtcdCluster", "Member", "MemberStatus"]
-
-_UID_BASE = 0x40000000  # members' uids: this plus the 24 low bits of their address
-_MARK_BASE = 0x4C000000  # conntrack marks, likewise
-_TAG_PREFIX = "lessor-cluster-"
-_TAG = re.compile(rf"{_TAG_PREFIX}(\d+)-[0-9a-f]+")
-
-# Run as argv[1]'s uid, with no supplementary groups, then exec the rest of argv. Popen's own
-# user=/group= make it fork() rather than vfork(), and fork() runs gRPC's atfork handlers: in a
-# process that uses gRPC (every lessor test) that deadlocked the parent in fork() or crashed
-# the child. A tiny interpreter that switches user itself keeps Popen on vfork().
-_AS_USER = (
-    "import os, sys; uid = int(sys.argv[1]); os.setgroups([]); os.setgid(uid); "
-    "os.setuid(uid); os.execv(sys.argv[2], sys.argv[2:])"
+from lessor.testing.binary import find_etcd_binary
+from lessor.testing.isolation import (
+    TAG_PREFIX,
+    Firewall,
+    identity,
+    iptables_binary,
+    purge_stale_rules,
 )
+from lessor.testing.isolation import available as isolation_available
+from lessor.testing.process import EtcdProcess, free_ports, tuning_flags
+
+__all__ = ["LocalEtcdCluster", "Member", "MemberStatus", "leader_of", "member_status"]
+
+_K = TypeVar("_K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,21 +75,51 @@ class MemberStatus:
     revision: int
 
 
-class Member:
+def member_status(channel: grpc.Channel, timeout: float = 0.5) -> MemberStatus | None:
+    """The ``Status`` answer of the member behind ``channel``, or None if it gives none within
+    ``timeout``."""
+    import pyetcd.etcdrpc as rpc  # noqa: PLC0415  (the stubs lessor.etcd already uses)
+
+    try:
+        response = rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=timeout)
+    except grpc.RpcError:
+        return None
+    return MemberStatus(
+        member_id=response.header.member_id,
+        leader_id=response.leader,
+        raft_term=response.raftTerm,
+        raft_index=response.raftIndex,
+        revision=response.header.revision,
+    )
+
+
+def leader_of(statuses: Mapping[_K, MemberStatus]) -> _K | None:
+    """Which of the members that answered ``statuses`` leads, or None.
+
+    A member counts as leader when it claims the leadership itself in the latest term any of
+    them reports: a member cut off since may still believe it leads an older term.
+    """
+    if not statuses:
+        return None
+    term = max(s.raft_term for s in statuses.values())
+    for key, s in statuses.items():
+        if s.raft_term == term and s.leader_id != 0 and s.leader_id == s.member_id:
+            return key
+    return None
+
+
+class Member(EtcdProcess):
     """One etcd process of a :class:`LocalEtcdCluster`; the cluster drives it."""
 
-    def __init__(self, index: int, host: str, workdir: Path, uid: int | None, mark: int) -> None:
+    def __init__(self, index: int, host: str, workdir: Path, *, isolatable: bool) -> None:
+        uid, mark = identity(host)
+        super().__init__(f"m{index}", workdir / f"m{index}", uid=uid if isolatable else None)
         self.index = index
-        self.name = f"m{index}"
         self.host = host
         self.client_port, self.peer_port = free_ports(2, host)
-        self.uid = uid  # None: runs as the caller
         self.mark = mark
-        self.dir = workdir / self.name
         self.member_id: int | None = None  # etcd's id, learned from the first Status answer
-        self.paused = False
         self.isolated = False
-        self._process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "down"
@@ -148,76 +142,9 @@ class Member:
         return f"http://{self.host}:{self.peer_port}"
 
     @property
-    def data_dir(self) -> Path:
-        return self.dir / "data"
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "etcd.log"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        """The process exists (it may be paused or isolated)."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
     def reachable(self) -> bool:
         """Running, not paused and not isolated: it should answer."""
         return self.running and not self.paused and not self.isolated
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def _spawn(self, command: list[str]) -> None:
-        self.dir.mkdir(mode=0o700, exist_ok=True)
-        if self.uid is not None:
-            os.chown(self.dir, self.uid, self.uid)
-            for path in self.dir.rglob("*"):
-                os.lchown(path, self.uid, self.uid)
-        # etcd reads ETCD_* variables too, and refuses to start when one shadows a flag.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
-        if self.uid is not None:
-            command = [sys.executable, "-I", "-S", "-c", _AS_USER, str(self.uid), *command]
-        log = open(self.log_path, "ab")  # noqa: SIM115  (the child owns it)
-        try:
-            self._process = subprocess.Popen(
-                command, stdout=log, stderr=log, env=env, start_new_session=True
-            )
-        finally:
-            log.close()
-        self.paused = False
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(sig)
-
-    def _kill(self) -> None:
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-        self.paused = False
-
-    def _stop(self, timeout: float) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            self.paused = False
-            return
-        process.send_signal(signal.SIGCONT)  # a paused etcd cannot act on SIGTERM
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        self.paused = False
 
 
 class LocalEtcdCluster:
@@ -246,16 +173,16 @@ class LocalEtcdCluster:
         self.startup_timeout = startup_timeout
         # isolate() needs members under uids of their own (root) and iptables.
         if isolation is None:
-            isolation = os.geteuid() == 0 and shutil.which("iptables") is not None
+            isolation = isolation_available()
         elif isolation:
-            _iptables_binary()  # the error that says what is missing
+            iptables_binary()  # the error that says what is missing
         self.isolation = isolation
         self.id = f"{os.getpid()}-{random.getrandbits(32):08x}"
-        self.tag = f"{_TAG_PREFIX}{self.id}"
+        self.tag = f"{TAG_PREFIX}{self.id}"
+        self._firewall = Firewall(self.tag)
         self._locks: list[socket.socket] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._members: list[Member] = []
-        self._rules: dict[int, list[list[str]]] = {}  # member index -> iptables rule specs
 
     # -- what tests read ---------------------------------------------------------------------
 
@@ -311,21 +238,20 @@ class LocalEtcdCluster:
             raise RuntimeError("LocalEtcdCluster is already started")
         try:
             if self.isolation:
-                _purge_stale_rules()
+                purge_stale_rules()
             hosts = self._reserve_addresses()
             self._dir = tempfile.TemporaryDirectory(prefix="lessor-etcd-cluster-")
             workdir = Path(self._dir.name)
             if self.isolation:
                 workdir.chmod(0o711)  # members (other uids) pass through to their own dirs
             for i, host in enumerate(hosts):
-                low = _low_bits(host)
-                uid = _UID_BASE + low if self.isolation else None
-                self._members.append(Member(i, host, workdir, uid, _MARK_BASE + low))
+                self._members.append(Member(i, host, workdir, isolatable=self.isolation))
             if self.isolation:
                 for m in self._members:
-                    self._mark_connections(m)
+                    assert m.uid is not None
+                    self._firewall.mark(m.uid, m.mark)
             for m in self._members:
-                self._spawn(m.index)
+                m.spawn(self.command(m.index))
             deadline = time.monotonic() + self.startup_timeout
             for m in self._members:
                 self._wait_serving(m, deadline)
@@ -334,20 +260,19 @@ class LocalEtcdCluster:
             raise
         return self
 
-    def _spawn(self, i: int) -> None:
-        self.member(i)._spawn(self.command(i))
-
     def close(self) -> None:
         """Heal every member, kill them all, delete their data and release the addresses."""
         errors: list[BaseException] = []
         try:
-            self._delete_all_rules()
+            if self.isolation:
+                self._firewall.delete_all()
         except BaseException as e:  # stop the members whatever happens
             errors.append(e)
         for m in self._members:
             m.isolated = False
             try:
-                m._kill()  # its data is deleted next: a graceful stop would only take longer
+                # Its data is deleted with it: a graceful stop would only take longer.
+                m.close(graceful=False)
             except BaseException as e:
                 errors.append(e)
         if self._dir is not None:
@@ -396,19 +321,7 @@ class LocalEtcdCluster:
     # -- readiness and leadership ------------------------------------------------------------
 
     def _wait_serving(self, m: Member, deadline: float) -> None:
-        def exited() -> str | None:
-            if m.running:
-                return None
-            hint = ""
-            if m.uid is not None:
-                hint = (
-                    f" (it runs as uid {m.uid}: the binary and its directories must be "
-                    "executable by other users, else pass isolation=False)"
-                )
-            code = m._process and m._process.returncode
-            return f"etcd {m.name} exited with code {code} while starting{hint}:\n{m.log_tail()}"
-
-        if not wait_healthy(f"{m.client_url}/health", deadline, exited):
+        if not m.wait_ready(f"{m.client_url}/health", deadline):
             raise RuntimeError(f"etcd {m.name} at {m.endpoint} not healthy in time:\n"
                                f"{m.log_tail()}")  # fmt: skip
 
@@ -418,30 +331,16 @@ class LocalEtcdCluster:
 
     def status(self, i: int, timeout: float = 0.5) -> MemberStatus | None:
         """Member ``i``'s Status answer, or None if it gives none within ``timeout``."""
-        import pyetcd.etcdrpc as rpc  # noqa: PLC0415  (the stubs lessor.etcd already uses)
-
         m = self.member(i)
         with grpc.insecure_channel(m.endpoint) as channel:
-            try:
-                response = rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=timeout)
-            except grpc.RpcError:
-                return None
-        status = MemberStatus(
-            member_id=response.header.member_id,
-            leader_id=response.leader,
-            raft_term=response.raftTerm,
-            raft_index=response.raftIndex,
-            revision=response.header.revision,
-        )
-        m.member_id = status.member_id
+            status = member_status(channel, timeout)
+        if status is not None:
+            m.member_id = status.member_id
         return status
 
     def wait_for_leader(self, timeout: float = 10.0) -> int:
-        """The index of the leader, once the reachable members agree that one leads.
-
-        A leader counts when it is reachable, claims the leadership itself, and no reachable
-        member reports a later term; paused, isolated and stopped members are not asked.
-        """
+        """The index of the leader, once the reachable members agree that one leads
+        (:func:`leader_of`); paused, isolated and stopped members are not asked."""
         deadline = time.monotonic() + timeout
         seen: list[str] = []
         while True:
@@ -450,7 +349,7 @@ class LocalEtcdCluster:
                 for m in self._members
                 if m.reachable and (s := self.status(m.index)) is not None
             }
-            found = self._leader_of(statuses)
+            found = leader_of(statuses)
             if found is not None:
                 return found
             seen = [f"{self._members[i].name}: {s}" for i, s in statuses.items()]
@@ -462,24 +361,15 @@ class LocalEtcdCluster:
         """The index of the current leader (waits up to ``timeout`` for one)."""
         return self.wait_for_leader(timeout)
 
-    def _leader_of(self, statuses: dict[int, MemberStatus]) -> int | None:
-        if not statuses:
-            return None
-        term = max(s.raft_term for s in statuses.values())
-        for i, s in statuses.items():
-            if s.raft_term == term and s.leader_id != 0 and s.leader_id == s.member_id:
-                return i
-        return None
-
     # -- faults ------------------------------------------------------------------------------
 
     def kill(self, i: int) -> None:
         """SIGKILL member ``i``, as a crash would; its data stays."""
-        self.member(i)._kill()
+        self.member(i).kill()
 
     def stop(self, i: int, timeout: float = 10.0) -> None:
         """Stop member ``i`` gracefully (SIGTERM; SIGKILL after ``timeout``); its data stays."""
-        self.member(i)._stop(timeout)
+        self.member(i).stop(timeout)
 
     def restart(self, i: int, *, wait: bool = True, timeout: float = 30.0) -> None:
         """Start member ``i`` again on its data dir (killing it first if it runs).
@@ -487,75 +377,37 @@ class LocalEtcdCluster:
         With ``wait``, return once it is healthy, which needs a quorum of members up.
         """
         m = self.member(i)
-        m._kill()
-        self._spawn(i)
+        m.kill()
+        m.spawn(self.command(i))
         if wait:
             self._wait_serving(m, time.monotonic() + timeout)
 
     def pause(self, i: int) -> None:
         """SIGSTOP member ``i``: its connections stay open, but it answers nothing."""
-        m = self.member(i)
-        m._signal(signal.SIGSTOP)
-        m.paused = m.running
+        self.member(i).pause()
 
     def resume(self, i: int) -> None:
-        m = self.member(i)
-        m._signal(signal.SIGCONT)
-        m.paused = False
+        self.member(i).resume()
 
     def isolate(self, i: int) -> None:
         """Cut member ``i`` off from its peers and its clients, both ways (root + iptables)."""
         m = self.member(i)
         if m.isolated:
             return
-        iptables = _iptables_binary()
+        iptables_binary()  # the error that says what is missing
         if not self.isolation or m.uid is None:
             raise RuntimeError(
                 "LocalEtcdCluster.isolate needs root and iptables when the cluster starts: "
                 "this one was started with isolation off"
             )
-        comment = ["-m", "comment", "--comment", self.tag]
-        rules = [
-            [*comment, "-m", "owner", "--uid-owner", str(m.uid), "-j", "DROP"],
-            [*comment, "-m", "connmark", "--mark", f"0x{m.mark:x}", "-j", "DROP"],
-            [*comment, "-d", f"{m.host}/32", "-j", "DROP"],
-        ]
-        added = self._rules.setdefault(i, [])
         m.isolated = True
-        for rule in reversed(rules):  # each goes first: the list's order is the chain's
-            _run(iptables, "-I", "OUTPUT", "1", *rule)
-            added.append(rule)
-
-    def _mark_connections(self, m: Member) -> None:
-        """Mark in conntrack every connection member ``m`` sends on, from its first packet
-        (a SYN, a SYN-ACK); the mark is what lets isolate() drop what its peers send back."""
-        _run(
-            _iptables_binary(),
-            "-I", "OUTPUT", "1",
-            "-m", "comment", "--comment", self.tag,
-            "-m", "owner", "--uid-owner", str(m.uid),
-            "-j", "CONNMARK", "--set-mark", f"0x{m.mark:x}",
-        )  # fmt: skip
+        self._firewall.cut(i, m.uid, m.mark, m.host)
 
     def heal(self, i: int | None = None) -> None:
         """Undo :meth:`isolate` of member ``i``, or of every member."""
-        indices = list(self._rules) if i is None else [i]
-        for index in indices:
-            rules = self._rules.get(index, [])
-            while rules:
-                _run(_iptables_binary(), "-D", "OUTPUT", *rules[-1])
-                rules.pop()
-            self._rules.pop(index, None)
+        for index in self._firewall.cut_keys if i is None else [i]:
+            self._firewall.heal(index)
             self.member(index).isolated = False
-
-    def _delete_all_rules(self) -> None:
-        self._rules.clear()
-        if self.isolation:
-            _delete_rules(lambda tag: tag == self.tag)
-            listing = _run(_iptables_binary(), "-S", "OUTPUT")
-            left = [line for line in listing.splitlines() if self.tag in line]
-            if left:
-                raise RuntimeError(f"could not delete iptables rules: {left}")
 
     @contextlib.contextmanager
     def isolated(self, i: int) -> Iterator[Member]:
@@ -574,56 +426,3 @@ class LocalEtcdCluster:
             yield self.member(i)
         finally:
             self.resume(i)
-
-
-def _low_bits(host: str) -> int:
-    _, a, b, c = (int(x) for x in host.split("."))
-    return (a << 16) | (b << 8) | c
-
-
-def _iptables_binary() -> str:
-    if os.geteuid() != 0:
-        raise RuntimeError("LocalEtcdCluster.isolate needs root and iptables: not running as root")
-    found = shutil.which("iptables")
-    if found is None:
-        raise RuntimeError(
-            "LocalEtcdCluster.isolate needs root and iptables: no iptables on PATH "
-            "(Debian: apt-get install iptables)"
-        )
-    return found
-
-
-def _run(iptables: str, *args: str, check: bool = True) -> str:
-    done = subprocess.run(
-        [iptables, "-w", "10", *args], capture_output=True, text=True, check=False
-    )
-    if check and done.returncode != 0:
-        raise RuntimeError(
-            f"iptables {shlex.join(args)} failed ({done.returncode}): {done.stderr.strip()}"
-        )
-    return done.stdout
-
-
-def _delete_rules(select: Callable[[str], bool]) -> None:
-    """Delete every OUTPUT rule whose lessor-cluster comment ``select(tag)`` accepts."""
-    iptables = _iptables_binary()
-    for line in _run(iptables, "-S", "OUTPUT").splitlines():
-        words = shlex.split(line)
-        if words[:2] != ["-A", "OUTPUT"]:
-            continue
-        tags = [w for w in words if _TAG.fullmatch(w)]
-        if tags and select(tags[0]):
-            # Another process purging the same stale rules may have deleted it already.
-            _run(iptables, "-D", "OUTPUT", *words[2:], check=False)
-
-
-def _purge_stale_rules() -> None:
-    """Delete rules left by clusters whose process is gone (a SIGKILLed test run)."""
-    if os.geteuid() != 0 or shutil.which("iptables") is None:
-        return
-
-    def stale(tag: str) -> bool:
-        match = _TAG.fullmatch(tag)
-        return match is not None and not Path(f"/proc/{match.group(1)}").exists()
-
-    _delete_rules(stale)
