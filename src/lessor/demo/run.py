@@ -1,7 +1,8 @@
 """``lessor demo``: three datacenters of sweepers share one key space through etcd.
 
-1. etcd: a local cluster of three members on loopback (:class:`~lessor.etcd.LocalEtcdCluster`,
-   no root needed), or the cluster at ``--endpoints``, checked first.
+1. etcd: a local cluster of three members on loopback
+   (:class:`~lessor.testing.LocalEtcdCluster`, no root needed), or the cluster at
+   ``--endpoints``, checked first.
 2. A SQLite store of ``--rows`` reminders with random 8-byte ids (:mod:`lessor.demo.store`).
 3. ``--workers-per-dc`` worker processes (:mod:`lessor.demo.worker`) in each of three
    simulated datacenters; each datacenter's workers talk to "their" etcd member first.
@@ -133,9 +134,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 @contextlib.contextmanager
 def _etcd(args: argparse.Namespace, out: TextIO) -> Iterator[tuple[list[str], Any]]:
     """The etcd endpoints, member i serving datacenter i; the local cluster or None."""
-    from lessor.etcd import LocalEtcdCluster  # noqa: PLC0415  (grpc: only when run)
-    from lessor.etcd.local import SAFE_LEASE_VERSION, etcd_version  # noqa: PLC0415
-    from lessor.etcd.transport import parse_endpoint  # noqa: PLC0415
+    from lessor.etcd.transport import parse_endpoint  # noqa: PLC0415  (grpc: only when run)
+    from lessor.testing import (  # noqa: PLC0415
+        SAFE_LEASE_VERSION,
+        LocalEtcdCluster,
+        etcd_version,
+    )
 
     if args.endpoints:
         try:

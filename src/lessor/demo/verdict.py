@@ -5,9 +5,9 @@ Invariants (any broken one fails the demo):
 * every reminder was processed at least once;
 * no reminder was processed by two holders at once: two processings of one reminder under
   different leases (tokens) whose ``[start, end]`` intervals intersect;
-* no two leases held a common key at the same time (:func:`lessor.history.find_overlaps` over
-  the lease log, each lease held from its grant to its give-back, or to its deadline when its
-  holder died holding it);
+* no two leases held a common key at the same time
+  (:func:`lessor.testing.history.find_overlaps` over the lease log, each lease held from its
+  grant to its give-back, or to its deadline when its holder died holding it);
 * fencing tokens order the holders of every reminder: a processing that began after another
   one ended carries a larger token (else a fenced store would let the older holder's late
   write win).
@@ -28,7 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 from lessor.demo.store import LeaseRow, Processing, ReminderStore
-from lessor.history import Holding, Overlap, find_overlaps
+from lessor.testing.history import Holding, Overlap, find_overlaps
 
 __all__ = ["LEADER_TARGET", "DcStats", "Fault", "Recovery", "Verdict", "judge", "target"]
 

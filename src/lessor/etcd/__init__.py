@@ -1,20 +1,21 @@
-"""The ``"etcd"`` lessor (see :mod:`lessor.etcd.lessor`) and a local etcd for tests and demos.
+"""The ``"etcd"`` lessor (see :mod:`lessor.etcd.lessor`).
 
 Importing this module registers the id ``"etcd"``; ``lessor.get(ctx, "etcd")`` also finds it
 through the ``lessor.backends`` entry point without an import. Nothing picks it unless that id
-is named.
+is named. Local etcds for tests and demos are in :mod:`lessor.testing`: the names
+``LocalEtcd``, ``LocalEtcdCluster`` and ``find_etcd_binary`` here are deprecated aliases, kept
+for one release, that load it only when asked for.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 
 from lessor.context import Context
-from lessor.testing.cluster import LocalEtcdCluster
 from lessor.etcd.core import SectionFull
 from lessor.etcd.keys import MAX_SECTION_ID_BYTES
 from lessor.etcd.lessor import EtcdLessor
-from lessor.testing.local import LocalEtcd, find_etcd_binary
 from lessor.etcd.plan import MAX_LIVE_LEASES
 from lessor.etcd.settings import ENVIRONMENT, EtcdSettings
 from lessor.registry import register
@@ -25,11 +26,8 @@ __all__ = [
     "MAX_SECTION_ID_BYTES",
     "EtcdLessor",
     "EtcdSettings",
-    "LocalEtcd",
-    "LocalEtcdCluster",
     "SectionFull",
     "factory",
-    "find_etcd_binary",
 ]
 
 _lessors: dict[EtcdSettings, EtcdLessor] = {}
@@ -65,3 +63,23 @@ def factory(ctx: Context) -> EtcdLessor:
 
 
 register("etcd", factory)
+
+# Deprecated names (one release): where each lives now.
+_MOVED = {
+    "LocalEtcd": "lessor.testing.local",
+    "LocalEtcdCluster": "lessor.testing.cluster",
+    "find_etcd_binary": "lessor.testing.binary",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        import importlib  # noqa: PLC0415
+
+        warnings.warn(
+            f"lessor.etcd.{name} is deprecated: use lessor.testing.{name} ({_MOVED[name]})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
