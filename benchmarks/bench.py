@@ -57,8 +57,8 @@ from hdrh.histogram import HdrHistogram
 from bench_report import update_readme, write_markdown, write_plot
 from etcd_metrics import Counts, cluster_delta, scrape_all
 from etcd_targets import Target, docker_problem, one_member, three_members
-from lessor.history import Holding, find_overlaps
 from lessor.partition import Partition
+from lessor.testing import Holding, find_overlaps
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 import pyetcd
 
 from etcd_metrics import Counts, scrape
-from lessor.etcd import EtcdLessor, LocalEtcd
+from lessor.etcd import EtcdLessor
 from lessor.partition import Partition
+from lessor.testing import LocalEtcd
 
 PART = Partition(0, 1000)
 METHODS = ["Txn", "Range", "DeleteRange", "LeaseGrant", "LeaseRevoke"]  # shown in this order

@@ -147,7 +147,7 @@ def _notes(report: dict[str, Any]) -> list[str]:
         d = delayed[0]["delay_ms"]
         notes.append(
             f"{', '.join(s['id'] for s in delayed)}: a userspace delay proxy "
-            f"(`lessor.etcd.proxy.FaultProxy`; the kernel here has no netem) adds {d:g} ms one "
+            f"(`lessor.testing.FaultProxy`; the kernel here has no netem) adds {d:g} ms one "
             "way in front of every member's client port and on every peer link (each member "
             f"advertises its proxy as its peer URL): a client round trip pays {2 * d:g} ms more, "
             f"and so does each raft round trip behind a write. S4a's one worker talks to a "

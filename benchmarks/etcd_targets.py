@@ -1,11 +1,11 @@
 """The etcd the benchmarks run against: one member, or three with latency between them.
 
-Docker first: each member is an :class:`~lessor.etcd.container.EtcdContainer` (testcontainers,
+Docker first: each member is an :class:`~lessor.testing.EtcdContainer` (testcontainers,
 host networking on loopback). Where no Docker daemon answers, each member is a
-:class:`~lessor.etcd.local.LocalEtcd` process instead, and :attr:`Target.how` says so (the
+:class:`~lessor.testing.LocalEtcd` process instead, and :attr:`Target.how` says so (the
 runner prints it and writes it into every output).
 
-Three members with latency: a userspace :class:`~lessor.etcd.proxy.FaultProxy` with a one-way
+Three members with latency: a userspace :class:`~lessor.testing.FaultProxy` with a one-way
 ``delay`` sits in front of every member's client port (clients dial the proxies) *and* of every
 member's peer port (each member advertises its proxy as its peer URL, so every raft message
 between two members crosses one proxy each way). A request to a follower therefore pays the
@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from etcd_metrics import is_leader
-from lessor.etcd.local import LocalEtcd, find_etcd_binary, free_ports
-from lessor.etcd.proxy import FaultProxy
+from lessor.testing import FaultProxy, LocalEtcd, find_etcd_binary, free_ports
 
 __all__ = ["Target", "docker_problem", "one_member", "three_members"]
 
@@ -75,7 +74,7 @@ class Target:
 def docker_problem() -> str | None:
     """Why the benchmarks cannot run etcd in Docker here, or None when they can."""
     try:
-        from lessor.etcd.container import docker_unavailable  # noqa: PLC0415  (testcontainers)
+        from lessor.testing import docker_unavailable  # noqa: PLC0415  (testcontainers)
     except ImportError as e:
         return f"testcontainers is not installed ({e})"
     return docker_unavailable()
@@ -92,12 +91,10 @@ def _factory(
 ) -> tuple[Callable[[list[str]], _Member], str, str]:
     """How to make a member from its override flags, the etcd version, and the word for it."""
     if docker:
-        from lessor.etcd.container import (  # noqa: PLC0415  (testcontainers)
-            EtcdContainer,
-            find_static_etcd_binary,
-        )
+        from lessor.testing import EtcdContainer  # noqa: PLC0415  (testcontainers)
+        from lessor.testing.image import find_image_etcd_binary  # noqa: PLC0415
 
-        version = _version_of(find_static_etcd_binary())  # static: it runs here as well
+        version = _version_of(find_image_etcd_binary())  # the image's etcd runs here as well
         return (
             lambda extra: EtcdContainer(host=host, fsync=fsync, extra_args=extra),
             version,

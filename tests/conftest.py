@@ -54,7 +54,7 @@ def section() -> Callable[[], str]:
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[object]:
     """One etcd process for the whole session (tests use their own sections or prefixes)."""
-    from lessor.etcd import LocalEtcd  # noqa: PLC0415  (only sessions that need etcd pay)
+    from lessor.testing import LocalEtcd  # noqa: PLC0415  (only sessions that need etcd pay)
 
     with LocalEtcd() as server:
         yield server

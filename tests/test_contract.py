@@ -34,7 +34,7 @@ from lessor import (
     fencing_token,
 )
 from lessor.contract import WAIT_FREE_FIRST, WAIT_FREE_MAX
-from lessor.history import History, Holding, find_overlaps, find_token_inversions
+from lessor.testing import History, Holding, find_overlaps, find_token_inversions
 
 from .conftest import Backend
 

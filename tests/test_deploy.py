@@ -141,7 +141,7 @@ def named_volume(mount: str | dict[str, Any]) -> tuple[str | None, str]:
 
 
 def etcd_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    from lessor.etcd.container import LOCAL_IMAGE  # noqa: PLC0415  (imports testcontainers)
+    from lessor.testing.image import LOCAL_IMAGE  # noqa: PLC0415
 
     return {n: s for n, s in compose["services"].items() if s.get("image") == LOCAL_IMAGE}
 
@@ -671,7 +671,7 @@ def test_readme_names_the_etcd_settings_operators_must_set() -> None:
 def _docker_problem() -> str | None:
     if importlib.util.find_spec("testcontainers") is None:
         return "the testcontainers package is not installed"
-    from lessor.etcd.container import docker_unavailable  # noqa: PLC0415  (needs testcontainers)
+    from lessor.testing import docker_unavailable  # noqa: PLC0415  (needs testcontainers)
 
     return docker_unavailable()
 
@@ -709,7 +709,7 @@ def _run_a_compose_worker(
     """Run the first Compose worker's command and environment here, for a few seconds, against
     the members at ``ports``: its own store, metrics port and endpoints moved to loopback."""
     from lessor.demo.store import ReminderStore  # noqa: PLC0415
-    from lessor.etcd.local import free_port  # noqa: PLC0415
+    from lessor.testing import free_port  # noqa: PLC0415
 
     name, service = next(iter(worker_services(compose).items()))
     store = tmp_path / "reminders.db"
@@ -757,8 +757,7 @@ def test_etcd_image_builds_and_the_compose_members_start_as_one_cluster(
     docker_client: Any, tmp_path: Path
 ) -> None:
     from lessor.etcd import EtcdLessor  # noqa: PLC0415
-    from lessor.etcd.container import etcd_image  # noqa: PLC0415
-    from lessor.etcd.local import free_ports, wait_healthy  # noqa: PLC0415
+    from lessor.testing import etcd_image, free_ports, wait_healthy  # noqa: PLC0415
 
     compose = load_compose(os.environ)  # as `docker compose` would resolve it here
     members = {n: s for n, s in compose["services"].items() if n in ETCD_MEMBERS}
@@ -826,8 +825,7 @@ def test_compose_up_starts_the_etcd_cluster(docker_client: Any) -> None:
     """The Compose file's own network, names and volumes: ``up`` its three members (the image
     built locally, as the README says) and lease through them on the project's network."""
     from lessor.etcd import EtcdLessor  # noqa: PLC0415
-    from lessor.etcd.container import etcd_image  # noqa: PLC0415
-    from lessor.etcd.local import wait_healthy  # noqa: PLC0415
+    from lessor.testing import etcd_image, wait_healthy  # noqa: PLC0415
 
     command = _compose_command()
     if command is None:

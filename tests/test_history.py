@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lessor import Partition
-from lessor.history import Holding, find_overlaps, find_token_inversions
+from lessor.testing import Holding, find_overlaps, find_token_inversions
 
 P = Partition
 

@@ -17,9 +17,9 @@ import pytest
 
 import lessor
 from lessor import Context, Grant, MemoryLessor, Partition, Unavailable, fencing_token, sweep_waits
-from lessor.history import Holding, find_overlaps, find_token_inversions
 from lessor.sweep import MAX_LEVEL, ShardReport, Sweeper
 from lessor.sweep_waits import ProbeCycle, Waits
+from lessor.testing import Holding, find_overlaps, find_token_inversions
 
 P = Partition
 SPACE = Partition.universe(2)  # keys 0..0xffff

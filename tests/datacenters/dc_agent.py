@@ -3,7 +3,7 @@
     ip netns exec <ns> python dc_agent.py '<json config>'
 
 It forwards the other datacenters' service addresses across the bridge through
-:class:`~lessor.etcd.proxy.FaultProxy` (``config["proxies"]``: ``name``, ``listen``,
+:class:`~lessor.testing.FaultProxy` (``config["proxies"]``: ``name``, ``listen``,
 ``target``, ``delay``), so every byte that leaves the datacenter is delayed, and it is the
 test's eyes inside the namespace, which the test process (in the root namespace, where
 nothing is addressed) cannot reach itself.
@@ -11,8 +11,8 @@ nothing is addressed) cannot reach itself.
 Protocol: prints ``{"ready": true}`` once every proxy listens; then answers one JSON line per
 JSON command line on stdin, ``{"error": "..."}`` when a command fails. Exits at end of input.
 
-* ``{"cmd": "status", "endpoint": e}``: etcd's maintenance Status of ``e``
-  (``member_id``, ``leader``, ``term``), or ``{"status": null}`` if it does not answer.
+* ``{"cmd": "status", "endpoint": e}``: etcd's maintenance Status of ``e`` (the fields of
+  :class:`lessor.testing.MemberStatus`), or ``{"status": null}`` if it does not answer.
 * ``{"cmd": "members", "endpoint": e}``: the cluster's members as ``e`` lists them.
 * ``{"cmd": "rtt", "endpoint": e, "op": "range" | "put", "n": n}``: ``n`` timed calls (after
   one untimed call that opens the connection), in milliseconds. ``range`` is a serializable
@@ -22,6 +22,7 @@ JSON command line on stdin, ``{"error": "..."}`` when a command fails. Exits at 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -30,7 +31,7 @@ from typing import Any
 import grpc
 import pyetcd.etcdrpc as rpc
 
-from lessor.etcd.proxy import FaultProxy
+from lessor.testing import FaultProxy, member_status
 
 _PROBE_KEY = b"/lessor-datacenters-probe/"
 
@@ -46,16 +47,8 @@ class Agent:
         return self._channels[endpoint]
 
     def status(self, endpoint: str, timeout: float = 0.5) -> dict[str, int] | None:
-        stub = rpc.MaintenanceStub(self.channel(endpoint))
-        try:
-            answer = stub.Status(rpc.StatusRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return None
-        return {
-            "member_id": answer.header.member_id,
-            "leader": answer.leader,
-            "term": answer.raftTerm,
-        }
+        status = member_status(self.channel(endpoint), timeout)
+        return dataclasses.asdict(status) if status is not None else None
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         cmd = request["cmd"]

@@ -18,7 +18,7 @@ The peer URL is the subtle point: etcd gives each member one advertised peer URL
 its peers dial. So the service addresses of *all* datacenters are put on ``lo`` (as /32) in
 *every* namespace. In namespace ``i`` the service address ``i`` is member ``i`` itself (it
 listens on its service and its link address). In namespace ``j != i`` it belongs to the
-datacenter agent of ``j`` (``dc_agent.py``), whose :class:`~lessor.etcd.proxy.FaultProxy`
+datacenter agent of ``j`` (``dc_agent.py``), whose :class:`~lessor.testing.FaultProxy`
 listens there on etcd's peer and client ports and forwards across the bridge to the link
 address of ``i``, delaying every chunk by ``delay`` each way. So every byte between two
 datacenters — raft between members, and a client talking to a remote member — crosses
@@ -56,7 +56,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from lessor.etcd.local import find_etcd_binary, tuning_flags
+from lessor.testing import MemberStatus, find_etcd_binary, leader_of, tuning_flags
 
 __all__ = ["HOLDER", "Datacenters", "NsProcess", "Sink", "Unsupported", "unsupported_reason"]
 
@@ -453,7 +453,7 @@ class Datacenters:
                         f"starting:\n{dc.member.log_tail()}"
                     )
                 status = self.status(dc.index)
-                if status is not None and status["leader"] != 0:
+                if status is not None and status.leader_id != 0:
                     waiting.remove(dc)
             if not waiting:
                 return
@@ -554,26 +554,21 @@ class Datacenters:
         """Client endpoints for datacenter ``j``: its own member first, then the others."""
         return [self.dcs[(j + k) % len(self.dcs)].endpoint for k in range(len(self.dcs))]
 
-    def status(self, j: int) -> dict[str, int] | None:
+    def status(self, j: int) -> MemberStatus | None:
         """Member ``j``'s status, asked from inside its datacenter; None if it does not answer."""
         status: dict[str, int] | None = self.dcs[j].ask(
             {"cmd": "status", "endpoint": self.dcs[j].endpoint}
         )["status"]
-        return status
+        return MemberStatus(**status) if status is not None else None
 
     def leader(self, among: Sequence[int] | None = None) -> tuple[int, int] | None:
         """``(datacenter index, term)`` of the leader the live members of ``among`` agree on
-        in their latest term, or None."""
+        in their latest term (:func:`lessor.testing.leader_of`), or None."""
         indices = [i for i in (among if among is not None else range(len(self.dcs)))
                    if self.dcs[i].killed_at is None]  # fmt: skip
         statuses = {i: s for i in indices if (s := self.status(i)) is not None}
-        if not statuses:
-            return None
-        term = max(s["term"] for s in statuses.values())
-        for i, s in statuses.items():
-            if s["term"] == term and s["leader"] == s["member_id"]:
-                return i, term
-        return None
+        found = leader_of(statuses)
+        return None if found is None else (found, statuses[found].raft_term)
 
     def wait_for_leader(
         self, among: Sequence[int], *, after_term: int, timeout: float

@@ -16,7 +16,7 @@ cut comes first so that the doomed workers record what they held when their site
 (their releases cannot reach a quorum any more: those ranges stay taken until the etcd
 leases expire).
 
-Checked with lessor.history, over every datacenter's records: no two holders of one key at
+Checked with lessor.testing.history, over every datacenter's records: no two holders of one key at
 once, no token inversion; the doomed datacenter acquired nothing it asked for after the cut;
 every surviving worker acquired keys again within :data:`RECOVERY` of the cut; the keys the
 lost datacenter held at the cut were acquired again within :data:`LOST_RELEASE` of it (no
@@ -56,7 +56,7 @@ from typing import Any
 import pytest
 
 from lessor import Partition
-from lessor.history import Holding, find_overlaps, find_token_inversions
+from lessor.testing import Holding, find_overlaps, find_token_inversions
 
 from .conftest import ELECTION_MS
 from .harness import HOLDER, Datacenters, NsProcess, Sink

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from lessor import CorruptSection, Partition
-from lessor.etcd import EtcdLessor, LocalEtcd
+from lessor.etcd import EtcdLessor
 from lessor.etcd.keys import SectionKeys
+from lessor.testing import LocalEtcd
 
 P = Partition
 

@@ -26,9 +26,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from lessor import LessorError, Partition, PermissionDenied, Unavailable
-from lessor.etcd import EtcdLessor, LocalEtcd
+from lessor.etcd import EtcdLessor
 from lessor.etcd.transport import Channels, RetryableRpc, translate
 from lessor.observe import Observer, add_observer, remove_observer
+from lessor.testing import LocalEtcd
 
 from .test_lessor import _enable_auth
 

@@ -10,8 +10,9 @@ import pyetcd
 import pytest
 
 from lessor import Context, Partition, Unavailable
-from lessor.etcd import EtcdLessor, LocalEtcd
+from lessor.etcd import EtcdLessor
 from lessor.etcd.keys import SectionKeys
+from lessor.testing import LocalEtcd
 
 from .test_lessor import _enable_auth
 

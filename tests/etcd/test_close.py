@@ -13,7 +13,8 @@ import time
 import pytest
 
 from lessor import Context, LessorError, Partition
-from lessor.etcd import EtcdLessor, LocalEtcd
+from lessor.etcd import EtcdLessor
+from lessor.testing import LocalEtcd
 
 P = Partition
 WAIT = 15.0  # the longest an event may take on a loaded machine

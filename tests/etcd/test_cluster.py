@@ -1,4 +1,4 @@
-"""The three-member local etcd cluster and its faults (``lessor.etcd.cluster``) do what they say.
+"""The three-member local etcd cluster and its faults (``lessor.testing.cluster``) do what they say.
 
 Each test gets a cluster of its own. Isolation needs root and iptables: the isolation tests are
 skipped when not root, and fail (saying what is missing) as root without iptables, so that CI
@@ -17,7 +17,7 @@ import grpc
 import pyetcd.etcdrpc as rpc
 import pytest
 
-from lessor.etcd.cluster import LocalEtcdCluster
+from lessor.testing import LocalEtcdCluster
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs root and iptables")
 

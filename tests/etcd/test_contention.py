@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from lessor import Partition
-from lessor.history import Holding, find_overlaps, find_token_inversions
+from lessor.testing import Holding, find_overlaps, find_token_inversions
 
 from .conftest import Spawn
 

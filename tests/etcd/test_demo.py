@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lessor.etcd import LocalEtcd
+from lessor.testing import LocalEtcd
 
 
 def demo(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> (

@@ -43,7 +43,7 @@ from lessor import Context, Partition
 from lessor.etcd import EtcdLessor
 from lessor.etcd.acquisition import Section
 from lessor.etcd.ops import Swap
-from lessor.etcd.proxy import FaultProxy
+from lessor.testing import FaultProxy
 
 
 class Interrupt(BaseException):

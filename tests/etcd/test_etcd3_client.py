@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from lessor import Context, Partition, Unavailable
-from lessor.etcd import EtcdLessor, LocalEtcd
+from lessor.etcd import EtcdLessor
+from lessor.testing import LocalEtcd
 
 etcd3 = pytest.importorskip("etcd3", reason="runs in `nox -s etcd3_client` (needs etcd3 0.12)")
 

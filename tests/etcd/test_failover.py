@@ -2,7 +2,7 @@
 
 In every case a second lessor holds a range through the fault, and the first must never be
 given it: the holdings are recorded and checked for overlaps and token inversions
-(:mod:`lessor.history`). Timings are printed (``pytest -s``).
+(:mod:`lessor.testing.history`). Timings are printed (``pytest -s``).
 
 DESIGN: "Leader loss: acquisitions resume within the election timeout plus one second"; the
 cluster's election timeout is 0.5 s, so the bound is 1.5 s. A call that a member accepts but
@@ -25,8 +25,7 @@ import pytest
 
 from lessor import Context, DeadlineExceeded, LessorError, Partition, Unavailable
 from lessor.etcd import EtcdLessor
-from lessor.etcd.cluster import LocalEtcdCluster
-from lessor.history import History, Holding, find_overlaps, find_token_inversions
+from lessor.testing import History, Holding, LocalEtcdCluster, find_overlaps, find_token_inversions
 
 P = Partition
 SECTION = "failover"

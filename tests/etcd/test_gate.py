@@ -18,7 +18,7 @@ from lessor import Context, Lease, Partition
 from lessor.errors import DeadlineExceeded, LessorError
 from lessor.etcd import EtcdLessor
 from lessor.etcd.gate import Gate
-from lessor.etcd.proxy import FaultProxy
+from lessor.testing import FaultProxy
 
 
 def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

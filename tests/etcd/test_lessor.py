@@ -22,9 +22,10 @@ from lessor import (
     SortedPartitions,
     Unavailable,
 )
-from lessor.etcd import MAX_LIVE_LEASES, EtcdLessor, EtcdSettings, LocalEtcd, SectionFull
+from lessor.etcd import MAX_LIVE_LEASES, EtcdLessor, EtcdSettings, SectionFull
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.transport import RetryableRpc
+from lessor.testing import LocalEtcd
 
 P = Partition
 

@@ -1,10 +1,10 @@
-"""lessor.etcd.local: telling which etcd runs."""
+"""lessor.testing.binary: telling which etcd runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lessor.etcd.local import SAFE_LEASE_VERSION, etcd_version, find_etcd_binary
+from lessor.testing import SAFE_LEASE_VERSION, etcd_version, find_etcd_binary
 
 
 def test_the_version_of_the_etcd_in_use() -> None:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from lessor import Context, Partition, Unavailable
-from lessor.etcd import EtcdLessor, LocalEtcd
-from lessor.etcd.proxy import FaultProxy
+from lessor.etcd import EtcdLessor
+from lessor.testing import FaultProxy, LocalEtcd
 
 
 class _Echo(socketserver.BaseRequestHandler):

@@ -32,8 +32,9 @@ from typing import Any
 import pytest
 
 from lessor import Context, DeadlineExceeded, LessorError, Partition
-from lessor.etcd import EtcdLessor, LocalEtcd, acquisition
+from lessor.etcd import EtcdLessor, acquisition
 from lessor.etcd import lessor as lessor_module
+from lessor.testing import LocalEtcd
 from tests.support.threads import ThreadsExhausted
 
 P = Partition

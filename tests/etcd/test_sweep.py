@@ -5,7 +5,7 @@ The store is a SQLite file of rows; each child (``sweep_child.py``) sweeps it wi
 :class:`lessor.sweep.Sweeper` and logs every processing of a row as ``(item, holder, token,
 start, end)`` in the same transaction that marks the row done. From that log the test proves
 the issue's promise: every row was processed at least once, and no two holders processed one
-row at overlapping times (``lessor.history``), whatever the killed children were doing.
+row at overlapping times (``lessor.testing.history``), whatever the killed children were doing.
 
 Then, in one process, a sweeper whose shard was denied is shown to sweep it again as soon as
 etcd frees it (the etcd lessor's ``wait_free``), long before its round's pause would end; and a
@@ -30,7 +30,7 @@ import pytest
 
 from lessor import Context, Partition, Sweeper, SweepStats, sweep_waits
 from lessor.etcd import EtcdLessor
-from lessor.history import Holding, find_overlaps, find_token_inversions
+from lessor.testing import Holding, find_overlaps, find_token_inversions
 
 from . import conftest
 from .conftest import Child, Spawn

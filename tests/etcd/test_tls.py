@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lessor import Context, Partition, Unavailable
-from lessor.etcd import EtcdLessor, LocalEtcd
-from lessor.etcd.local import ServerTLS
+from lessor.etcd import EtcdLessor
+from lessor.testing import LocalEtcd, ServerTLS
 
 P = Partition
 

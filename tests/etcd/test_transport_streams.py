@@ -20,7 +20,6 @@ import pytest
 
 from lessor import PermissionDenied
 from lessor.context import Context
-from lessor.etcd import LocalEtcd
 from lessor.etcd.transport import (
     Channels,
     ClientTransport,
@@ -32,6 +31,7 @@ from lessor.etcd.transport import (
     WatchEvent,
     _Refused,
 )
+from lessor.testing import LocalEtcd
 
 from .test_auth import _add_user, _rsa_key_pair
 from .test_lessor import _enable_auth

@@ -24,10 +24,10 @@ import pytest
 
 from lessor import Context, CorruptSection, Partition, PermissionDenied
 from lessor.contract import LeaseScope
-from lessor.etcd import EtcdLessor, LocalEtcd
+from lessor.etcd import EtcdLessor
 from lessor.etcd import watch as watch_module
-from lessor.etcd.cluster import LocalEtcdCluster
 from lessor.etcd.keys import SectionKeys
+from lessor.testing import LocalEtcd, LocalEtcdCluster
 
 from .conftest import Spawn
 from .test_lessor import _enable_auth

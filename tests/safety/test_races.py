@@ -19,7 +19,7 @@ rather than within minutes, even on one free CPU.
 Each lease with ranges is checked, while it is held, against what etcd stored: one Txn reads
 the section value and its markers at one revision; exactly one live entry of the lease's
 holder must have the lease's ranges, and its marker's create revision (the revision of the
-swap that wrote it) must equal ``Lease.token``. Afterwards :mod:`lessor.history` checks that
+swap that wrote it) must equal ``Lease.token``. Afterwards :mod:`lessor.testing.history` checks that
 no two holders overlapped and that tokens order the leases that shared a key.
 
 The checks go through etcd's data and the public :class:`~lessor.Lease` only, not the
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from lessor import Context, Lease, Lessor, LessorError, Partition
-from lessor.history import Holding, find_overlaps, find_token_inversions
+from lessor.testing import Holding, find_overlaps, find_token_inversions
 
 if TYPE_CHECKING:
     from lessor.etcd.keys import SectionKeys

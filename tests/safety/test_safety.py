@@ -4,7 +4,7 @@ Worker processes (worker.py) lease random overlapping ranges of a few sections f
 :data:`SECONDS` while the nemesis injects, one at a time and at random: leader kill and
 restart, member pause, member isolation, a client process paused past its lease deadline,
 and a graceful etcd member restart. Every acquisition is recorded on the one monotonic clock
-of the machine. An independent checker (lessor.history) then proves:
+of the machine. An independent checker (lessor.testing.history) then proves:
 
 * no two holders held a common key of one section while both were before their deadlines;
 * tokens of one section order the leases that share a key (a paused worker's stale token is
@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from lessor import Context, Partition
-from lessor.history import Holding, find_overlaps, find_token_inversions
+from lessor.testing import Holding, find_overlaps, find_token_inversions
 
 pytestmark = pytest.mark.safety
 
@@ -102,7 +102,7 @@ class Workers:
 
 @pytest.fixture
 def cluster() -> Iterator[Any]:
-    from lessor.etcd.cluster import LocalEtcdCluster  # noqa: PLC0415
+    from lessor.testing import LocalEtcdCluster  # noqa: PLC0415
 
     with LocalEtcdCluster(size=3) as c:
         yield c
