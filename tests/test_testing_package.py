@@ -34,7 +34,7 @@ MOVED_MODULES = {
     "lessor.etcd.cluster": {
         "LocalEtcdCluster": "lessor.testing.cluster",
         "Member": "lessor.testing.cluster",
-        "MemberStatus": "lessor.testing.cluster",
+        "MemberStatus": "lessor.testing.leader",
     },
     "lessor.etcd.proxy": {"FaultProxy": "lessor.testing.proxy"},
     "lessor.history": {

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import warnings
 
-from lessor.testing.cluster import LocalEtcdCluster, Member, MemberStatus
+from lessor.testing.cluster import LocalEtcdCluster, Member
+from lessor.testing.leader import MemberStatus
 
 __all__ = ["LocalEtcdCluster", "Member", "MemberStatus"]
 

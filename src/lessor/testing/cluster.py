@@ -22,10 +22,8 @@ Faults, by member index:
 so when it has neither: the members then run under uids of their own. Everything else works
 unprivileged: the members then run as the caller.
 
-Leadership: :func:`member_status` asks one member etcd's maintenance ``Status``, and
-:func:`leader_of` is the one rule that tells the leader from such answers (the datacenters
-harness of the tests uses it too); :meth:`~LocalEtcdCluster.wait_for_leader` applies it to the
-reachable members.
+Leadership: :meth:`~LocalEtcdCluster.wait_for_leader` asks the reachable members and applies
+:func:`~lessor.testing.leader.leader_of`, the one rule that tells the leader from their answers.
 
 Addresses: each cluster picks a random ``127.a.b.c`` block (``a`` >= 64, away from the usual
 ``127.0.0.x``) and binds an abstract unix socket named after each address while it lives, so
@@ -40,11 +38,9 @@ import random
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 
 import grpc
 
@@ -57,55 +53,10 @@ from lessor.testing.isolation import (
     purge_stale_rules,
 )
 from lessor.testing.isolation import available as isolation_available
+from lessor.testing.leader import MemberStatus, leader_of, member_status
 from lessor.testing.process import EtcdProcess, free_ports, tuning_flags
 
-__all__ = ["LocalEtcdCluster", "Member", "MemberStatus", "leader_of", "member_status"]
-
-_K = TypeVar("_K")
-
-
-@dataclass(frozen=True, slots=True)
-class MemberStatus:
-    """One member's answer to etcd's maintenance ``Status`` RPC."""
-
-    member_id: int
-    leader_id: int  # 0 when the member knows of no leader
-    raft_term: int
-    raft_index: int
-    revision: int
-
-
-def member_status(channel: grpc.Channel, timeout: float = 0.5) -> MemberStatus | None:
-    """The ``Status`` answer of the member behind ``channel``, or None if it gives none within
-    ``timeout``."""
-    import pyetcd.etcdrpc as rpc  # noqa: PLC0415  (the stubs lessor.etcd already uses)
-
-    try:
-        response = rpc.MaintenanceStub(channel).Status(rpc.StatusRequest(), timeout=timeout)
-    except grpc.RpcError:
-        return None
-    return MemberStatus(
-        member_id=response.header.member_id,
-        leader_id=response.leader,
-        raft_term=response.raftTerm,
-        raft_index=response.raftIndex,
-        revision=response.header.revision,
-    )
-
-
-def leader_of(statuses: Mapping[_K, MemberStatus]) -> _K | None:
-    """Which of the members that answered ``statuses`` leads, or None.
-
-    A member counts as leader when it claims the leadership itself in the latest term any of
-    them reports: a member cut off since may still believe it leads an older term.
-    """
-    if not statuses:
-        return None
-    term = max(s.raft_term for s in statuses.values())
-    for key, s in statuses.items():
-        if s.raft_term == term and s.leader_id != 0 and s.leader_id == s.member_id:
-            return key
-    return None
+__all__ = ["LocalEtcdCluster", "Member"]
 
 
 class Member(EtcdProcess):
