@@ -45,10 +45,10 @@ class Interrupt(BaseException):
 
 
 def _raising_once_at(text: str) -> Any:
-    """A tracer raising Interrupt once at the line of EtcdLessor._acquire holding ``text``:
+    """A tracer raising Interrupt once at the line of EtcdLessor._acquire_open holding ``text``:
     the same as an asynchronous exception delivered just before that line."""
-    code, fired = lessor_module.EtcdLessor._acquire.__code__, []
-    src, first = inspect.getsourcelines(lessor_module.EtcdLessor._acquire)
+    code, fired = lessor_module.EtcdLessor._acquire_open.__code__, []
+    src, first = inspect.getsourcelines(lessor_module.EtcdLessor._acquire_open)
     line = first + next(i for i, text_line in enumerate(src) if text in text_line)
 
     def local(frame: Any, event: str, arg: Any) -> Any:
