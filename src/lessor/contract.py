@@ -382,14 +382,15 @@ class LeaseScope:
             self._exit()
             raise err
         self._lease = Lease(self._section_id, grant.partitions, lease_ctx, grant.token)
-        log.debug(
-            "lease section=%r token=%d granted %s of %s for %.3fs",
-            self._section_id,
-            grant.token,
-            grant.partitions.to_strings(),
-            self._part,
-            lease_ctx.remaining(),
-        )
+        if log.isEnabledFor(logging.DEBUG):  # its arguments cost more than the check
+            log.debug(
+                "lease section=%r token=%d granted %s of %s for %.3fs",
+                self._section_id,
+                grant.token,
+                grant.partitions.to_strings(),
+                self._part,
+                lease_ctx.remaining(),
+            )
         return self._lease
 
     def __exit__(

@@ -147,23 +147,20 @@ class Config:
 
 class Once:
     """A claim only its first caller wins: the release and the deadline (:func:`expire`)
-    race to end a holder's marker, and exactly one of them deletes it."""
+    race to end a holder's marker, and exactly one of them deletes it. :attr:`claimed` says
+    whether it was won (a plain attribute: read on every grant's hot path)."""
 
-    __slots__ = ("_claimed",)
+    __slots__ = ("claimed",)
 
     _lock = threading.Lock()  # one for every claim: held for two assignments, never contended
     # for long, and a lock per grant would cost an allocation on the hot path
 
     def __init__(self) -> None:
-        self._claimed = False
-
-    @property
-    def claimed(self) -> bool:
-        return self._claimed
+        self.claimed = False
 
     def claim(self) -> bool:
         with Once._lock:
-            first, self._claimed = not self._claimed, True
+            first, self.claimed = not self.claimed, True
             return first
 
 
