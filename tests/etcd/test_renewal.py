@@ -159,7 +159,8 @@ def test_close_waits_for_clean_ups_and_a_late_one_opens_no_connection(
     scope.__exit__(None, None, None)  # the holder lets go: close() then shuts down at once
     started = time.monotonic()
     a.close()
-    assert time.monotonic() - started < 0.5 + 0.5, "close() waited past release_timeout"
+    # A clean-up's bound is twice release_timeout (its deletion's tries, then its give-back).
+    assert time.monotonic() - started < 2 * 0.5 + 0.5, "close() waited past its bound"
     clean_ups = [t for t in threading.enumerate() if t.name == "lessor clean-up"]
     go.set()
     for t in clean_ups:

@@ -324,9 +324,10 @@ class EtcdLessor(Lessor):
         """Refuse new acquisitions (and ``wait_free``). Leases still held stay valid: they end
         at their release, or at their deadlines if they overrun, as before, and so do
         acquisitions already under way (their grants are leases like any other); the lessor
-        shuts down when the last of them has ended (at once when there is none): it waits up to
-        ``release_timeout`` for clean-ups under way, revokes its idle etcd lease and closes its
-        connections. A lease whose holder never releases it keeps the connections open."""
+        shuts down when the last of them has ended (at once when there is none): it waits up
+        to twice ``release_timeout`` for clean-ups under way, revokes its idle etcd lease and
+        closes its connections. A lease whose holder never releases it keeps the connections
+        open."""
         with self._lock:
             if self._closed:
                 return
@@ -344,7 +345,9 @@ class EtcdLessor(Lessor):
                 return
             self._shut_down = True
         self._reaper.close()
-        if not self._clean_ups.join(self._release_timeout):
+        # A clean-up's bound: its deletion's tries (release_timeout), then giving back its
+        # etcd lease (one more call of at most release_timeout).
+        if not self._clean_ups.join(2 * self._release_timeout):
             log.info("closing an etcd lessor before its clean-ups ended (what they were "
                      "clearing ends with its etcd lease)")  # fmt: skip
         self._pool.close(self._rpc_timeout)
