@@ -308,6 +308,14 @@ class EtcdLessor(Lessor):
         keys = SectionKeys.of(self._prefix, section_id)
         return wait_free(ctx, self._transport, keys, part, rpc_timeout=self._rpc_timeout)
 
+    def _is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        """One read of the section (:func:`lessor.etcd.watch.is_held`)."""
+        from lessor.etcd.watch import is_held  # noqa: PLC0415  (only this method's import)
+
+        self._check_open()
+        keys = SectionKeys.of(self._prefix, section_id)
+        return is_held(ctx, self._transport, keys, part, rpc_timeout=self._rpc_timeout)
+
     def _expire(self, held: core.Held) -> None:
         """The reaper's: ``held``'s deadline passed before its release; end it apart."""
         with self._lock:
