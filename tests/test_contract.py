@@ -4,7 +4,8 @@ Mirrors LUCI's datastore lessor_test.go (partial leases around existing ones, em
 expiry freeing ranges, deadline at lease expiry, deadline capped by ctx, independent sections)
 and adds what Python callers rely on: release on return and raise, fencing tokens, argument
 checks, and a concurrency check over a recorded history. Then ``wait_free``: on every backend
-that observes its holders, and the base class's polling default on a third-party backend.
+that observes its holders, and the base class's polling default on a third-party backend; and
+``is_held`` on every backend, and the base class's refusal on a third-party one.
 """
 
 from __future__ import annotations
@@ -457,6 +458,106 @@ def test_wait_free_checks_its_arguments_as_lease_does(
             lessor_of.wait_free(ctx, section_id, part)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"ctx must be a lessor\.Context"):
         lessor_of.wait_free(None, "s", P(0, 1))  # type: ignore[arg-type]
+
+
+# -- is_held -------------------------------------------------------------------------------------
+
+
+def test_is_held_says_whether_a_live_lease_holds_a_key_of_part(
+    lessor_of: Lessor, section: Sections
+) -> None:
+    s = section()
+    ctx = Context.background().with_timeout(60)
+    assert lessor_of.is_held(ctx, s, P(0, 100)) is False  # a section nobody used
+    with lessor_of.lease(s, P(10, 20), 60):  # this process's own lease counts too
+        assert lessor_of.is_held(ctx, s, P(15, 16)) is True
+        assert lessor_of.is_held(ctx, s, P(0, 100)) is True
+        assert lessor_of.is_held(ctx, s, P(19, 30)) is True
+        assert lessor_of.is_held(ctx, s, P(0, 10)) is False  # touches [10, 20), no overlap
+        assert lessor_of.is_held(ctx, s, P(20, 30)) is False
+        assert lessor_of.is_held(ctx, s, P(15, 15)) is False  # an empty part
+        assert lessor_of.is_held(ctx, section(), P(10, 20)) is False  # another section
+        with lessor_of.lease(s, P(0, 30), 60) as partly:  # granted [0, 10) and [20, 30)
+            assert partly.partitions == [P(0, 10), P(20, 30)]
+            assert lessor_of.is_held(ctx, s, P(25, 26)) is True
+        assert lessor_of.is_held(ctx, s, P(25, 26)) is False  # given back
+    assert lessor_of.is_held(ctx, s, P(0, 100)) is False  # given back
+
+
+def test_is_held_holds_nothing(lessor_of: Lessor, section: Sections) -> None:
+    s = section()
+    ctx = Context.background().with_timeout(60)
+    with lessor_of.lease(s, P(0, 10), 60):
+        assert lessor_of.is_held(ctx, s, P(0, 20)) is True
+        assert lessor_of.is_held(ctx, s, P(10, 20)) is False
+        assert held(lessor_of, s, P(0, 20)) == [P(10, 20)]  # the looks hold none of it
+    assert held(lessor_of, s, P(0, 20)) == [P(0, 20)]
+
+
+def test_is_held_is_false_after_wait_free_saw_an_overrunning_holders_lease_end(
+    backend: Backend, lessor_of: Lessor, section: Sections
+) -> None:
+    s = section()
+    ctx = Context.background().with_timeout(backend.expiry_bound(backend.unit) + 30)
+    with lessor_of.lease(s, P(0, 10), backend.unit) as lease:  # never given back in time
+        assert lessor_of.is_held(ctx, s, P(5, 6)) is True
+        assert lessor_of.wait_free(ctx, s, P(0, 100)) is True  # the lease ended
+        assert time.monotonic() >= lease.deadline
+        assert lessor_of.is_held(ctx, s, P(0, 100)) is False  # and no look counts it
+
+
+def test_is_held_with_a_done_ctx_raises_its_error_never_false(
+    lessor_of: Lessor, section: Sections
+) -> None:
+    s = section()
+    expired = Context.background().with_deadline(time.monotonic() - 1)
+    cancelled = Context.background()
+    cancelled.cancel()
+    for ctx, error in ((expired, DeadlineExceeded), (cancelled, Cancelled)):
+        for part in (P(0, 10), P(5, 5)):  # nothing held, and an empty part: still raised
+            with pytest.raises(error):
+                lessor_of.is_held(ctx, s, part)
+    with lessor_of.lease(s, P(0, 10), 60):
+        with pytest.raises(DeadlineExceeded):
+            lessor_of.is_held(expired, s, P(0, 10))
+
+
+def test_is_held_raises_the_ctx_error_when_ctx_ends_inside_the_backend() -> None:
+    class Slow(ThirdParty):
+        def _is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+            ctx.wait()
+            ctx.raise_if_done()
+            raise AssertionError("unreachable")
+
+    ctx = Context.background()
+    timer = threading.Timer(0.05, ctx.cancel)
+    timer.start()
+    with pytest.raises(Cancelled):
+        Slow().is_held(ctx, "s", P(0, 10))
+    timer.join()
+
+
+@pytest.mark.parametrize(
+    ("section_id", "part"),
+    [("", P(0, 1)), (5, P(0, 1)), (None, P(0, 1)), ("s", "0_1"), ("s", (0, 1)), ("s", None)],
+)
+def test_is_held_checks_its_arguments_as_lease_does(
+    lessor_of: Lessor, section_id: object, part: object
+) -> None:
+    with pytest.raises((TypeError, ValueError)) as by_lease:
+        lessor_of.lease(section_id, part, 1)  # type: ignore[arg-type]
+    for ctx in (Context.background(), Context.background().with_deadline(0)):  # done or not
+        with pytest.raises(by_lease.type, match=re.escape(str(by_lease.value))):
+            lessor_of.is_held(ctx, section_id, part)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ctx must be a lessor\.Context"):
+        lessor_of.is_held(None, "s", P(0, 1))  # type: ignore[arg-type]
+
+
+def test_a_backend_without_is_held_says_it_cannot_tell() -> None:
+    third = ThirdParty()
+    with pytest.raises(NotImplementedError, match=r"ThirdParty lessor .* cannot tell what is held"):
+        third.is_held(Context.background(), "s", P(0, 10))
+    assert third.is_held(Context.background(), "s", P(5, 5)) is False  # nothing to ask
 
 
 # -- wait_free: the base class's default, for third-party backends -------------------------------

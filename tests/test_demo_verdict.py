@@ -1,5 +1,6 @@
 """The demo's verdict finds what it claims to rule out and shows its recovery targets; its
-workers' recording lessor waits with its inner lessor's ``wait_free`` (no etcd needed)."""
+workers' recording lessor waits and looks with its inner lessor's ``wait_free`` and ``is_held``
+(no etcd needed)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from lessor.demo.store import KEY_SPACE_BYTES, ReminderStore
 from lessor.demo.table import render
 from lessor.demo.verdict import Fault, judge, target
 from lessor.demo.worker import RecordingLessor
+from lessor.sweep_waits import observes
 
 
 def test_one_reminder_processed_by_two_holders_at_once_is_found(tmp_path: Path) -> None:
@@ -62,8 +64,8 @@ def test_recoveries_carry_issue_11_s_targets_and_a_missed_one_is_shown(tmp_path:
     assert re.search(r"dc-a's 2 workers SIGKILLed\s+0\.00 s\s+8 s   dc-a held no lease", table)
 
 
-def test_the_recording_lessor_waits_with_its_inner_lessor_s_wait_free(tmp_path: Path) -> None:
-    calls: list[tuple[str, Partition]] = []
+def test_the_recording_lessor_waits_and_looks_with_its_inner_lessor(tmp_path: Path) -> None:
+    calls: list[tuple[str, str, Partition]] = []
 
     class Inner(MemoryLessor):
         @property
@@ -71,8 +73,12 @@ def test_the_recording_lessor_waits_with_its_inner_lessor_s_wait_free(tmp_path: 
             return 42.0
 
         def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
-            calls.append((section_id, part))
+            calls.append(("wait_free", section_id, part))
             return super()._wait_free(ctx, section_id, part)
+
+        def _is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+            calls.append(("is_held", section_id, part))
+            return super()._is_held(ctx, section_id, part)
 
     store = ReminderStore.create(tmp_path / "store.db", 1)
     try:
@@ -81,6 +87,9 @@ def test_the_recording_lessor_waits_with_its_inner_lessor_s_wait_free(tmp_path: 
         ctx = Context.background().with_timeout(10)
         assert recording.max_duration == 42.0
         assert recording.wait_free(ctx, "s", part)  # nothing held: at once
-        assert calls == [("s", part)]  # not the contract's polling default
+        assert not recording.is_held(ctx, "s", part)
+        # not the contract's defaults (a back-off; NotImplementedError): probes are made
+        assert calls == [("wait_free", "s", part), ("is_held", "s", part)]
+        assert observes(recording)
     finally:
         store.close()

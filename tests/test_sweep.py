@@ -906,15 +906,22 @@ def test_a_third_party_backend_polls_and_still_sweeps_a_freed_shard_soon() -> No
 
 
 class Registering(MemoryLessor):
-    """A memory lessor that tells when a wait_free was called, and when one has read the
-    holders it waits for (so a test gives back only after that)."""
+    """A memory lessor that counts the calls of is_held (``looks``) and wait_free
+    (``calls``), and tells when a wait_free has read the holders it waits for (so a test
+    gives back only after that)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.registered = 0
         self.calls = 0
+        self.looks = 0
         self._changed = threading.Condition()
         self._waiters = _NotifyingWaiters(self._note)
+
+    def is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        with self._changed:
+            self.looks += 1
+        return super().is_held(ctx, section_id, part)
 
     def _note(self) -> None:
         with self._changed:
@@ -955,26 +962,10 @@ class _NotifyingWaiters(dict[str, set[Any]]):
         return self[key]
 
 
-class Clock:
-    """The clock a probe times its wait_free by: it moves only when a test moves it, so
-    "returned at once" (nothing held) is whatever returned before the test moved it."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self) -> None:
-        self.now += 2 * sweep_waits.PROMPT
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(sweep_waits, "monotonic", clock)
-    monkeypatch.setattr(sweep_waits, "GRACE", 0.0)  # the holders here take no next lease
-    return clock
+def no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probes look again at once after a give-back: the holders here take no next lease."""
+    monkeypatch.setattr(sweep_waits, "GRACE", 0.0)
 
 
 class Stepped:
@@ -1082,7 +1073,7 @@ def test_wake_ups_follow_progress_more_than_once_a_round() -> None:
 
 
 def test_a_probe_follows_holders_nobody_was_denied_and_sweeps_their_shard_once_all_are_gone(
-    clock: Clock,
+    no_grace: None,
 ) -> None:
     store, memory = Store(A_KEYS + B_KEYS), Registering()
     sweeper, stepped = one_item_a_sweep(store, memory, probes=1)
@@ -1097,15 +1088,13 @@ def test_a_probe_follows_holders_nobody_was_denied_and_sweeps_their_shard_once_a
         stepped.steps.release()  # 0x0010: the first sweep, which probes the other shard...
         assert memory.await_registered(1)  # ...where the probe finds both holders
         stepped.await_waiting()
-        clock.advance()
         one.__exit__(None, None, None)
-        # A give-back while another holder is left: the probe only looks again.
+        # A give-back while another holder is left: the probe looks again, and waits again.
         assert memory.await_registered(2)
-        assert memory.calls == 2
-        clock.advance()
+        assert (memory.looks, memory.calls) == (2, 2)
         other.__exit__(None, None, None)
         join_waits("probe")  # its third look found nothing held: the shard is queued
-        assert memory.calls == 3
+        assert (memory.looks, memory.calls) == (3, 2)
         stepped.steps.release()  # 0x0020
         assert stepped.events[0x9000].wait(30)
     finally:
@@ -1120,7 +1109,7 @@ def test_a_probe_follows_holders_nobody_was_denied_and_sweeps_their_shard_once_a
     assert wait_threads() == []
 
 
-def test_a_probe_sweeps_the_shard_of_a_dead_holder_when_its_lease_runs_out(clock: Clock) -> None:
+def test_a_probe_sweeps_the_shard_of_a_dead_holder_when_its_lease_runs_out(no_grace: None) -> None:
     store, memory = Store(A_KEYS + B_KEYS), Registering()
     sweeper, stepped = one_item_a_sweep(store, memory, probes=1)
     dead = memory.lease("reminders", P(0x9000, 0x9002), 0.5)
@@ -1132,7 +1121,6 @@ def test_a_probe_sweeps_the_shard_of_a_dead_holder_when_its_lease_runs_out(clock
         stepped.steps.release()  # 0x0010, then the probe
         assert memory.await_registered(1)
         stepped.await_waiting()
-        clock.advance()
         join_waits("probe")  # the lease ran out and nothing is held: the shard is queued
         stepped.steps.release()  # 0x0020
         assert stepped.events[0x9000].wait(30)
@@ -1145,17 +1133,85 @@ def test_a_probe_sweeps_the_shard_of_a_dead_holder_when_its_lease_runs_out(clock
     assert (stats.resweeps, stats.probes) == (1, 1)
 
 
-def test_a_probe_of_a_shard_nobody_holds_ends_at_once(clock: Clock) -> None:
+def test_a_probe_of_a_shard_nobody_holds_ends_at_once() -> None:
     store, memory = Store([0x0010]), Registering()
     sweeper = make(store, memory, shards=2, probes=1, rng=FirstShardFirst())
     stats = sweeper.run(Context.background().with_timeout(60), rounds=1)
     assert (stats.probes, stats.resweeps, stats.processed) == (1, 0, 1)
-    assert (memory.calls, memory.registered) == (1, 0)  # one look, nothing to wait on
+    assert (memory.looks, memory.calls, memory.registered) == (1, 0, 0)  # one look, no wait
+    assert wait_threads() == []
+
+
+class Slow(Registering):
+    """The memory lessor answering every look and every wait 0.25 s late, as etcd across
+    datacenters or a loaded member may: longer than any "at once" a probe could time."""
+
+    DELAY = 0.25
+
+    def _is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        ctx.wait(self.DELAY)
+        ctx.raise_if_done()
+        return super()._is_held(ctx, section_id, part)
+
+    def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        if ctx.wait(self.DELAY):
+            return False
+        return super()._wait_free(ctx, section_id, part)
+
+
+def test_a_slow_probe_ends_after_one_look_when_nothing_is_held() -> None:
+    # Regression (review: test_slow_probe.py): the probe told "nothing held" from "a holder
+    # gave back" by how soon wait_free returned. Answers slower than that made it look again
+    # every ~0.45 s forever, never queueing the shard and keeping its max_waits slot.
+    memory = Slow()
+    waits = Waits(memory, "s", Context.background(), max_waits=1)
+    try:
+        shard = P(0, 100)
+        assert waits.probe(shard)
+        for thread in wait_threads():
+            thread.join(5)  # one slow look: 0.25 s
+            assert not thread.is_alive(), (
+                f"nothing is held, yet after 5 s the probe of {shard} still runs "
+                f"({memory.looks} looks, {memory.calls} waits)"
+            )
+        assert not waits.watching(shard)  # its slot is free again
+        assert waits.take_freed() == []  # nothing was held: nothing to sweep
+        assert (memory.looks, memory.calls) == (1, 0)
+        assert waits.probe(P(100, 200))  # another probe may start: the bound is not used up
+    finally:
+        waits.close()
+    assert wait_threads() == []
+
+
+def test_a_slow_probe_follows_a_holder_and_sweeps_its_shard_once_it_gives_back() -> None:
+    store, memory = Store(A_KEYS + B_KEYS), Slow()
+    sweeper, stepped = one_item_a_sweep(store, memory, probes=1)
+    holder = memory.lease("reminders", P(0x9000, 0x9002), 3600)
+    held = holder.__enter__()
+    ctx = Context.background()
+    runner = Runner(sweeper, ctx)
+    try:
+        stepped.await_waiting()
+        stepped.steps.release()  # 0x0010: the first sweep, which probes the other shard...
+        assert memory.await_registered(1)  # ...where a slow look found the holder: it waits
+        stepped.await_waiting()
+        holder.__exit__(None, None, None)
+        join_waits("probe")  # a slow look after GRACE found nothing held: the shard is queued
+        assert (memory.looks, memory.calls) == (2, 1)
+        stepped.steps.release()  # 0x0020
+        assert stepped.events[0x9000].wait(30)
+    finally:
+        ctx.cancel()
+        stepped.run_free()
+        stats = runner.join()
+    assert store.processed[:3] == [0x0010, 0x0020, 0x9000]
+    assert store.tokens[2] is not None and store.tokens[2] > held.token
+    assert (stats.resweeps, stats.probes) == (1, 1)
     assert wait_threads() == []
 
 
 def test_probes_follow_only_a_sweep_that_leased_and_leave_out_the_shard_it_swept(
-    clock: Clock,
+    no_grace: None,
 ) -> None:
     memory = Registering()
     for probes, expected in ((4, 3), (2, 2)):
@@ -1187,8 +1243,24 @@ def test_no_probes_with_probes_0_or_a_lessor_that_cannot_observe_its_holders() -
             Context.background().with_timeout(60), rounds=1
         )
         assert (stats.processed, stats.probes) == (1, 0)
+
+    class WaitsOnly(Polling):
+        """Observes give-backs, but cannot tell what is held: no probes either."""
+
+        def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
+            return self.inner.wait_free(ctx, section_id, part)
+
+    class LooksOnly(Polling):
+        def _is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+            return self.inner.is_held(ctx, section_id, part)
+
     assert sweep_waits.observes(MemoryLessor())
-    assert not sweep_waits.observes(Polling())
+    for cannot in (Polling(), WaitsOnly(), LooksOnly()):
+        assert not sweep_waits.observes(cannot), cannot
+    stats = make(Store([0x0010]), WaitsOnly(), shards=2, probes=2).run(
+        Context.background().with_timeout(60), rounds=1
+    )
+    assert (stats.processed, stats.probes) == (1, 0)
 
 
 def test_at_the_bound_a_denied_part_takes_the_place_of_the_oldest_probe() -> None:

@@ -41,6 +41,25 @@ caller who was denied (some of) ``part`` can try again at once rather than a whi
   anything reaches a backend. A backend's own failures (such as
   :class:`~lessor.errors.Unavailable`) propagate as from :meth:`Lessor.lease`.
 
+``Lessor.is_held(ctx, section_id, part) -> bool`` answers the question ``wait_free`` waits
+on, at once:
+
+* It returns whether some key of ``part`` is held now by a live lease of the section (anyone's,
+  this process's included): one that was not given back and whose deadline (its expiry) has
+  not passed. False for an empty ``part``. It never holds anything, and the answer is no
+  promise: it is what was held when the backend looked.
+* It agrees with ``wait_free``: a holder whose end made ``wait_free`` return True is not
+  counted by an ``is_held`` called after that return, and when ``is_held`` says False a
+  ``wait_free`` called next returns True at once (unless a new lease came in between).
+* ``ctx`` bounds how long it may take to look. When ``ctx`` is done, before or while it looks,
+  it raises ``ctx``'s error (:class:`~lessor.errors.DeadlineExceeded` or
+  :class:`~lessor.errors.Cancelled`), as :meth:`Lessor.lease` does: never False, which would
+  read as "free".
+* Its arguments are checked as :meth:`Lessor.wait_free` checks its own. A backend's own
+  failures (such as :class:`~lessor.errors.Unavailable`) propagate as from
+  :meth:`Lessor.lease`; a backend that cannot tell what is held raises
+  :class:`NotImplementedError`.
+
 A backend may bound how long one lease can last (:attr:`Lessor.max_duration`; etcd's lease
 TTL has a maximum). The bound applies to the *effective* duration, ``dur`` capped by ``ctx``'s
 deadline: a longer one is refused with a :class:`ValueError` naming the maximum before
@@ -50,13 +69,16 @@ Arguments are checked before anything reaches a backend: ``section_id`` a non-em
 ``part`` a :class:`~lessor.partition.Partition`, ``dur`` positive and finite float seconds or a
 ``timedelta``, ``ctx`` a :class:`~lessor.context.Context` that is not already done (else
 :class:`~lessor.errors.DeadlineExceeded` or :class:`~lessor.errors.Cancelled`, and ``cb`` is
-not called; ``wait_free`` returns False instead). ``lease`` and ``wait_free`` share one check
-of ``section_id`` and ``part``.
+not called; ``wait_free`` returns False instead, ``is_held`` raises too). ``lease``,
+``wait_free`` and ``is_held`` share one check of ``section_id`` and ``part``.
 
 A backend subclasses :class:`Lessor` and implements two methods, :meth:`Lessor._acquire` and
 :meth:`Lessor._release`; the checks and the callback plumbing live here, once. A backend that
-can observe its holders also overrides :meth:`Lessor._wait_free`. The default cannot: it polls
-with back-off (see there), so it may return True before anything came free.
+can observe its holders also overrides :meth:`Lessor._wait_free` and :meth:`Lessor._is_held`.
+The defaults cannot: ``_wait_free`` polls with back-off (see there), so it may return True
+before anything came free, and ``_is_held`` raises :class:`NotImplementedError`. (The
+sweeper's probes, :mod:`lessor.sweep_waits`, need both; a backend without them still gets
+every other part of the sweeper.)
 """
 
 from __future__ import annotations
@@ -219,6 +241,23 @@ class Lessor(abc.ABC):
             raise
         return freed and not ctx.done()
 
+    def is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        """Whether some key of ``part`` is held now by a live lease (anyone's, this process's
+        included); False for an empty ``part``.
+
+        Holds nothing. Raises ``ctx``'s error (:class:`~lessor.errors.DeadlineExceeded` or
+        :class:`~lessor.errors.Cancelled`) when ``ctx`` is done, before or while it looks:
+        never False for that. :class:`NotImplementedError` from a backend that cannot tell
+        what is held. See the module documentation for the contract.
+        """
+        if not isinstance(ctx, Context):
+            raise TypeError(f"ctx must be a lessor.Context, got {ctx!r}")
+        _check_section_and_part(section_id, part)
+        ctx.raise_if_done()
+        if part.is_empty():
+            return False  # nothing of it can be held
+        return self._is_held(ctx, section_id, part)
+
     # -- what a backend implements -----------------------------------------------------------
 
     @abc.abstractmethod
@@ -253,9 +292,24 @@ class Lessor(abc.ABC):
         interval = _backoffs(self).next_interval(section_id)
         return not ctx.wait(interval)
 
+    def _is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        """Whether some key of ``part`` is held now by a live lease of the section.
+
+        Called by :meth:`is_held` with checked arguments, a non-empty ``part`` and a ``ctx``
+        that was not done. Must return by ``ctx``'s deadline, and raise ``ctx``'s error
+        (never return False) when ``ctx`` ends before it can tell. A backend that can observe
+        its holders overrides this; this default, for third-party backends, cannot tell and
+        raises :class:`NotImplementedError`.
+        """
+        raise NotImplementedError(
+            f"the {type(self).__name__} lessor ({self.backend!r} backend) cannot tell what "
+            "is held: it does not implement Lessor._is_held"
+        )
+
 
 def _check_section_and_part(section_id: object, part: object) -> None:
-    """The checks :meth:`Lessor.lease` and :meth:`Lessor.wait_free` share."""
+    """The checks :meth:`Lessor.lease`, :meth:`Lessor.wait_free` and :meth:`Lessor.is_held`
+    share."""
     if not isinstance(section_id, str):
         raise TypeError(
             f"section_id must be a str, got {type(section_id).__name__}: {section_id!r}"
@@ -382,14 +436,15 @@ class LeaseScope:
             self._exit()
             raise err
         self._lease = Lease(self._section_id, grant.partitions, lease_ctx, grant.token)
-        log.debug(
-            "lease section=%r token=%d granted %s of %s for %.3fs",
-            self._section_id,
-            grant.token,
-            grant.partitions.to_strings(),
-            self._part,
-            lease_ctx.remaining(),
-        )
+        if log.isEnabledFor(logging.DEBUG):  # its arguments cost more than the check
+            log.debug(
+                "lease section=%r token=%d granted %s of %s for %.3fs",
+                self._section_id,
+                grant.token,
+                grant.partitions.to_strings(),
+                self._part,
+                lease_ctx.remaining(),
+            )
         return self._lease
 
     def __exit__(

@@ -16,6 +16,9 @@ waits on a *child context* of ``ctx`` instead, whose deadline is the earliest de
 leases it watches, and registers it with the section: a give-back of a watched lease cancels
 it. Cancelling ``ctx`` cancels the child too, and ``ctx``'s own deadline caps the child's, so
 every way the wait can end wakes the one event the waiter blocks on.
+
+:meth:`~lessor.contract.Lessor.is_held` looks at the same leases under the same lock: whether
+one of them holds a key of ``part`` and has not reached its deadline.
 """
 
 from __future__ import annotations
@@ -92,14 +95,23 @@ class MemoryLessor(Lessor):
                 if grant.token in waiter.tokens:
                     waiter.wake.cancel()  # sets an event; calls none of our code back
 
+    def _holding(self, section_id: str, part: Partition) -> dict[int, float]:
+        """The live leases of the section that hold a key of ``part``: token -> expiry.
+        Called with the lock held."""
+        now = time.monotonic()
+        return {
+            token: entry.expiry
+            for token, entry in self._sections.get(section_id, {}).items()
+            if entry.expiry > now and any(p.overlaps(part) for p in entry.partitions)
+        }
+
+    def _is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        with self._lock:
+            return bool(self._holding(section_id, part))
+
     def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         with self._lock:
-            now = time.monotonic()
-            watched = {
-                token: entry.expiry
-                for token, entry in self._sections.get(section_id, {}).items()
-                if entry.expiry > now and any(p.overlaps(part) for p in entry.partitions)
-            }
+            watched = self._holding(section_id, part)
             if not watched:
                 return True
             # Done at the first expiry, at ctx's end, or when a watched lease is given back.

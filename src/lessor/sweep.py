@@ -196,18 +196,20 @@ class Sweeper(Generic[T]):
     more, it would wait for someone's round to reach that shard. So after each sweep that was
     granted something, ``run`` *probes* up to ``probes`` other shards of :attr:`shards` (in
     key order from where the last probe stopped, leaving out the one it is sweeping, those
-    its last sweep found empty, and those it waits on already): a ``wait_free`` on the whole
-    shard in a background thread. Where nothing is held it returns at once, and the probe is
-    over (one read for etcd, no write). Where other sweepers hold ranges, the probe follows
-    them, looking again after each give-back (a live sweeper takes its next lease there at
-    once), and wakes ``run`` when nobody holds anything there any more: the shard is swept
+    its last sweep found empty, and those it waits on already): an
+    :meth:`~lessor.contract.Lessor.is_held` of the whole shard in a background thread. Where
+    nothing is held the probe is over (one read for etcd, no write). Where other sweepers hold
+    ranges, the probe follows them with ``wait_free``, looking again after each give-back (a
+    live sweeper takes its next lease there at once), and wakes ``run`` when nobody holds
+    anything there any more: the shard is swept
     again, and whatever the holders left (nothing, if they finished it; the work a dead one
     held, when its lease ran out) is taken over. So a dead sweeper's shard is taken over
     within about a sweep of its lease's end, provided a probe saw one of its leases there:
     with ``n`` sweepers at work, each shard is probed about every
     ``len(shards) / (probes * n)`` sweeps (:mod:`lessor.sweep_waits`). Probes are made only
-    with a lessor that observes its holders (one that overrides
-    :meth:`~lessor.contract.Lessor._wait_free`, as the memory and etcd lessors do).
+    with a lessor that observes its holders (one that overrides both
+    :meth:`~lessor.contract.Lessor._wait_free` and :meth:`~lessor.contract.Lessor._is_held`,
+    as the memory and etcd lessors do).
 
     Sweeps are still made one at a time, by the thread that called ``run``, each under its
     lease: processing stays at least once and never concurrent. The bounds:

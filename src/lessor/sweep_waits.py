@@ -6,26 +6,26 @@ Two kinds of wait, each a thread blocked in :meth:`~lessor.contract.Lessor.wait_
 * **A denied part.** A sweep was denied some of the items it found: another lease holds them.
   ``run`` waits for that span (:meth:`Waits.start`) and sweeps the shard again when it frees.
 * **A probe.** After a sweep that was granted something, ``run`` looks at a few other shards
-  of the key space (:meth:`Waits.probe`, in the order :class:`ProbeCycle` keeps): a
-  ``wait_free`` on a whole shard. It returns at once when nothing there is held, and the
-  probe ends, having cost one look (for etcd, one read). When it blocks, another sweeper is
-  at work in that shard, and the probe *follows* it: each time a holder gives back or its
-  lease runs out, the probe gives a live sweeper :data:`GRACE` seconds to take its next
-  lease there and looks again. While anyone holds a range of the shard, that is all (one
-  look per give-back: no scan, no lease, nobody's work taken over). Once nobody does, the
-  holders it followed have left: ``run`` sweeps the shard. A sweeper that finished it leaves
-  nothing to find (one empty scan); one that died leaves the work it held and the parts it
-  had not reached. That is how a dead sweeper's work is found as soon as its lease ends,
-  before anyone's round reaches its shard, although nobody had been denied it.
+  of the key space (:meth:`Waits.probe`, in the order :class:`ProbeCycle` keeps): an
+  :meth:`~lessor.contract.Lessor.is_held` of a whole shard. When nothing there is held, the
+  probe ends, having cost one look (for etcd, one read). When something is, another sweeper
+  is at work in that shard, and the probe *follows* it: a ``wait_free`` on the shard, and each
+  time a holder gives back or its lease runs out, the probe gives a live sweeper
+  :data:`GRACE` seconds to take its next lease there and looks again. While anyone holds a
+  range of the shard, that is all (a look and a wait per give-back: no scan, no lease,
+  nobody's work taken over). Once nobody does, the holders it followed have left: ``run``
+  sweeps the shard. A sweeper that finished it leaves nothing to find (one empty scan); one
+  that died leaves the work it held and the parts it had not reached. That is how a dead
+  sweeper's work is found as soon as its lease ends, before anyone's round reaches its shard,
+  although nobody had been denied it.
 
-  "At once" is a matter of time: a ``wait_free`` that returns within :data:`PROMPT` seconds
-  of its call is taken to have found nothing held. A give-back within that time is taken for
-  "nothing held" too: the probe then ends early (or sweeps the shard early, if it was
-  following), and a later probe looks again. An answer slower than that when nothing is held
-  makes the probe sweep a shard nobody had left, for nothing worse than a scan (and, if the
-  shard has work, one sweep of it). Probes are made only with a lessor that can observe its
-  holders (one that overrides :meth:`~lessor.contract.Lessor._wait_free`): the contract's
-  polling default would answer every probe after a back-off, with or without holders.
+  Each look asks the lessor what is held, so however long it takes to answer (etcd across
+  datacenters, a loaded member), a probe of a shard nobody holds ends after one look, and one
+  that followed a holder sweeps the shard once nobody holds any of it. Probes are made only
+  with a lessor that observes its holders (:func:`observes`: one that overrides both
+  :meth:`~lessor.contract.Lessor._wait_free` and :meth:`~lessor.contract.Lessor._is_held`):
+  the contract's polling default of ``_wait_free`` would answer every wait after a back-off,
+  with or without holders, and its ``_is_held`` cannot tell what is held.
 
 A wait that returns True queues its shard for ``run`` (:meth:`Waits.take_freed`), and cuts
 its idle pause short (:meth:`Waits.pause`). Every wait's context is a child of the run's own,
@@ -45,15 +45,9 @@ from lessor.context import Context
 from lessor.contract import Lessor
 from lessor.partition import Partition, SortedPartitions
 
-__all__ = ["GRACE", "PROMPT", "ProbeCycle", "Waits", "Woken", "observes"]
+__all__ = ["GRACE", "ProbeCycle", "Waits", "Woken", "observes"]
 
 log = logging.getLogger("lessor.sweep")
-
-PROMPT = 0.2
-"""Seconds: a probe's ``wait_free`` that returns sooner found nothing of its shard held.
-
-Far above a lessor's answer when nothing is held (one read: a few milliseconds for etcd on a
-network), far below how long a sweeper holds a lease (seconds)."""
 
 GRACE = 0.2
 """Seconds a probe gives a holder that gave back to take its next lease in the same shard
@@ -64,8 +58,11 @@ _JOIN_SECONDS = 5.0  # how long closing waits for the threads whose contexts it 
 
 
 def observes(lessor: Lessor) -> bool:
-    """Whether ``lessor`` observes its holders, so that its ``wait_free`` answers a probe."""
-    return type(lessor)._wait_free is not Lessor._wait_free
+    """Whether ``lessor`` observes its holders, so that it can answer a probe: its backend
+    overrides both :meth:`~lessor.contract.Lessor._wait_free` and
+    :meth:`~lessor.contract.Lessor._is_held`."""
+    kind = type(lessor)
+    return kind._wait_free is not Lessor._wait_free and kind._is_held is not Lessor._is_held
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,14 +178,14 @@ class Waits:
 
     def _follow(self, wait: _Wait) -> bool:
         """A probe: follow the holders of ``wait.shard`` until none is left (True), or until
-        its context ends (False); False at once when nothing of it was held."""
+        its context ends (False, or the context's error from ``is_held``); False after one
+        look when nothing of it was held."""
         followed = False
         while True:
-            began = monotonic()
+            if not self._lessor.is_held(wait.ctx, self._section_id, wait.part):
+                return followed  # nothing held now: every holder we saw is gone
             if not self._lessor.wait_free(wait.ctx, self._section_id, wait.part):
                 return False
-            if monotonic() - began < PROMPT:
-                return followed  # nothing held now: every holder we saw is gone
             followed = True  # a holder gave back or expired; a live one goes on within GRACE
             if wait.ctx.wait(GRACE):
                 return False

@@ -247,14 +247,16 @@ def test_a_superseded_idle_lease_is_revoked_at_once(etcd: Etcd) -> None:
     assert not etcd.alive(first)
 
 
-def test_an_expired_lease_is_not_revoked_by_a_call(etcd: Etcd) -> None:
+def test_a_lease_past_its_local_expiry_is_still_revoked(etcd: Etcd) -> None:
+    """etcd may hold it longer than our clock says (a leader change extends every lease),
+    with a marker on it: the revoke is sent (third review: it was skipped)."""
     pool = etcd.pool()
     first = etcd.take(pool, 1.0)
     etcd.clock.advance(10.0)
     etcd.take(pool, 1.0)  # supersedes the first, still in use
     calls = etcd.transport.calls
     pool.give_back(first, TIMEOUT)
-    assert first.revoked and etcd.transport.calls == calls
+    assert first.revoked and etcd.transport.calls == calls + 1
 
 
 def test_close_retires_the_current_lease(etcd: Etcd) -> None:

@@ -6,7 +6,8 @@ the shell performing it (KeyboardInterrupt, a signal handler's exception,
 ``PyThreadState_SetAsyncExc``) is thrown into the core at that yield. Proven here: every member
 of the group commit is settled before it, the members that stay get tracked on the leader's way
 out, the leader's own grant is given back, and a reaper whose thread cannot start loses no
-grant.
+grant; and (third review) an exception anywhere in the shell's Track loses no grant, nor does
+a second exception on the leader's way out leave an entry held by nobody.
 
 Raising from a trace function's 'line' event in the shell's frame is the same as an
 asynchronous exception delivered at the check just before that line (as in
@@ -19,6 +20,8 @@ import inspect
 import sys
 import threading
 from typing import Any
+
+import pytest
 
 from lessor import Context, Partition
 from lessor.etcd import core
@@ -176,3 +179,104 @@ def test_a_reaper_thread_that_cannot_start_loses_no_grant(monkeypatch: Any) -> N
         assert any(t.name == "lessor reaper" and t.is_alive() for t in threading.enumerate())
     finally:
         real.close()
+
+
+def raising_at_two_tracks(section: Section) -> list[int]:
+    """Raise Interrupt as the shell is about to perform a Track, before it tracks anything:
+    at the first Track (a, b, c), then again at the Track the leader's way out yields (a
+    double Ctrl-C). (tests/core/test_track.py's tracer can fire only once: a tracer that
+    raises is unset.)"""
+    real, fired = section._handlers[Track], []
+
+    def track(op: Track) -> None:
+        if len(fired) < 2:
+            fired.append(len(op.helds))
+            raise Interrupt()
+        real(op)
+
+    section._handlers[Track] = track
+    return fired
+
+
+def test_a_second_interrupt_on_the_leaders_way_out_leaves_no_entry_held_by_nobody() -> None:
+    w = World()
+    fired = raising_at_two_tracks(w.section)
+    try:
+        w.section.drive(core.lead(w.section.known, w.section.gate, w.wa, w.p.config))
+    except Interrupt:
+        # EtcdLessor._acquire's own way out
+        w.section.drive(core.give_up(w.section.known, w.section.gate, w.wa, w.p.config))
+    else:
+        raise AssertionError("the interrupts never fired")
+    join_clean_ups()
+    assert fired == [3, 2], fired  # Track(a, b, c), then the except path's Track(b, c)
+    # a's caller got an exception: it holds nothing. Let the process keep acquiring (each
+    # acquisition renews the shared lease) past a's deadline and past the lease's TTL.
+    held_a = w.a.grant.handle if w.a.grant is not None else None
+    for i in range(8):
+        w.clock.advance(1.0)
+        w.etcd.expire()
+        m = w.p.acquire("s", Partition(100 + i, 101 + i), 5.0)  # renews the shared lease
+        assert m.grant is not None and isinstance(m.grant.handle, core.Held)
+        w.p.run("s", core.release(m.grant.handle, w.p.config))
+    seqs = [e.seq for e in live_entries(w.etcd, "s")]
+    # Third review: the second exception skipped the way out, and a's entry stayed live for
+    # as long as the process kept renewing the shared lease.
+    assert w.a.seq not in seqs, (
+        f"8 s after the swap (a's deadline was 5 s), a's entry is still live in etcd: live "
+        f"seqs {seqs}; a's caller raised and left; reaper watched "
+        f"{[h.seq for h in w.reaper.watched]}; a ended={held_a.ended.claimed if held_a else None}; "
+        f"abandoned={list(w.section.known.abandoned.current())}; lease retired="
+        f"{held_a.lease.retired if held_a else None}"
+    )
+
+
+def _track_lines() -> list[int]:
+    """The lines of ``Section._track`` that are code (an exception can arrive before each)."""
+    src, first = inspect.getsourcelines(Section._track)
+    return [first + i for i, text in enumerate(src)
+            if i and text.strip() and not text.strip().startswith("#")]  # fmt: skip
+
+
+def raising_at_line_for(line: int, seq: int, error: BaseException) -> Any:
+    code, fired = Section._track.__code__, []
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        held = frame.f_locals.get("held")
+        if (event == "line" and frame.f_lineno == line and not fired
+                and held is not None and held.seq == seq):  # fmt: skip
+            fired.append(True)
+            raise error
+        return local
+
+    return lambda frame, event, arg: local if frame.f_code is code else None
+
+
+@pytest.mark.parametrize("line", _track_lines())
+def test_an_interrupt_anywhere_in_the_track_of_a_staying_member_loses_no_grant(
+    line: int,
+) -> None:
+    """Third review: ``_track`` marked a grant tracked before it gave it to the reaper, and
+    an exception between the two left it marked and never watched (an overrun would then
+    keep its marker alive with the shared lease's renewals)."""
+    w = World()
+    tracer = raising_at_line_for(line, w.b.seq, Interrupt())
+    try:
+        sys.settrace(tracer)
+        try:
+            w.section.drive(core.lead(w.section.known, w.section.gate, w.wa, w.p.config))
+        finally:
+            sys.settrace(None)
+    except Interrupt:
+        w.section.drive(core.give_up(w.section.known, w.section.gate, w.wa, w.p.config))
+    else:
+        pytest.skip("no exception can arrive there for b (a line b's Track does not reach)")
+    join_clean_ups()
+    assert w.b.grant is not None and isinstance(w.b.grant.handle, core.Held), "b was granted"
+    held_b = w.b.grant.handle
+    watched = [h.seq for h in w.reaper.watched]
+    assert any(h is held_b for h in w.reaper.watched) or held_b.ended.claimed, (
+        f"b's grant (seq {w.b.seq}, token {w.b.grant.token}) went to b's caller, but the reaper "
+        f"never watched it (watched: {watched}; b.tracked.claimed={held_b.tracked.claimed}): "
+        "an overrun of b keeps its marker past its deadline"
+    )

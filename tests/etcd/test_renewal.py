@@ -46,10 +46,10 @@ class Interrupt(BaseException):
 
 
 def _raising_once_at(text: str) -> Any:
-    """A tracer raising Interrupt once at the line of EtcdLessor._acquire holding ``text``:
+    """A tracer raising Interrupt once at the line of EtcdLessor._acquire_open holding ``text``:
     the same as an asynchronous exception delivered just before that line."""
-    code, fired = lessor_module.EtcdLessor._acquire.__code__, []
-    src, first = inspect.getsourcelines(lessor_module.EtcdLessor._acquire)
+    code, fired = lessor_module.EtcdLessor._acquire_open.__code__, []
+    src, first = inspect.getsourcelines(lessor_module.EtcdLessor._acquire_open)
     line = first + next(i for i, text_line in enumerate(src) if text in text_line)
 
     def local(frame: Any, event: str, arg: Any) -> Any:
@@ -160,7 +160,8 @@ def test_close_waits_for_clean_ups_and_a_late_one_opens_no_connection(
     scope.__exit__(None, None, None)  # the holder lets go: close() then shuts down at once
     started = time.monotonic()
     a.close()
-    assert time.monotonic() - started < 0.5 + 0.5, "close() waited past release_timeout"
+    # A clean-up's bound is twice release_timeout (its deletion's tries, then its give-back).
+    assert time.monotonic() - started < 2 * 0.5 + 0.5, "close() waited past its bound"
     clean_ups = [t for t in threading.enumerate() if t.name == "lessor clean-up"]
     go.set()
     for t in clean_ups:

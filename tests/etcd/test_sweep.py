@@ -10,7 +10,9 @@ row at overlapping times (``lessor.testing.history``), whatever the killed child
 Then, in one process, a sweeper whose shard was denied is shown to sweep it again as soon as
 etcd frees it (the etcd lessor's ``wait_free``), long before its round's pause would end; and a
 sweeper that was never denied a killed process's range, busy in another shard, takes it over
-as soon as etcd expires that process's lease, because a probe saw it (``lessor.sweep_waits``).
+as soon as etcd expires that process's lease, because a probe saw it (``lessor.sweep_waits``);
+and that a probe through a slow link to etcd still ends after one look when nothing is held, or
+queues the shard once the holder it follows gives back.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ import pytest
 
 from lessor import Context, Partition, Sweeper, SweepStats, sweep_waits
 from lessor.etcd import EtcdLessor
-from lessor.testing import Holding, find_overlaps, find_token_inversions
+from lessor.sweep_waits import Waits, Woken
+from lessor.testing import FaultProxy, Holding, find_overlaps, find_token_inversions
 
 from . import conftest
 from .conftest import Child, Spawn
+from .test_wait_free import Watches
 
 ROWS = 600
 WORKERS = 4
@@ -192,12 +196,19 @@ class _FirstShardFirst(random.Random):
 
 
 class _Counting(EtcdLessor):
-    """An EtcdLessor that counts the calls of wait_free, so a test can await the n-th."""
+    """An EtcdLessor that counts the calls of wait_free, so a test can await the n-th, and
+    those of is_held (``looks``)."""
 
     def __init__(self, endpoints: list[str], prefix: str) -> None:
         super().__init__(endpoints, prefix=prefix)
         self.calls = 0
+        self.looks = 0
         self._called = threading.Condition()
+
+    def is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        with self._called:
+            self.looks += 1
+        return super().is_held(ctx, section_id, part)
 
     def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         with self._called:
@@ -396,6 +407,75 @@ def test_a_probe_of_a_shard_nobody_holds_costs_one_read(etcd_server: Any) -> Non
                           scan=rows.scan, process=rows.process, probes=1, idle_pause=0,
                           rng=_FirstShardFirst())  # fmt: skip
         stats = sweeper.run(Context.background().with_timeout(60), rounds=1)
-    # etcd answers "nothing held" far within PROMPT: the probe ends, sweeping nothing again.
-    assert (stats.processed, stats.probes, stats.resweeps, sweeping.calls) == (1, 1, 0, 1)
+    # one look (a read) found nothing held: the probe ends, sweeping nothing again
+    assert (stats.processed, stats.probes, stats.resweeps) == (1, 1, 0)
+    assert (sweeping.looks, sweeping.calls) == (1, 0)
     assert _probe_threads() == []
+
+
+# -- a probe through a slow link to etcd -----------------------------------------------------------
+
+SLOW = 0.15  # seconds each way: every read takes over 0.3 s, as across datacenters
+
+
+def _join_probes(shard: Partition, timeout: float) -> None:
+    for thread in _probe_threads():
+        thread.join(timeout)
+        assert not thread.is_alive(), f"the probe of {shard} still runs after {timeout}s"
+
+
+def test_a_probe_through_a_slow_link_ends_after_one_look_when_nothing_is_held(
+    etcd_server: Any,
+) -> None:
+    # Regression: a probe used to take a wait_free answered later than 0.2 s for "a holder
+    # gave back", and looked again forever when etcd was that far away.
+    prefix = f"/sweep-{uuid.uuid4().hex[:8]}/"
+    with (
+        FaultProxy(etcd_server.endpoint, delay=SLOW) as link,
+        _Counting([link.address], prefix) as far,
+    ):
+        waits = Waits(far, "reminders", Context.background(), max_waits=1)
+        try:
+            shard = Partition(0, 0x8000)
+            started = time.monotonic()
+            assert waits.probe(shard)
+            _join_probes(shard, 10)
+            took = time.monotonic() - started
+            assert waits.take_freed() == []  # nothing held: nothing to sweep
+            assert (far.looks, far.calls) == (1, 0)
+            assert waits.probe(Partition(0x8000, 0x10000))  # its slot was given back
+        finally:
+            waits.close()
+    assert took >= 2 * SLOW  # the look did go through the slow link
+    print(f"\nprobe of a shard nobody holds, through a {SLOW * 1e3:.0f} ms link: {took:.2f}s")
+
+
+def test_a_probe_through_a_slow_link_follows_a_holder_and_queues_its_shard_when_it_leaves(
+    etcd_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"/sweep-{uuid.uuid4().hex[:8]}/"
+    watches = Watches(monkeypatch)
+    with (
+        EtcdLessor(etcd_server.endpoints, prefix=prefix) as near,
+        FaultProxy(etcd_server.endpoint, delay=SLOW) as link,
+        _Counting([link.address], prefix) as far,
+    ):
+        shard = Partition(0, 0x8000)
+        holder = near.lease("reminders", Partition(0x10, 0x20), 60)
+        holder.__enter__()
+        waits = Waits(far, "reminders", Context.background(), max_waits=1)
+        try:
+            assert waits.probe(shard)
+            watches.next(timeout=10)  # a slow look found the holder: the probe watches it
+            assert waits.take_freed() == []
+            holder.__exit__(None, None, None)
+            given_back = time.monotonic()
+            _join_probes(shard, 10)
+            queued = time.monotonic()
+            assert waits.take_freed() == [Woken(shard, 0, shard)]  # the shard is to be swept
+            assert (far.looks, far.calls) == (2, 1)
+        finally:
+            holder.__exit__(None, None, None)
+            waits.close()
+    print(f"\nprobe through a {SLOW * 1e3:.0f} ms link: shard queued "
+          f"{queued - given_back:.2f}s after the give-back")  # fmt: skip

@@ -4,6 +4,10 @@ It must return True soon after a key of ``part`` held at the call comes free (re
 revoked, expired), at once when nothing of ``part`` is held, False when its ctx ends (promptly
 on cancel), survive the member it watches dying, write nothing and leave no thread behind.
 
+``is_held`` on etcd is that read alone: it must answer from one read, write nothing, start no
+thread, retry a read that etcd does not answer until its ctx ends, and then raise the ctx's
+error, never answer False.
+
 The tests never sleep to let something happen: the hook ``watching`` of
 ``lessor.etcd.watch.wait_free`` says when a watch is in place (so a release comes after it),
 and results arrive on queues awaited with bounds. Timings are printed (``pytest -s``).
@@ -22,12 +26,13 @@ from typing import Any
 import pyetcd
 import pytest
 
-from lessor import Context, CorruptSection, Partition, PermissionDenied
+from lessor import Cancelled, Context, CorruptSection, DeadlineExceeded, Partition, PermissionDenied
 from lessor.contract import LeaseScope
 from lessor.etcd import EtcdLessor
 from lessor.etcd import watch as watch_module
 from lessor.etcd.keys import SectionKeys
-from lessor.testing import LocalEtcd, LocalEtcdCluster
+from lessor.etcd.state import SectionTxns
+from lessor.testing import FaultProxy, LocalEtcd, LocalEtcdCluster
 
 from .conftest import Spawn
 from .test_lessor import _enable_auth
@@ -419,3 +424,87 @@ def test_no_thread_outlives_a_call(make: Callable[..., EtcdLessor], watches: Wat
         if not thread.name.startswith("lessor reaper"):
             thread.join(timeout=5)
             assert not thread.is_alive(), thread
+
+
+# -- is_held: one read ---------------------------------------------------------------------------
+
+
+def test_is_held_is_one_read_and_writes_nothing(
+    make: Callable[..., EtcdLessor], admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = make(), make()
+    reads: list[str] = []
+    real_read = SectionTxns.read
+
+    def read(self: SectionTxns, *args: Any, **kwargs: Any) -> Any:
+        reads.append(self.keys.section_id)
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(SectionTxns, "read", read)
+    ctx = Context.background().with_timeout(30)
+    assert a.is_held(ctx, "empty", P(0, 10)) is False  # no section at all
+    scope = hold(b, "s", P(10, 20))
+    before = revision(admin)
+    reads.clear()
+    assert a.is_held(ctx, "s", P(15, 25)) is True
+    assert a.is_held(ctx, "s", P(0, 10)) is False  # touches [10, 20), no overlap
+    assert b.is_held(ctx, "s", P(19, 20)) is True  # its own lease counts too
+    assert a.is_held(ctx, "other", P(10, 20)) is False  # sections are independent
+    assert reads == ["s", "s", "s", "other"]  # one read each
+    assert revision(admin) == before  # and nothing written
+    assert our_threads() == []
+    release(scope)
+    assert a.is_held(ctx, "s", P(0, 100)) is False  # the marker is gone
+
+
+def test_is_held_retries_a_read_etcd_does_not_answer_until_ctx_ends(
+    etcd_server: LocalEtcd, make: Callable[..., EtcdLessor], prefix: str
+) -> None:
+    b = make()
+    scope = hold(b, "s", P(0, 10))
+    with (
+        FaultProxy(etcd_server.endpoint) as link,
+        EtcdLessor([link.address], prefix=prefix, rpc_timeout=0.3) as far,
+    ):
+        ctx = Context.background().with_timeout(30)
+        assert far.is_held(ctx, "s", P(0, 10)) is True
+        link.blackhole()
+        # Deadline: the ctx's error, never False ("free"), after several timed-out reads.
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            far.is_held(Context.background().with_timeout(1.0), "s", P(20, 30))
+        took = time.monotonic() - started
+        assert 0.95 <= took < 1.0 + BOUND, took
+        # Cancel: noticed when the read in progress ends (within rpc_timeout).
+        cancelled = Context.background()
+        timer = threading.Timer(0.5, cancelled.cancel)
+        timer.start()
+        with pytest.raises(Cancelled):
+            far.is_held(cancelled, "s", P(20, 30))
+        timer.join()
+        # Healed while it retries: it answers.
+        answer: queue.Queue[bool | BaseException] = queue.Queue()
+
+        def look() -> None:
+            try:
+                answer.put(far.is_held(Context.background().with_timeout(60), "s", P(5, 6)))
+            except BaseException as e:  # handed to the test
+                answer.put(e)
+
+        looking = threading.Thread(target=look, daemon=True)
+        looking.start()
+        looking.join(timeout=1.0)  # a few reads time out meanwhile
+        assert looking.is_alive() and answer.empty()
+        link.heal()
+        assert answer.get(timeout=BOUND + 5) is True
+        looking.join(timeout=5)
+    release(scope)
+    print(f"\nis_held raised DeadlineExceeded {took - 1.0:+.3f}s after its deadline")
+
+
+def test_is_held_raises_etcd_s_permanent_answers(
+    make: Callable[..., EtcdLessor], admin: Any, prefix: str
+) -> None:
+    admin.put(SectionKeys.of(prefix, "broken").value, b"not json")
+    with pytest.raises(CorruptSection, match="broken"):
+        make().is_held(Context.background().with_timeout(30), "broken", P(0, 10))

@@ -47,10 +47,11 @@ log = logging.getLogger("lessor.demo.worker")
 class RecordingLessor(Lessor):
     """Leases from ``inner``, logging each grant and give-back in the store.
 
-    :meth:`wait_free` is ``inner``'s own (for etcd, a watch on the section's holders), so the
-    sweeper retries a denied range as soon as it frees, not after the contract's polling
-    default's back-off, and its probes follow the other workers' leases (a lessor that
-    forwards ``_wait_free`` observes its holders: :func:`lessor.sweep_waits.observes`).
+    :meth:`wait_free` and :meth:`is_held` are ``inner``'s own (for etcd, a watch on the
+    section's holders and a read of them), so the sweeper retries a denied range as soon as it
+    frees, not after the contract's polling default's back-off, and its probes follow the
+    other workers' leases (a lessor that forwards ``_wait_free`` and ``_is_held`` observes its
+    holders: :func:`lessor.sweep_waits.observes`).
     """
 
     backend = "etcd"
@@ -67,6 +68,9 @@ class RecordingLessor(Lessor):
 
     def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         return self._inner.wait_free(ctx, section_id, part)
+
+    def _is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        return self._inner.is_held(ctx, section_id, part)
 
     def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
         requested = time.monotonic()

@@ -177,9 +177,14 @@ class Section:
         ctx.wait(op.seconds)  # wakes early when the caller cancels
 
     def _track(self, op: Track) -> None:
+        # Watched first, marked after: an exception between the two leaves a grant watched
+        # and unmarked, which the next Track watches again (harmless: only one end claims
+        # it), never one marked and unwatched, which no later Track would give the reaper.
         for held in op.helds:
-            if held.tracked.claim() and self._reaper is not None:
-                self._reaper.watch(held)
+            if not held.tracked.claimed:
+                if self._reaper is not None:
+                    self._reaper.watch(held)
+                held.tracked.claim()
 
     def _clean_up(self, op: CleanUp) -> None:
         steps = op.steps

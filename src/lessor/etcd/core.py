@@ -36,9 +36,9 @@ tombstone that stops the lost swap from committing later (:func:`clean_up`).
 **Departures.** An acquisition whose thread stops waiting (an exception reached it) while it is
 inside an attempt is not waited for: the leader settles it when the attempt ends, and gives
 back whatever the attempt granted it (:func:`orphaned`). Nothing stays held for a caller that
-has gone. (A generator closed before its end, as the shell does only when a second exception
-arrives on the way out of a first, can make no more calls: what it had granted is left to the
-process's next swap of the section to drop, or to its etcd lease to end.)
+has gone. (A second exception on that way out, or a generator closed before its end, leaves no
+more calls to make: what the departed had granted is left to the process's next swap of the
+section to drop, or to its etcd lease, retired, to end: :func:`_way_out`, :func:`_forsake`.)
 """
 
 from __future__ import annotations
@@ -147,21 +147,20 @@ class Config:
 
 class Once:
     """A claim only its first caller wins: the release and the deadline (:func:`expire`)
-    race to end a holder's marker, and exactly one of them deletes it."""
+    race to end a holder's marker, and exactly one of them deletes it. :attr:`claimed` says
+    whether it was won (a plain attribute: read on every grant's hot path)."""
 
-    __slots__ = ("_claimed", "_lock")
+    __slots__ = ("claimed",)
+
+    _lock = threading.Lock()  # one for every claim: held for two assignments, never contended
+    # for long, and a lock per grant would cost an allocation on the hot path
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._claimed = False
-
-    @property
-    def claimed(self) -> bool:
-        return self._claimed
+        self.claimed = False
 
     def claim(self) -> bool:
-        with self._lock:
-            first, self._claimed = not self._claimed, True
+        with Once._lock:
+            first, self.claimed = not self.claimed, True
             return first
 
 
@@ -285,12 +284,8 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             except BaseException:
                 gate.leave(me)  # the leader's thread alone is interrupted
                 departed = gate.finish(batch)
-                # Grants the exception kept from the reaper: those of members still waiting
-                # (the departed ones' are given back here).
                 staying = [w for w in batch if w not in departed]
-                if _untracked(staying):
-                    yield Track(_untracked(staying))
-                yield from _orphans(known, departed, config)
+                yield from _way_out(known, staying, departed, config)
                 raise
             yield from _orphans(known, departed, config)
             if m.settled:
@@ -323,6 +318,34 @@ def _forsake(known: Known, m: Member) -> None:
         known.abandoned.add(m.grant.handle.owner)
     elif m.ambiguous:
         known.abandoned.add(Owner(m.lease.id, m.seq))
+
+
+def _way_out(
+    known: Known,
+    staying: Sequence[Waiter[Member]],
+    departed: Sequence[Waiter[Member]],
+    config: Config,
+) -> Steps:
+    """The leader's way out of an attempt that an exception cut short: track the grants the
+    exception kept from the reaper (those of members still waiting: their threads take them),
+    and give back what the departed were granted.
+
+    A second exception thrown in here (a second Ctrl-C) ends the calls: the departed members
+    not yet given back are forsaken (:func:`_forsake`), and a staying member's grant is
+    tracked by its own thread on its way out of the acquisition (the shell tracks every grant
+    it returns), so nothing is left that neither a release, the reaper nor a retired etcd
+    lease ends."""
+    left = list(departed)
+    try:
+        if _untracked(staying):
+            yield Track(_untracked(staying))
+        while left:
+            yield from orphaned(known, left[0].item, config)
+            del left[0]
+    except BaseException:
+        for w in left:
+            _forsake(known, w.item)
+        raise
 
 
 def _orphans(known: Known, departed: Sequence[Waiter[Member]], config: Config) -> Steps:

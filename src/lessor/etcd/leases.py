@@ -220,8 +220,8 @@ class LeasePool:
                 return True
             lease.revoked = True
         lease_id = lease.id
-        if lease.expiry <= self._clock():
-            return True  # etcd has let it go already
+        # Revoked even when our clock says it has expired: a leader change extends every
+        # lease (etcd's Promote), and a marker still on it lives until etcd lets it go.
         try:
             self._transport.lease(
                 "LeaseRevoke",

@@ -39,7 +39,7 @@ from lessor.etcd.acquisition import CleanUps, Section
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
-from lessor.etcd.ops import CleanUp
+from lessor.etcd.ops import CleanUp, Track
 from lessor.etcd.reaper import Reaper
 from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import Channels, ClientTransport, TLSConfig, Transport
@@ -163,7 +163,9 @@ class EtcdLessor(Lessor):
         self._clean_ups = CleanUps()
         self._closed = False
         self._shut_down = False
-        self._holding = 0  # grants handed out with a marker and not yet released
+        # Acquisitions under way, and grants handed out with a marker and not yet released:
+        # close() shuts down when the last of them ends.
+        self._in_use = 0
 
     @property
     def max_duration(self) -> float:
@@ -183,7 +185,20 @@ class EtcdLessor(Lessor):
     # -- Lessor ------------------------------------------------------------------------------
 
     def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
-        self._check_open()
+        with self._lock:
+            # Under the lock that close() takes: it either refuses this acquisition, or sees
+            # it under way and shuts down only once it has ended (or its grant is released).
+            self._check_open()
+            self._in_use += 1
+        grant: Grant | None = None
+        try:
+            grant = self._acquire_open(ctx, section_id, part, dur)
+            return grant
+        finally:
+            if grant is None or grant.handle is None:
+                self._done_with_one()  # nothing to release: this acquisition is over
+
+    def _acquire_open(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
         now = time.monotonic()
         until = now + dur
         if ctx.deadline is not None:
@@ -217,10 +232,12 @@ class EtcdLessor(Lessor):
         if member.error is not None:
             raise member.error
         grant = member.grant
-        assert grant is not None  # tracked by the reaper already (core.Track)
-        if grant.handle is not None:
-            with self._lock:
-                self._holding += 1
+        assert grant is not None
+        held = grant.handle
+        if isinstance(held, core.Held) and not held.tracked.claimed:
+            # The core tracks every grant it settles; one whose Track an exception in the
+            # leader's thread cut off (core.lead's way out) is tracked here, by its taker.
+            section.perform(Track((held,)))
         return grant
 
     def _section(self, section_id: str) -> Section:
@@ -272,11 +289,16 @@ class EtcdLessor(Lessor):
         try:
             section.drive(core.release(held, self._config))
         finally:
-            with self._lock:
-                self._holding -= 1
-                last = self._closed and self._holding == 0
-            if last:
-                self._shut()
+            self._done_with_one()
+
+    def _done_with_one(self) -> None:
+        """An acquisition ended without a grant to release, or a grant was released: the
+        lessor shuts down if it was closed and this was the last."""
+        with self._lock:
+            self._in_use -= 1
+            last = self._closed and self._in_use == 0
+        if last:
+            self._shut()
 
     def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         """A read of the section, then a watch on its markers (:mod:`lessor.etcd.watch`)."""
@@ -285,6 +307,14 @@ class EtcdLessor(Lessor):
         self._check_open()
         keys = SectionKeys.of(self._prefix, section_id)
         return wait_free(ctx, self._transport, keys, part, rpc_timeout=self._rpc_timeout)
+
+    def _is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
+        """One read of the section (:func:`lessor.etcd.watch.is_held`)."""
+        from lessor.etcd.watch import is_held  # noqa: PLC0415  (only this method's import)
+
+        self._check_open()
+        keys = SectionKeys.of(self._prefix, section_id)
+        return is_held(ctx, self._transport, keys, part, rpc_timeout=self._rpc_timeout)
 
     def _expire(self, held: core.Held) -> None:
         """The reaper's: ``held``'s deadline passed before its release; end it apart."""
@@ -300,17 +330,20 @@ class EtcdLessor(Lessor):
 
     def close(self) -> None:
         """Refuse new acquisitions (and ``wait_free``). Leases still held stay valid: they end
-        at their release, or at their deadlines if they overrun, as before; the lessor shuts
-        down when the last of them is released (at once when none is held): it waits up to
-        ``release_timeout`` for clean-ups under way, revokes its idle etcd lease and closes its
-        connections. A lease whose holder never releases it keeps the connections open."""
+        at their release, or at their deadlines if they overrun, as before, and so do
+        acquisitions already under way (their grants are leases like any other); the lessor
+        shuts down when the last of them has ended (at once when there is none): it waits up
+        to twice ``release_timeout`` for clean-ups under way, revokes its idle etcd lease and
+        closes its connections. A lease whose holder never releases it keeps the connections
+        open."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            holding = self._holding
-        if holding:
-            log.info("closing an etcd lessor once its %d leases still held are released", holding)
+            in_use = self._in_use
+        if in_use:
+            log.info("closing an etcd lessor once its %d leases held or being acquired have "
+                     "ended", in_use)  # fmt: skip
             return
         self._shut()
 
@@ -320,7 +353,9 @@ class EtcdLessor(Lessor):
                 return
             self._shut_down = True
         self._reaper.close()
-        if not self._clean_ups.join(self._release_timeout):
+        # A clean-up's bound: its deletion's tries (release_timeout), then giving back its
+        # etcd lease (one more call of at most release_timeout).
+        if not self._clean_ups.join(2 * self._release_timeout):
             log.info("closing an etcd lessor before its clean-ups ended (what they were "
                      "clearing ends with its etcd lease)")  # fmt: skip
         self._pool.close(self._rpc_timeout)

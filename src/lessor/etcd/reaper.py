@@ -60,7 +60,7 @@ class Reaper:
                 self._heap = [e for e in self._heap if not e[2].ended.claimed]
                 heapq.heapify(self._heap)
                 self._compact_at = max(_MIN_COMPACTION, 2 * len(self._heap))
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:  # not started yet, out of threads before, or died
                 thread = threading.Thread(target=self._run, name="lessor reaper", daemon=True)
                 try:
                     thread.start()
@@ -73,6 +73,14 @@ class Reaper:
                 self._wake.notify()
 
     def _run(self) -> None:
+        try:
+            self._reap()
+        finally:  # whatever ended it: the next grant starts another, unless closed
+            with self._wake:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _reap(self) -> None:
         last = float("-inf")
         while True:
             due = []

@@ -29,6 +29,10 @@ section's marker range, so:
    ``rpc_timeout`` (the calls are bounded by ``ctx``'s deadline too).
 
 It writes nothing and holds nothing: a read and watches.
+
+:func:`is_held` is the etcd lessor's ``is_held``: step 1 alone. The same read, retried the same
+way until ``ctx`` ends (when it raises ``ctx``'s error), and the same question of it
+(:func:`holding`): is any live entry's range overlapping ``part``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from lessor.etcd.state import SectionTxns, Snapshot
 from lessor.etcd.transport import Compacted, RetryableRpc, Transport, Watch
 from lessor.partition import Partition
 
-__all__ = ["wait_free"]
+__all__ = ["holding", "is_held", "wait_free"]
 
 log = logging.getLogger("lessor")
 
@@ -66,15 +70,12 @@ def wait_free(
     called with the revision read each time a watch is in place (for tests and tracing).
     Raises a :class:`~lessor.errors.LessorError` on etcd's permanent answers only.
     """
-    wait = _Wait(ctx, transport, keys, rpc_timeout, watching)
+    what = f"section {keys.section_id!r}: waiting for ranges to come free"
+    wait = _Wait(ctx, transport, keys, rpc_timeout, watching=watching, what=what)
     first = wait.read()
     if first is None:
         return False
-    held = {
-        Owner(*e.owner): first.markers[Owner(*e.owner)]
-        for e in first.live()
-        if any(r.overlaps(part) for r in e.ranges)
-    }
+    held = holding(first, part)
     if not held:
         return True
     revision = first.revision
@@ -91,8 +92,37 @@ def wait_free(
             revision = snapshot.revision
 
 
+def is_held(
+    ctx: Context, transport: Transport, keys: SectionKeys, part: Partition, *, rpc_timeout: float
+) -> bool:
+    """Whether a live entry of the section holds a key of ``part``: one read.
+
+    Retryable failures are tried again (on the member the transport moves on to) until ``ctx``
+    ends; then ``ctx``'s error is raised, never False. ``rpc_timeout`` bounds each read.
+    Raises a :class:`~lessor.errors.LessorError` on etcd's permanent answers.
+    """
+    what = f"section {keys.section_id!r}: looking for holders"
+    snapshot = _Wait(ctx, transport, keys, rpc_timeout, watching=None, what=what).read()
+    if snapshot is None:
+        err = ctx.err
+        assert err is not None  # a read gives up only once ctx is done
+        raise err
+    return bool(holding(snapshot, part))
+
+
+def holding(snapshot: Snapshot, part: Partition) -> dict[Owner, int]:
+    """The live entries of ``snapshot`` that hold a key of ``part``: owner -> marker token
+    (its create revision, which a new marker of the same owner would not share)."""
+    return {
+        Owner(*e.owner): snapshot.markers[Owner(*e.owner)]
+        for e in snapshot.live()
+        if any(r.overlaps(part) for r in e.ranges)
+    }
+
+
 class _Wait:
-    """The calls of one :func:`wait_free`, and its back-off after retryable failures."""
+    """The calls of one :func:`wait_free` or :func:`is_held`, and its back-off after
+    retryable failures."""
 
     def __init__(
         self,
@@ -100,7 +130,9 @@ class _Wait:
         transport: Transport,
         keys: SectionKeys,
         rpc_timeout: float,
+        *,
         watching: Callable[[int], None] | None,
+        what: str,
     ) -> None:
         self._ctx = ctx
         self._transport = transport
@@ -109,7 +141,7 @@ class _Wait:
         self._rpc_timeout = rpc_timeout
         self._watching = watching
         self._backoff = Backoff()
-        self._what = f"section {keys.section_id!r}: waiting for ranges to come free"
+        self._what = what
 
     def read(self) -> Snapshot | None:
         """The section now; None once ``ctx`` is done. Retryable failures are tried again."""
