@@ -21,16 +21,16 @@ import pytest
 from lessor import PermissionDenied
 from lessor.context import Context
 from lessor.etcd import LocalEtcd
+from lessor.etcd.channels import Channels
+from lessor.etcd.client_transport import ClientTransport
+from lessor.etcd.streams import _Refused
 from lessor.etcd.transport import (
-    Channels,
-    ClientTransport,
     Compacted,
     LeaseNotFound,
     RetryableRpc,
     Transport,
     Watch,
     WatchEvent,
-    _Refused,
 )
 
 from .test_auth import _add_user, _rsa_key_pair
