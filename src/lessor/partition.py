@@ -7,6 +7,13 @@ space has 32 bytes, so its keys are 64 hex digits). All text forms use hex.
 This is LUCI's ``server/tq/internal/partition`` package in Python. Where Go panics on input
 it cannot handle, Python raises :class:`ValueError` naming the input; where the two differ
 in behaviour, the docstring says so.
+
+One module of just over 400 lines, on purpose: it is one concept, as LUCI's package is one
+file (``partition.go``). Its three types are one vocabulary and lean on each other:
+:meth:`Partition.split` returns :class:`SortedPartitions`, and both the split and
+:class:`SortedPartitionsBuilder` hand their pieces to :class:`SortedPartitions` unchecked
+(``_trusted``), which only this module may do. Apart, they would import each other and reach
+into each other's private constructor. The JSON form is a pair of methods on each type.
 """
 
 from __future__ import annotations

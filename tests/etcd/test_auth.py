@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from lessor import LessorError, Partition, PermissionDenied, Unavailable
 from lessor.etcd import EtcdLessor
-from lessor.etcd.transport import Channels, RetryableRpc, translate
+from lessor.etcd.channels import Channels
+from lessor.etcd.rpc_errors import RetryableRpc, translate
 from lessor.observe import Observer, add_observer, remove_observer
 from lessor.testing import LocalEtcd
 

@@ -20,16 +20,16 @@ import pytest
 
 from lessor import PermissionDenied
 from lessor.context import Context
+from lessor.etcd.channels import Channels
+from lessor.etcd.client_transport import ClientTransport
+from lessor.etcd.streams import _Refused
 from lessor.etcd.transport import (
-    Channels,
-    ClientTransport,
     Compacted,
     LeaseNotFound,
     RetryableRpc,
     Transport,
     Watch,
     WatchEvent,
-    _Refused,
 )
 from lessor.testing import LocalEtcd
 

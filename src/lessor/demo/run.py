@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from lessor.demo import processes
 from lessor.demo.arguments import float_at_least, int_at_least
 from lessor.demo.display import DcLine, ProgressDisplay
 from lessor.demo.store import ReminderStore
@@ -79,29 +79,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @dataclass(slots=True)
-class _Worker:
-    dc: str
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    killed: bool = False  # by the demo, on purpose
-
-    def tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
-
-
-@dataclass(slots=True)
 class _Run:
     args: argparse.Namespace
     out: TextIO
     workdir: Path
     endpoints: list[str]
     cluster: Any = None  # LocalEtcdCluster when the demo started etcd itself
-    workers: list[_Worker] = field(default_factory=list)
+    workers: list[processes.Worker] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     died: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -122,7 +106,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             try:
                 return _main(state)
             finally:
-                _stop_workers(state.workers, graceful=False)
+                processes.stop(state.workers, graceful=False)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -233,7 +217,7 @@ def _main(state: _Run) -> int:
     try:
         _spawn_workers(state, work, batch, threshold)
         started, ended = _sweep(state, store)
-        _stop_workers(state.workers, graceful=True)
+        processes.stop(state.workers, graceful=True)
         for w in state.workers:
             code = w.process.returncode
             if not w.killed and code != 0:
@@ -278,11 +262,7 @@ def _spawn_workers(state: _Run, work: float, batch: int, threshold: int) -> None
                 "--batch-size", str(batch), "--split-threshold", str(threshold),
                 "--endpoints", ",".join(mine),
             ]  # fmt: skip
-            with open(log, "wb") as f:
-                # A session of its own: Ctrl-C reaches the demo only, which stops everyone.
-                process = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT,
-                                           env=env, start_new_session=True)  # fmt: skip
-            state.workers.append(_Worker(dc, name, process, log))
+            state.workers.append(processes.start(dc, name, command, log, env))
 
 
 def _sweep(state: _Run, store: ReminderStore) -> tuple[float, float]:
@@ -310,7 +290,8 @@ def _sweep(state: _Run, store: ReminderStore) -> tuple[float, float]:
                 started = now
             elif now - spawned > START_TIMEOUT:
                 raise DemoError(f"no worker processed a reminder within {START_TIMEOUT:g}s of "
-                                f"starting; their output:\n{_tails(state)}")  # fmt: skip
+                                "starting; their output:\n"
+                                f"{processes.tails(state.workers)}")  # fmt: skip
         elapsed = 0.0 if started is None else now - started
         display.update(elapsed, _lines(state, swept), progress.left)
         for text in _early_exits(state, exited):
@@ -344,10 +325,6 @@ def _early_exits(state: _Run, seen: set[int]) -> list[str]:
                                   f"{w.tail(3)}")  # fmt: skip
             events.append(f"worker {w.dc}/{w.name} exited with status {code}")
     return events
-
-
-def _tails(state: _Run) -> str:
-    return "\n".join(f"--- {w.dc}/{w.name}:\n{w.tail()}" for w in state.workers)
 
 
 def _lines(state: _Run, swept: dict[str, int]) -> list[DcLine]:
@@ -394,19 +371,3 @@ def _inject(state: _Run) -> list[str]:
         state.faults.append(Fault("leader", leader_at, member, f"etcd leader {member} killed"))
         events.append(f"FAULT: etcd leader {member} ({state.endpoints[leader]}) killed")
     return events
-
-
-def _stop_workers(workers: list[_Worker], *, graceful: bool) -> None:
-    """SIGTERM (when ``graceful``: they give their leases back), then SIGKILL the rest."""
-    alive = [w for w in workers if w.process.poll() is None]
-    if graceful:
-        for w in alive:
-            w.process.terminate()
-        deadline = time.monotonic() + 10.0
-        for w in alive:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                w.process.wait(max(0.0, deadline - time.monotonic()))
-    for w in alive:
-        if w.process.poll() is None:
-            w.process.kill()
-            w.process.wait()

@@ -36,13 +36,15 @@ from lessor.contract import Grant, Lessor
 from lessor.errors import LessorError
 from lessor.etcd import core
 from lessor.etcd.acquisition import CleanUps, Section
+from lessor.etcd.channels import Channels, TLSConfig
+from lessor.etcd.client_transport import ClientTransport
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
 from lessor.etcd.ops import CleanUp, Track
 from lessor.etcd.reaper import Reaper
 from lessor.etcd.state import TOMBSTONE
-from lessor.etcd.transport import Channels, ClientTransport, TLSConfig, Transport
+from lessor.etcd.transport import Transport
 from lessor.partition import Partition
 
 __all__ = ["EtcdLessor"]
