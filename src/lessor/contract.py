@@ -95,9 +95,9 @@ from datetime import timedelta
 from types import TracebackType
 from typing import ClassVar, TypeVar
 
+from lessor import observe
 from lessor.context import Context, seconds
 from lessor.errors import ContextError
-from lessor.observe import notify
 from lessor.partition import Partition, SortedPartitions
 
 __all__ = [
@@ -417,16 +417,11 @@ class LeaseScope:
             grant = self._lessor._acquire(self._ctx, self._section_id, self._part, self._dur)
         except BaseException as e:
             log.debug("lease section=%r: acquisition failed: %s", self._section_id, e)
-            notify("acquire_failed", backend, self._section_id, e, time.monotonic() - start)
+            observe.acquire_failed(backend, self._section_id, e, time.monotonic() - start)
             raise
         self._granted_at = time.monotonic()
-        notify(
-            "acquired",
-            backend,
-            self._section_id,
-            self._part,
-            grant.partitions,
-            self._granted_at - start,
+        observe.acquired(
+            backend, self._section_id, self._part, grant.partitions, self._granted_at - start
         )
         self._grant = grant
         lease_ctx = Context(self._ctx, deadline=grant.deadline, key=_TOKEN_KEY, value=grant.token)
@@ -470,7 +465,7 @@ class LeaseScope:
             log.warning(
                 "lease section=%r token=%d: release failed: %s", self._section_id, grant.token, e
             )
-            notify("release_failed", backend, self._section_id, e)
+            observe.release_failed(backend, self._section_id, e)
         else:
             log.debug("lease section=%r token=%d released", self._section_id, grant.token)
-            notify("released", backend, self._section_id, time.monotonic() - self._granted_at)
+            observe.released(backend, self._section_id, time.monotonic() - self._granted_at)
