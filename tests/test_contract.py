@@ -31,8 +31,8 @@ from lessor import (
     Partition,
     SortedPartitions,
     Unavailable,
-    contract,
     fencing_token,
+    wait_backoff,
 )
 from lessor.contract import WAIT_FREE_FIRST, WAIT_FREE_MAX
 from lessor.testing import History, Holding, find_overlaps, find_token_inversions
@@ -587,7 +587,7 @@ def test_default_wait_free_returns_true_after_a_back_off() -> None:
 
 
 def test_default_back_off_doubles_per_section_up_to_its_cap_and_forgets() -> None:
-    backoff = contract._backoffs(ThirdParty())
+    backoff = wait_backoff.backoffs(ThirdParty())
     intervals = [backoff.next_interval("a") for _ in range(8)]
     assert intervals == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
     assert WAIT_FREE_FIRST == 0.05 and WAIT_FREE_MAX == 2.0
@@ -607,9 +607,9 @@ def test_default_back_off_state_is_per_lessor_even_a_frozen_one() -> None:
         name: str = "x"
 
     one, two = Frozen(), Frozen()
-    assert contract._backoffs(one).next_interval("s") == WAIT_FREE_FIRST
-    assert contract._backoffs(one).next_interval("s") == 2 * WAIT_FREE_FIRST
-    assert contract._backoffs(two).next_interval("s") == WAIT_FREE_FIRST
+    assert wait_backoff.backoffs(one).next_interval("s") == WAIT_FREE_FIRST
+    assert wait_backoff.backoffs(one).next_interval("s") == 2 * WAIT_FREE_FIRST
+    assert wait_backoff.backoffs(two).next_interval("s") == WAIT_FREE_FIRST
 
 
 def test_default_wait_free_returns_false_when_ctx_ends_first() -> None:

@@ -60,3 +60,13 @@ def test_enable_is_idempotent_and_disable_stops_counting() -> None:
     with MemoryLessor().lease("s", Partition(0, 1), 5):
         pass
     assert value(first, "lessor_acquire_seconds_count", backend="memory") == 0
+
+
+def test_the_observer_overrides_only_observer_events() -> None:
+    """A misspelled event method would be a new method nobody calls: every public method of
+    PrometheusObserver is one of Observer's."""
+    from lessor.observe import Observer  # noqa: PLC0415
+
+    own = {n for n, m in vars(PrometheusObserver).items() if callable(m) and n[0] != "_"}
+    events = {n for n, m in vars(Observer).items() if callable(m) and n[0] != "_"}
+    assert own == events

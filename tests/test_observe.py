@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from lessor import Context, MemoryLessor, Partition, SortedPartitions
+from lessor import Context, MemoryLessor, Partition, SortedPartitions, observe
 from lessor.errors import DeadlineExceeded
 from lessor.observe import Observer, add_observer, observers, remove_observer
 
@@ -100,3 +101,86 @@ def test_adding_twice_installs_once_and_only_observers_are_accepted() -> None:
         remove_observer(r)
     with pytest.raises(TypeError, match="Observer"):
         add_observer(object())  # type: ignore[arg-type]
+
+
+def test_each_observer_method_is_reached_through_its_typed_function() -> None:
+    """One function per event, of the same name and arguments: every Observer method has one,
+    and calling it reaches that method of every installed observer with what it was given."""
+    events = sorted(
+        name for name, member in vars(Observer).items() if callable(member) and name[0] != "_"
+    )
+    assert events == ["acquire_failed", "acquired", "conflict", "release_failed", "released"]
+    error = RuntimeError("gone")
+    asked, granted = Partition(0, 8), SortedPartitions([Partition(0, 4)])
+    arguments: dict[str, tuple[object, ...]] = {
+        "acquired": ("b", "s", asked, granted, 0.5),
+        "acquire_failed": ("b", "s", error, 0.25),
+        "released": ("b", "s", 1.5),
+        "release_failed": ("b", "s", error),
+        "conflict": ("b", "s"),
+    }
+    assert sorted(arguments) == events
+
+    class Spy(Observer):
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, tuple[object, ...]]] = []
+
+    def spying(name: str) -> Callable[..., None]:
+        def method(self: Spy, *args: object) -> None:
+            self.calls.append((name, args))
+
+        return method
+
+    for name in events:
+        setattr(Spy, name, spying(name))
+    spy = Spy()
+    add_observer(spy)
+    try:
+        for name in events:
+            function = getattr(observe, name)
+            assert inspect.signature(function) == _without_self(getattr(Observer, name))
+            function(*arguments[name])
+            assert spy.calls[-1] == (name, arguments[name])
+    finally:
+        remove_observer(spy)
+    assert len(spy.calls) == len(events)
+
+
+def _without_self(method: Callable[..., None]) -> inspect.Signature:
+    signature = inspect.signature(method)
+    return signature.replace(parameters=list(signature.parameters.values())[1:])
+
+
+def test_a_typed_event_with_no_observer_does_nothing_and_a_raising_one_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    observe.conflict("b", "s")  # nobody to tell
+
+    class Broken(Observer):
+        def conflict(self, backend: str, section_id: str) -> None:
+            raise RuntimeError("observer bug")
+
+    broken, after = Broken(), Recorder()
+    add_observer(broken)
+    add_observer(after)
+    try:
+        with caplog.at_level(logging.ERROR, logger="lessor"):
+            observe.conflict("b", "s")
+            observe.released("b", "s", 0.0)
+    finally:
+        remove_observer(broken)
+        remove_observer(after)
+    assert "failed on conflict" in caplog.text and "observer bug" in caplog.text
+    assert after.events == [("released", "b", "s")]  # the next observer was still told
+
+
+def test_the_deprecated_notify_goes_through_the_typed_functions() -> None:
+    r = Recorder()
+    add_observer(r)
+    try:
+        observe.notify("released", "b", "s", 0.0)
+    finally:
+        remove_observer(r)
+    assert r.events == [("released", "b", "s")]
+    with pytest.raises(ValueError, match="no observer event 'conflcit'"):
+        observe.notify("conflcit", "b", "s")

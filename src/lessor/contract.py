@@ -70,7 +70,7 @@ Arguments are checked before anything reaches a backend: ``section_id`` a non-em
 ``timedelta``, ``ctx`` a :class:`~lessor.context.Context` that is not already done (else
 :class:`~lessor.errors.DeadlineExceeded` or :class:`~lessor.errors.Cancelled`, and ``cb`` is
 not called; ``wait_free`` returns False instead, ``is_held`` raises too). ``lease``,
-``wait_free`` and ``is_held`` share one check of ``section_id`` and ``part``.
+``wait_free`` and ``is_held`` check ``section_id`` and ``part`` alike (:mod:`lessor.checks`).
 
 A backend subclasses :class:`Lessor` and implements two methods, :meth:`Lessor._acquire` and
 :meth:`Lessor._release`; the checks and the callback plumbing live here, once. A backend that
@@ -86,19 +86,18 @@ from __future__ import annotations
 import abc
 import logging
 import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 from typing import ClassVar, TypeVar
 
-from lessor.context import Context, seconds
+from lessor import checks, observe
+from lessor.context import Context
 from lessor.errors import ContextError
-from lessor.observe import notify
 from lessor.partition import Partition, SortedPartitions
+from lessor.wait_backoff import WAIT_FREE_FIRST, WAIT_FREE_MAX, backoffs
 
 __all__ = [
     "WAIT_FREE_FIRST",
@@ -193,10 +192,8 @@ class Lessor(abc.ABC):
 
         Returns what ``cb`` returns.
         """
-        if not callable(cb):
-            raise TypeError(f"cb must be callable, got {cb!r}")
-        if not isinstance(ctx, Context):
-            raise TypeError(f"ctx must be a lessor.Context, got {ctx!r}")
+        checks.function(cb, "cb")
+        checks.context(ctx)
         with self.lease(section_id, part, dur, ctx=ctx) as lease:
             return cb(lease.ctx, lease.partitions)
 
@@ -210,13 +207,10 @@ class Lessor(abc.ABC):
         """``with lessor.lease(...) as lease:`` — the context-manager form of :meth:`with_lease`."""
         if ctx is None:
             ctx = Context.background()
-        elif not isinstance(ctx, Context):
-            raise TypeError(f"ctx must be a lessor.Context or None, got {ctx!r}")
-        _check_section_and_part(section_id, part)
-        duration = seconds(dur, "lease duration")
-        if not 0 < duration < math.inf:
-            raise ValueError(f"lease duration must be positive and finite, got {dur!r}")
-        return LeaseScope(self, ctx, section_id, part, duration)
+        checks.instance(ctx, "ctx", Context, "a lessor.Context or None")
+        checks.section_id(section_id)
+        checks.partition(part, "part")
+        return LeaseScope(self, ctx, section_id, part, checks.duration(dur, "dur"))
 
     def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         """Wait until some key of ``part`` held now comes free; False once ``ctx`` is done.
@@ -226,9 +220,9 @@ class Lessor(abc.ABC):
         ``part`` is held. False when ``ctx`` is done (deadline or cancel), never an exception
         for that. Holds nothing. See the module documentation for the contract.
         """
-        if not isinstance(ctx, Context):
-            raise TypeError(f"ctx must be a lessor.Context, got {ctx!r}")
-        _check_section_and_part(section_id, part)
+        checks.context(ctx)
+        checks.section_id(section_id)
+        checks.partition(part, "part")
         if ctx.done():
             return False
         if part.is_empty():
@@ -250,9 +244,9 @@ class Lessor(abc.ABC):
         never False for that. :class:`NotImplementedError` from a backend that cannot tell
         what is held. See the module documentation for the contract.
         """
-        if not isinstance(ctx, Context):
-            raise TypeError(f"ctx must be a lessor.Context, got {ctx!r}")
-        _check_section_and_part(section_id, part)
+        checks.context(ctx)
+        checks.section_id(section_id)
+        checks.partition(part, "part")
         ctx.raise_if_done()
         if part.is_empty():
             return False  # nothing of it can be held
@@ -283,13 +277,11 @@ class Lessor(abc.ABC):
 
         This default is for third-party backends, which it cannot observe: it waits a back-off
         interval and returns True, or False when ``ctx`` ends first. It may return True before
-        anything came free: True means "worth trying again". The interval starts at
-        :data:`WAIT_FREE_FIRST` seconds and doubles on consecutive calls for the same section
-        (a call that starts within :data:`WAIT_FREE_MAX` seconds of the end of the previous
-        one's interval), up to :data:`WAIT_FREE_MAX`; it waits on ``ctx``, never in a busy
-        loop. Each lessor remembers the intervals of its 1024 most recently waited sections.
+        anything came free: True means "worth trying again". It waits on ``ctx``, never in a
+        busy loop; the interval (from :data:`WAIT_FREE_FIRST` doubling up to
+        :data:`WAIT_FREE_MAX` per section) is :mod:`lessor.wait_backoff`'s.
         """
-        interval = _backoffs(self).next_interval(section_id)
+        interval = backoffs(self).next_interval(section_id)
         return not ctx.wait(interval)
 
     def _is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
@@ -305,71 +297,6 @@ class Lessor(abc.ABC):
             f"the {type(self).__name__} lessor ({self.backend!r} backend) cannot tell what "
             "is held: it does not implement Lessor._is_held"
         )
-
-
-def _check_section_and_part(section_id: object, part: object) -> None:
-    """The checks :meth:`Lessor.lease`, :meth:`Lessor.wait_free` and :meth:`Lessor.is_held`
-    share."""
-    if not isinstance(section_id, str):
-        raise TypeError(
-            f"section_id must be a str, got {type(section_id).__name__}: {section_id!r}"
-        )
-    if not section_id:
-        raise ValueError("section_id must not be empty")
-    if not isinstance(part, Partition):
-        raise TypeError(f"part must be a lessor.Partition, got {type(part).__name__}: {part!r}")
-
-
-WAIT_FREE_FIRST = 0.05
-"""Seconds the default :meth:`Lessor._wait_free` waits on a first call for a section."""
-
-WAIT_FREE_MAX = 2.0
-"""The longest interval of the default :meth:`Lessor._wait_free`, in seconds."""
-
-_BACKOFF_SECTIONS = 1024
-"""Sections whose back-off the default :meth:`Lessor._wait_free` remembers, per lessor."""
-
-
-class _Backoff:
-    """The default ``_wait_free``'s intervals per section: least recently used ones go first."""
-
-    __slots__ = ("_lock", "_sections")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # section id -> (last interval, when it ends)
-        self._sections: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def next_interval(self, section_id: str) -> float:
-        now = time.monotonic()
-        with self._lock:
-            last = self._sections.pop(section_id, None)
-            if last is not None and now - last[1] <= WAIT_FREE_MAX:
-                interval = min(last[0] * 2, WAIT_FREE_MAX)
-            else:
-                interval = WAIT_FREE_FIRST
-            self._sections[section_id] = (interval, now + interval)
-            while len(self._sections) > _BACKOFF_SECTIONS:
-                self._sections.popitem(last=False)
-        return interval
-
-
-_BACKOFF_ATTR = "_lessor_wait_free_backoff"
-_backoff_lock = threading.Lock()
-
-
-def _backoffs(lessor: Lessor) -> _Backoff:
-    """``lessor``'s back-off state, made on first need (a backend need not call our
-    ``__init__``; ``object.__setattr__`` also works on a frozen dataclass)."""
-    state = getattr(lessor, _BACKOFF_ATTR, None)
-    if state is None:
-        with _backoff_lock:
-            state = getattr(lessor, _BACKOFF_ATTR, None)
-            if state is None:
-                state = _Backoff()
-                object.__setattr__(lessor, _BACKOFF_ATTR, state)
-    assert isinstance(state, _Backoff)
-    return state
 
 
 class LeaseScope:
@@ -417,16 +344,11 @@ class LeaseScope:
             grant = self._lessor._acquire(self._ctx, self._section_id, self._part, self._dur)
         except BaseException as e:
             log.debug("lease section=%r: acquisition failed: %s", self._section_id, e)
-            notify("acquire_failed", backend, self._section_id, e, time.monotonic() - start)
+            observe.acquire_failed(backend, self._section_id, e, time.monotonic() - start)
             raise
         self._granted_at = time.monotonic()
-        notify(
-            "acquired",
-            backend,
-            self._section_id,
-            self._part,
-            grant.partitions,
-            self._granted_at - start,
+        observe.acquired(
+            backend, self._section_id, self._part, grant.partitions, self._granted_at - start
         )
         self._grant = grant
         lease_ctx = Context(self._ctx, deadline=grant.deadline, key=_TOKEN_KEY, value=grant.token)
@@ -470,7 +392,7 @@ class LeaseScope:
             log.warning(
                 "lease section=%r token=%d: release failed: %s", self._section_id, grant.token, e
             )
-            notify("release_failed", backend, self._section_id, e)
+            observe.release_failed(backend, self._section_id, e)
         else:
             log.debug("lease section=%r token=%d released", self._section_id, grant.token)
-            notify("released", backend, self._section_id, time.monotonic() - self._granted_at)
+            observe.released(backend, self._section_id, time.monotonic() - self._granted_at)

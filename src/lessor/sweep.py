@@ -60,14 +60,14 @@ ends :meth:`Sweeper.run`.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar, cast
 
-from lessor.context import Context, seconds
+from lessor import checks
+from lessor.context import Context
 from lessor.contract import Lessor
 from lessor.errors import ContextError
 from lessor.partition import Partition, SortedPartitions
@@ -134,43 +134,16 @@ def _log_error(report: ShardReport, err: BaseException) -> None:
     )
 
 
-def _positive_int(name: str, value: object, *, zero: bool = False) -> int:
-    """``value`` if it is an int above 0 (or 0, with ``zero``), else the error naming it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-    if value < 0 or (value == 0 and not zero):
-        raise ValueError(f"{name} must be {'>= 0' if zero else 'positive'}, got {value}")
-    return value
-
-
 def _check_where(lessor: object, section_id: object, key_space: object) -> None:
     """The checks of what a :class:`Sweeper` sweeps: lessor, section and key space."""
     if isinstance(lessor, str):
         if lessor not in registered():
             known = ", ".join(repr(i) for i in registered()) or "none"
             raise ValueError(f"lessor {lessor!r} is not registered (registered: {known})")
-    elif not isinstance(lessor, Lessor):
-        raise TypeError(
-            f"lessor must be a lessor.Lessor or a registered id, got "
-            f"{type(lessor).__name__}: {lessor!r}"
-        )
-    if not isinstance(section_id, str):
-        raise TypeError(
-            f"section_id must be a str, got {type(section_id).__name__}: {section_id!r}"
-        )
-    if not section_id:
-        raise ValueError("section_id must not be empty")
-    if not isinstance(key_space, Partition):
-        raise TypeError(
-            f"key_space must be a lessor.Partition, got {type(key_space).__name__}: {key_space!r}"
-        )
-    if key_space.is_empty():
-        raise ValueError(f"key_space must not be empty, got {key_space}")
-
-
-def _callable(name: str, value: object) -> None:
-    if not callable(value):
-        raise TypeError(f"{name} must be callable, got {type(value).__name__}: {value!r}")
+    elif not isinstance(lessor, Lessor):  # abstract: checks.instance cannot take it
+        raise checks.wrong_type(lessor, "lessor", "a lessor.Lessor or a registered id")
+    checks.section_id(section_id)
+    checks.partition(key_space, "key_space", empty=False)
 
 
 class Sweeper(Generic[T]):
@@ -254,26 +227,22 @@ class Sweeper(Generic[T]):
         on_error: Callable[[ShardReport, BaseException], None] | None = None,
     ) -> None:
         _check_where(lessor, section_id, key_space)
-        _positive_int("shards", shards)
-        _callable("scan", scan)
-        _callable("process", process)
+        checks.count(shards, "shards")
+        checks.function(scan, "scan")
+        checks.function(process, "process")
         if key is not None:
-            _callable("key", key)
-        lease_dur = seconds(lease_seconds, "lease_seconds")
-        if not 0 < lease_dur < math.inf:
-            raise ValueError(f"lease_seconds must be positive and finite, got {lease_seconds!r}")
-        _positive_int("batch_size", batch_size)
-        _positive_int("split_threshold", split_threshold)
-        _positive_int("secondary_shards", secondary_shards)
-        pause = seconds(idle_pause, "idle_pause")
-        if not 0 <= pause < math.inf:
-            raise ValueError(f"idle_pause must be >= 0 and finite, got {idle_pause!r}")
-        _positive_int("max_waits", max_waits, zero=True)
-        _positive_int("probes", probes, zero=True)
-        if rng is not None and not isinstance(rng, random.Random):
-            raise TypeError(f"rng must be a random.Random or None, got {rng!r}")
+            checks.function(key, "key")
+        lease_dur = checks.duration(lease_seconds, "lease_seconds")
+        checks.count(batch_size, "batch_size")
+        checks.count(split_threshold, "split_threshold")
+        checks.count(secondary_shards, "secondary_shards")
+        pause = checks.duration(idle_pause, "idle_pause", zero=True)
+        checks.count(max_waits, "max_waits", zero=True)
+        checks.count(probes, "probes", zero=True)
+        if rng is not None:
+            checks.instance(rng, "rng", random.Random, "a random.Random or None")
         if on_error is not None:
-            _callable("on_error", on_error)
+            checks.function(on_error, "on_error")
 
         self._lessor_id = lessor if isinstance(lessor, str) else None
         self._lessor = lessor if isinstance(lessor, Lessor) else None
@@ -308,15 +277,9 @@ class Sweeper(Generic[T]):
         follow-up split). Errors are reported, not raised: the only exceptions are bad
         arguments and failing to resolve a lessor given by id.
         """
-        if not isinstance(ctx, Context):
-            raise TypeError(f"ctx must be a lessor.Context, got {type(ctx).__name__}: {ctx!r}")
-        if not isinstance(shard, Partition):
-            raise TypeError(
-                f"shard must be a lessor.Partition, got {type(shard).__name__}: {shard!r}"
-            )
-        if isinstance(level, bool) or not isinstance(level, int):
-            raise TypeError(f"level must be an int, got {type(level).__name__}: {level!r}")
-        if not 0 <= level <= MAX_LEVEL:
+        checks.context(ctx)
+        checks.partition(shard, "shard")
+        if checks.count(level, "level", zero=True) > MAX_LEVEL:
             raise ValueError(f"level must be in 0..{MAX_LEVEL}, got {level}")
         if shard.is_empty() or not (
             self.key_space.low <= shard.low and shard.high <= self.key_space.high
@@ -343,10 +306,9 @@ class Sweeper(Generic[T]):
         either (see :class:`Sweeper`). With ``rounds`` given, returns after that many rounds
         (or earlier, when ``ctx`` is done).
         """
-        if not isinstance(ctx, Context):
-            raise TypeError(f"ctx must be a lessor.Context, got {type(ctx).__name__}: {ctx!r}")
+        checks.context(ctx)
         if rounds is not None:
-            _positive_int("rounds", rounds)
+            checks.count(rounds, "rounds")
         lessor = self._resolve(ctx)
         waits = Waits(lessor, self.section_id, ctx, max_waits=self.max_waits)
         try:

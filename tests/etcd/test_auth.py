@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -215,6 +218,14 @@ def test_a_token_refused_again_after_a_new_login_is_not_retried_in_the_call(
     assert refusing.logins == 2  # the first login, and one more
 
 
+def test_no_repr_of_the_transport_shows_the_password_or_the_token() -> None:
+    store = FakeAuthStore(stragglers=1)
+    channels = _fake_channels(store, auth=store)
+    assert channels.kv("Range", None, 5.0, "reading").token == "app@1"  # it logged in
+    for shown in (repr(channels), str(channels)):
+        assert "apppw" not in shown and "app@1" not in shown
+
+
 # -- a real etcd with auth on ------------------------------------------------------------------
 
 
@@ -336,3 +347,37 @@ def test_threads_carry_on_after_an_auth_change(auth_etcd: LocalEtcd) -> None:
         for w in workers:
             w.join(timeout=30)
         assert results == [[P(0, 10)]] * 6
+
+
+def test_no_repr_error_or_log_line_shows_the_password_or_the_token(
+    auth_etcd: LocalEtcd, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.DEBUG, logger="lessor"),
+        EtcdLessor(auth_etcd.endpoints, user="app", password="apppw", prefix="/allowed/") as it,
+        it.lease("s", P(0, 10), 30) as lease,
+    ):
+        token = it._transport._token  # type: ignore[attr-defined]
+        assert token  # it logged in
+        shown = [repr(it), str(it), repr(it._transport), str(it._transport), repr(lease),
+                 repr(lease.ctx)]  # fmt: skip
+    wrong_password = "not-the-pw-4711"
+    with (
+        EtcdLessor(auth_etcd.endpoints, user="app", password=wrong_password) as wrong,
+        pytest.raises(PermissionDenied) as e,
+    ):
+        wrong.lease("s", P(0, 10), 5).__enter__()
+    shown += [str(e.value), repr(e.value), *(r.getMessage() for r in caplog.records)]
+    for text in shown:
+        assert "apppw" not in text and token not in text and wrong_password not in text
+
+
+def test_the_command_line_never_prints_the_password(auth_etcd: LocalEtcd) -> None:
+    env = {**os.environ, "LESSOR_ETCD_ENDPOINTS": auth_etcd.endpoint,
+           "LESSOR_ETCD_PREFIX": "/allowed/", "LESSOR_ETCD_USER": "app"}  # fmt: skip
+    for password, returncode in (("apppw", 0), ("not-the-pw-4711", 1)):
+        done = subprocess.run([sys.executable, "-m", "lessor", "inspect"], capture_output=True,
+                              text=True, timeout=60, check=False,
+                              env={**env, "LESSOR_ETCD_PASSWORD": password})  # fmt: skip
+        assert done.returncode == returncode, done.stderr
+        assert password not in done.stdout + done.stderr

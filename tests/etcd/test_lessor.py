@@ -260,6 +260,26 @@ def test_get_from_environment_alone(
     assert lessor.get(ctx, "etcd").prefix == prefix
 
 
+def test_settings_never_show_the_password() -> None:
+    secret = "s3cret-pw"
+    s = EtcdSettings(endpoints=("a:1",), user="app", password=secret, cert_key="/k.pem")
+    ctx = Context.background().with_value(EtcdSettings, s)
+    for shown in (repr(s), str(s), f"{s}", repr([s]), repr(ctx)):
+        assert secret not in shown
+    assert "user='app'" in repr(s) and "password='***'" in repr(s)
+    assert "cert_key='/k.pem'" in repr(s)  # a key's path is no secret
+    assert "password=None" in repr(EtcdSettings(endpoints=("a:1",)))  # none set: say so
+    env = EtcdSettings.from_environment(
+        {"LESSOR_ETCD_ENDPOINTS": "a:1", "LESSOR_ETCD_USER": "u", "LESSOR_ETCD_PASSWORD": secret}
+    )
+    assert env.password == secret and secret not in repr(env)
+    assert env == EtcdSettings(endpoints=("a:1",), user="u", password=secret)  # still compared
+    not_settings = Context.background().with_value(EtcdSettings, {"password": secret})
+    with pytest.raises(TypeError, match="EtcdSettings") as e:
+        lessor.etcd.factory(not_settings)
+    assert secret not in str(e.value)
+
+
 def test_environment_settings_are_checked() -> None:
     with pytest.raises(ValueError, match=r"LESSOR_ETCD_ENDPOINTS.*'nohost'"):
         EtcdSettings.from_environment({"LESSOR_ETCD_ENDPOINTS": "127.0.0.1:2379,nohost"})

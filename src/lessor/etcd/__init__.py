@@ -44,7 +44,7 @@ def factory(ctx: Context) -> EtcdLessor:
     if settings is None:
         settings = EtcdSettings.from_environment()
     elif not isinstance(settings, EtcdSettings):
-        raise TypeError(f"ctx value for EtcdSettings must be one, got {settings!r}")
+        raise TypeError(f"ctx value for EtcdSettings must be one, got a {type(settings).__name__}")
     with _lessors_lock:
         lessor = _lessors.get(settings)
         if lessor is None:

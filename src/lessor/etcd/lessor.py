@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from lessor import checks
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
 from lessor.errors import LessorError
@@ -54,16 +55,6 @@ log = logging.getLogger("lessor")
 MAX_CACHED_SECTIONS = 1024
 """Sections whose state a lessor keeps; past that, the least recently used idle one goes (its
 next acquisition reads the section afresh)."""
-
-
-def _positive(name: str, value: float, zero_ok: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not (value >= 0 if zero_ok else value > 0) or value == float("inf"):
-        raise ValueError(
-            f"{name} must be {'>= 0' if zero_ok else 'positive'} and finite, got {value!r}"
-        )
-    return float(value)
 
 
 class EtcdLessor(Lessor):
@@ -116,14 +107,13 @@ class EtcdLessor(Lessor):
         lease_reuse: float | None = None,
     ) -> None:
         self._prefix = validate_prefix(prefix)
-        self._rpc_timeout = _positive("rpc_timeout", rpc_timeout)
-        self._release_timeout = _positive("release_timeout", release_timeout)
-        self._acquire_timeout = _positive("acquire_timeout", acquire_timeout)
-        margin = _positive("margin", margin, zero_ok=True)
-        if not isinstance(share_leases, bool):
-            raise TypeError(f"share_leases must be a bool, got {share_leases!r}")
+        self._rpc_timeout = checks.duration(rpc_timeout, "rpc_timeout")
+        self._release_timeout = checks.duration(release_timeout, "release_timeout")
+        self._acquire_timeout = checks.duration(acquire_timeout, "acquire_timeout")
+        margin = checks.duration(margin, "margin", zero=True)
+        checks.flag(share_leases, "share_leases")
         if lease_reuse is not None:
-            lease_reuse = _positive("lease_reuse", lease_reuse, zero_ok=True)
+            lease_reuse = checks.duration(lease_reuse, "lease_reuse", zero=True)
             warnings.warn(
                 "EtcdLessor(lease_reuse=...) is deprecated: etcd leases are shared by renewal, "
                 "with no slack; pass share_leases=False for one lease per acquisition",
@@ -146,8 +136,8 @@ class EtcdLessor(Lessor):
                                        endpoint_order=endpoint_order)  # fmt: skip
         else:
             raise ValueError("EtcdLessor needs endpoints (['host:port', ...]) or a client")
-        if holder is not None and not isinstance(holder, str):
-            raise TypeError(f"holder must be a str, got {holder!r}")
+        if holder is not None:
+            checks.instance(holder, "holder", str, "a str or None")
         if holder is not None and holder.encode("utf-8", "replace") == TOMBSTONE:
             raise ValueError(f"holder must not be {holder!r}: that marks abandoned acquisitions")
         self._holder = holder if holder is not None else f"{socket.gethostname()}:{os.getpid()}"

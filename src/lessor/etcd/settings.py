@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from lessor.etcd.transport import parse_endpoint
 
@@ -37,9 +37,17 @@ ENVIRONMENT = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+_SECRET = "***"
+"""What the repr of :class:`EtcdSettings` shows for a password that is set."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class EtcdSettings:
-    """Everything the registered ``"etcd"`` factory passes to :class:`EtcdLessor`."""
+    """Everything the registered ``"etcd"`` factory passes to :class:`EtcdLessor`.
+
+    Its repr (and str) shows a password that is set as ``'***'``: settings end up in logs,
+    tracebacks and debuggers, a password must not.
+    """
 
     endpoints: tuple[str, ...]
     prefix: str = "/lessor/"
@@ -49,6 +57,15 @@ class EtcdSettings:
     user: str | None = None
     password: str | None = None
     holder: str | None = None
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "password" and value is not None:
+                value = _SECRET
+            shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> EtcdSettings:
