@@ -31,10 +31,35 @@ def etcd_env(session: nox.Session) -> dict[str, str]:
     return {}
 
 
+# What the root-only suites run, by the command they need and Debian's package for it: the
+# cluster tests cut members off with iptables rules on loopback, the datacenter tests put each
+# datacenter in a network namespace of its own (`ip netns`).
+ROOT_TOOLS = {"iptables": "iptables", "ip": "iproute2"}
+
+
+def install_root_tools(session: nox.Session) -> None:
+    """As root on Debian, install what the root-only suites need and is missing (as
+    etcd_env does for etcd). Elsewhere, or if apt-get fails, those tests skip and say why
+    (under CI=true they fail instead: see tests/support/needs.py)."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    packages = sorted({pkg for tool, pkg in ROOT_TOOLS.items() if not shutil.which(tool)})
+    if not packages:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            session.warn(f"could not install {', '.join(packages)}: {done.stderr.strip()}")
+            return
+    session.log(f"installed {', '.join(packages)} for the root-only tests")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (pass pytest arguments after --)."""
     session.install("-e", ".[test]")
+    install_root_tools(session)
     session.run("pytest", *session.posargs, env=etcd_env(session))
 
 
@@ -62,6 +87,7 @@ def safety(session: nox.Session) -> None:
     longer than in the default run. LESSOR_SAFETY_SECONDS sets the suite's length (default
     60), LESSOR_MODEL_EXAMPLES the model's examples (default here 3000)."""
     session.install("-e", ".[test]")
+    install_root_tools(session)
     session.run(
         "pytest",
         "tests/safety",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from lessor import Lessor, MemoryLessor
+from tests.support import needs
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,14 @@ def lessor_of(backend: Backend, request: pytest.FixtureRequest) -> Iterator[Less
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("\nERROR: pytest collected no tests: that is a failure, not a pass.")
+
+
+@pytest.fixture(autouse=True)
+def _machine_needs(request: pytest.FixtureRequest) -> None:
+    """A test marked ``needs_root(*commands)`` runs only as root with those commands; else
+    it is skipped, or fails under CI (:mod:`tests.support.needs`)."""
+    mark = request.node.get_closest_marker("needs_root")
+    if mark is not None:
+        reason = needs.why_not_root_with(*mark.args)
+        if reason is not None:
+            needs.missing(reason)

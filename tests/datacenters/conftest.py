@@ -1,21 +1,19 @@
 """The ``datacenters`` fixture: three datacenters in network namespaces (see harness.py).
 
 It needs root and ``ip netns``. Without them the tests are skipped, for one reason shown by
-``-ra``; under CI (``CI=true``), which runs as root, they fail instead, since a skip would
-hide a broken machine behind a green run.
+``-ra``; under CI (``CI=true``) they fail instead (:mod:`tests.support.needs`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .harness import Datacenters, Unsupported, unsupported_reason
+from tests.support import needs
 
-IN_CI = os.environ.get("CI", "").lower() in {"true", "1", "yes"}
+from .harness import Datacenters, Unsupported, unsupported_reason
 
 # As LocalEtcd and LocalEtcdCluster (and issue 11's targets): a leader is missed after 500 ms.
 HEARTBEAT_MS = 50
@@ -43,12 +41,6 @@ def summary() -> Callable[[str], None]:
     return add
 
 
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"CI is set, but this test needs root and `ip netns`: {reason}", pytrace=False)
-    pytest.skip(f"needs root and `ip netns`: {reason}")
-
-
 @pytest.fixture
 def datacenters(tmp_path: Path) -> Iterator[Datacenters]:
     """Three datacenters with one etcd member each, 5 ms one way between any two, etcd tuned
@@ -56,12 +48,12 @@ def datacenters(tmp_path: Path) -> Iterator[Datacenters]:
     with every process, namespace and interface, whatever the test does."""
     reason = unsupported_reason()
     if reason is not None:
-        _unavailable(reason)
+        needs.missing(f"needs root and `ip netns`: {reason}")
     dcs = Datacenters(tmp_path, heartbeat_ms=HEARTBEAT_MS, election_ms=ELECTION_MS)
     try:
         dcs.start()  # closes what it made if it fails
     except Unsupported as e:
-        _unavailable(str(e))
+        needs.missing(f"needs root and `ip netns`: {e}")
     try:
         yield dcs
     finally:

@@ -1,8 +1,8 @@
 """The three-member local etcd cluster and its faults (``lessor.testing.cluster``) do what they say.
 
-Each test gets a cluster of its own. Isolation needs root and iptables: the isolation tests are
-skipped when not root, and fail (saying what is missing) as root without iptables, so that CI
-cannot skip them by accident.
+Each test gets a cluster of its own. Isolation needs root and iptables: without them the
+isolation tests are skipped, saying what is missing, and fail under CI
+(:mod:`tests.support.needs`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import pytest
 
 from lessor.testing import LocalEtcdCluster
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs root and iptables")
+needs_root = pytest.mark.needs_root("iptables")  # for isolation
 
 
 @pytest.fixture
 def cluster() -> Iterator[LocalEtcdCluster]:
-    with LocalEtcdCluster(isolation=True if os.geteuid() == 0 else None) as c:
+    with LocalEtcdCluster() as c:  # isolation on when this machine allows it
         yield c
 
 

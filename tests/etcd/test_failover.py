@@ -14,7 +14,6 @@ to try, at most half of what remains.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import threading
 import time
@@ -33,7 +32,7 @@ ELECTION = 0.5  # LocalEtcdCluster's election timeout
 BOUND = ELECTION + 1.0  # DESIGN: leader loss costs at most the election timeout plus 1 s
 DEFAULT_RPC_TIMEOUT = 1.0  # EtcdLessor's
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="isolation needs root and iptables")
+needs_root = pytest.mark.needs_root("iptables")  # for isolation
 
 
 @pytest.fixture
@@ -387,7 +386,7 @@ def test_contention_through_a_series_of_faults(cluster: LocalEtcdCluster, histor
             victim = random.randrange(3)
             with cluster.paused(victim):
                 time.sleep(1.5)
-            if os.geteuid() == 0:
+            if cluster.isolation:  # root with iptables
                 with cluster.isolated(cluster.leader()):
                     time.sleep(1.5)
             cluster.wait_for_leader()
