@@ -341,22 +341,34 @@ class LeaseScope:
         backend = self._lessor.backend
         start = time.monotonic()
         try:
-            grant = self._lessor._acquire(self._ctx, self._section_id, self._part, self._dur)
+            self._grant = self._lessor._acquire(self._ctx, self._section_id, self._part, self._dur)
         except BaseException as e:
             log.debug("lease section=%r: acquisition failed: %s", self._section_id, e)
             observe.acquire_failed(backend, self._section_id, e, time.monotonic() - start)
             raise
+        try:
+            return self._enter(start)
+        except BaseException:
+            # Anything that stops the lease from reaching the caller (its time used up, an
+            # exception arriving here) gives the grant back: nobody else would.
+            self._exit()
+            raise
+
+    def _enter(self, start: float) -> Lease:
+        grant = self._grant
+        assert grant is not None
         self._granted_at = time.monotonic()
         observe.acquired(
-            backend, self._section_id, self._part, grant.partitions, self._granted_at - start
+            self._lessor.backend,
+            self._section_id,
+            self._part,
+            grant.partitions,
+            self._granted_at - start,
         )
-        self._grant = grant
         lease_ctx = Context(self._ctx, deadline=grant.deadline, key=_TOKEN_KEY, value=grant.token)
         err = lease_ctx.err
         if err is not None:
-            # Acquisition used up the caller's time: a lease nobody can use is given back.
-            self._exit()
-            raise err
+            raise err  # acquisition used up the caller's time: a lease nobody can use
         self._lease = Lease(self._section_id, grant.partitions, lease_ctx, grant.token)
         if log.isEnabledFor(logging.DEBUG):  # its arguments cost more than the check
             log.debug(

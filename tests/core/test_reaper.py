@@ -12,8 +12,12 @@ Proven here:
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
+from typing import Any
+
+import pytest
 
 from lessor.etcd import core
 from lessor.etcd.keys import SectionKeys
@@ -101,3 +105,48 @@ def test_close_joins_the_thread_and_ignores_later_grants() -> None:
     reaper.watch(held(time.monotonic() - 1.0))
     assert reapers() - before == set()
     assert expired.seen == []
+
+
+class Died(BaseException):
+    """An exception set on the reaper's thread from outside (PyThreadState_SetAsyncExc)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # Died
+def test_a_thread_that_dies_loses_no_grant_not_even_one_watched_as_it_dies() -> None:
+    """Third review: a grant watched while the dying thread had left its loop but not yet
+    cleared itself saw a thread, started none, and was never ended; the grant whose expire
+    raised was lost too. Now the dying thread hands the heap to a successor."""
+    ended: dict[int, threading.Event] = {1: threading.Event(), 2: threading.Event()}
+    raised: list[int] = []
+
+    def expire(h: core.Held) -> None:
+        if h.seq == 1 and not raised:
+            raised.append(1)
+            raise Died()
+        ended[h.seq].set()
+
+    reaper = Reaper(expire)
+    src, first = inspect.getsourcelines(Reaper._run)
+    finally_line = first + next(i for i, t in enumerate(src) if "with self._wake:" in t)
+    dying, go = threading.Event(), threading.Event()
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == finally_line and not dying.is_set():
+            dying.set()
+            go.wait(WAIT)  # the dying thread, held just before it clears itself
+        return local
+
+    threading.settrace(lambda f, e, a: local if f.f_code is Reaper._run.__code__ else None)
+    try:
+        reaper.watch(held(time.monotonic() + 0.05, 1))  # starts the (traced) thread
+    finally:
+        threading.settrace(None)  # type: ignore[arg-type]
+    try:
+        assert dying.wait(WAIT), "the thread never died of the exception"
+        reaper.watch(held(time.monotonic() + 0.1, 2))  # while a dying thread is still set
+        go.set()
+        assert ended[2].wait(WAIT), "the grant watched while the thread died was never ended"
+        assert ended[1].wait(WAIT), "the grant whose expire the exception cut was lost"
+    finally:
+        go.set()
+        reaper.close()

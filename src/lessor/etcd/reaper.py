@@ -61,24 +61,33 @@ class Reaper:
                 heapq.heapify(self._heap)
                 self._compact_at = max(_MIN_COMPACTION, 2 * len(self._heap))
             if self._thread is None:  # not started yet, out of threads before, or died
-                thread = threading.Thread(target=self._run, name="lessor reaper", daemon=True)
-                try:
-                    thread.start()
-                except RuntimeError:  # out of threads: the grant stays in the heap
-                    log.warning("could not start the reaper's thread; trying again at the "
-                                "next grant", exc_info=True)  # fmt: skip
-                else:
-                    self._thread = thread
+                self._start()
             elif held.until < self._wakes_at:
                 self._wake.notify()
+
+    def _start(self) -> None:
+        """Start the thread (called with the lock held)."""
+        thread = threading.Thread(target=self._run, name="lessor reaper", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # out of threads: the grants stay in the heap
+            log.warning("could not start the reaper's thread; trying again at the next "
+                        "grant", exc_info=True)  # fmt: skip
+        else:
+            self._thread = thread
 
     def _run(self) -> None:
         try:
             self._reap()
-        finally:  # whatever ended it: the next grant starts another, unless closed
+        finally:
+            # Whatever ended it (only an exception set on this thread from outside can): a
+            # grant watched meanwhile saw a thread and started none, so a successor takes
+            # what the heap holds; with nothing there, the next grant starts one.
             with self._wake:
                 if self._thread is threading.current_thread():
                     self._thread = None
+                    if self._heap and not self._closed:
+                        self._start()
 
     def _reap(self) -> None:
         last = float("-inf")
@@ -106,14 +115,18 @@ class Reaper:
             for n, held in enumerate(due):
                 try:
                     self._expire(held)
-                except Exception:
-                    # Not lost: back in the heap, tried again a tick later. This thread
-                    # must not die of it, or no later overrun would end at its deadline.
-                    log.warning("could not end an overrun lease at its deadline; trying "
-                                "again", exc_info=True)  # fmt: skip
+                except BaseException as e:
+                    # Not lost: back in the heap, tried again a tick later (by a successor,
+                    # if this thread is ending). This thread must not die of an error, or no
+                    # later overrun would end at its deadline.
                     with self._wake:
                         for again in due[n:]:
                             heapq.heappush(self._heap, (again.until, next(self._order), again))
+                    if not isinstance(e, Exception):
+                        raise
+                    log.warning("could not end an overrun lease at its deadline; trying "
+                                "again", exc_info=True)  # fmt: skip
+                    with self._wake:
                         self._wake.wait(TICK)  # close() wakes it
                     break
 
