@@ -1,5 +1,5 @@
-"""Tracking grants for the reaper (``core._settle``, ``Track``), regressions from the second
-review of shared renewed leases (95b3b53); each failed there.
+"""Tracking grants for the reaper (``_settle`` in ``core/attempt.py``, ``Track``), regressions
+from the second review of shared renewed leases (95b3b53); each failed there.
 
 An exception delivered to the leading thread between ``steps.send`` returning a ``Track`` and
 the shell performing it (KeyboardInterrupt, a signal handler's exception,

@@ -4,7 +4,7 @@ The data model is in ``section.py`` and ``keys.py``: each section is one key who
 its leases (etcd lease id, acquisition number, ranges, holder), and each lease has a marker key
 attached to an etcd lease, so that etcd's lease clock decides which entries are live. What an
 acquisition reads, compares, writes and grants is decided without I/O by the acquisition core
-(``core.py``, with ``plan.py`` and ``known.py``); the threaded shell (``acquisition.py``)
+(the ``core`` package, with ``plan.py`` and ``known.py``); the threaded shell (``acquisition.py``)
 performs its operations: one compare-and-swap Txn writes the entry (``state.py``), and
 releasing deletes its marker. The process keeps the newest state it saw of each section, and
 one etcd lease shared by consecutive acquisitions (``leases.py``), so an uncontended cycle is
