@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from lessor.errors import CorruptSection, LessorError, Unavailable
 from lessor.etcd import section
-from lessor.etcd.keys import Owner, SectionKeys
+from lessor.etcd.keys import SectionKeys
 from lessor.etcd.lessor import EtcdLessor
 from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import RetryableRpc
@@ -94,7 +94,7 @@ def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionIn
             continue
         leases = []
         for entry in entries:
-            token = tokens.get(Owner(*entry.owner))
+            token = tokens.get(entry.owner)
             if token is None:
                 continue
             if entry.lease not in ttls:

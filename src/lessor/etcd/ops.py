@@ -3,7 +3,7 @@
 The core (``core/``) decides; it never calls etcd, sleeps or starts a thread. Its generators
 yield one of these and receive the result (or have the failure thrown into them), the way h11
 and h2 keep protocol logic apart from sockets. A shell performs them: the threaded one in
-``acquisition.py`` over gRPC, and the model-based tests against an in-memory etcd.
+``shell.py`` over gRPC, and the model-based tests against an in-memory etcd.
 
 Txn operations carry the ``timeout`` the core allows them; what each Txn compares and returns
 is in ``state.py``.

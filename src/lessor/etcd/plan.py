@@ -82,5 +82,5 @@ class Plan(Generic[M]):
         for m, entries in self._relied:
             if unproven(m) or id(m) in self._after:
                 any_unproven = True
-                found.update((Owner(*e.owner), e) for e in entries)
+                found.update((e.owner, e) for e in entries)
         return list(found.values()) if any_unproven else None

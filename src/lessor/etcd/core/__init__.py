@@ -2,7 +2,7 @@
 
 What to read, what to compare, what to write and who gets what are decided here, by
 generators that yield operations (``ops.py``) and receive their results. The threaded shell
-(``acquisition.py``, driven by ``lessor.py``) performs them over gRPC; the model-based test
+(``shell.py``, driven by ``lessor.py``) performs them over gRPC; the model-based test
 (``tests/test_acquisition_model.py``) performs them on an in-memory etcd, one step at a time,
 in the orders hypothesis chooses. The core reads time only from ``Config.clock``.
 
