@@ -51,17 +51,17 @@ class SectionInfo:
 
 
 def _call(lessor: EtcdLessor, service: str, method: str, request: Any, what: str) -> Any:
-    transport = lessor._transport
+    transport = lessor.transport
     call = transport.kv if service == "kv" else transport.lease
     try:
-        return call(method, request, lessor._rpc_timeout, what)
+        return call(method, request, lessor.rpc_timeout, what)
     except RetryableRpc as e:
         raise Unavailable(f"{what}: {e}") from None
 
 
 def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionInfo]:
     """Every section under the lessor's prefix (or just ``section_id``), sorted by id."""
-    rpc, prefix = lessor._transport.rpc, lessor.prefix.encode()
+    rpc, prefix = lessor.transport.rpc, lessor.prefix.encode()
     if section_id is None:
         values, markers = prefix + b"s/", prefix + b"m/"
     else:
@@ -123,7 +123,7 @@ def repair(lessor: EtcdLessor, section_id: str, *, force: bool = False) -> bytes
             "may be working on ranges the repaired section would grant again. Wait until their "
             "etcd leases expire, or force the repair."
         )
-    rpc, keys = lessor._transport.rpc, SectionKeys.of(lessor.prefix, section_id)
+    rpc, keys = lessor.transport.rpc, SectionKeys.of(lessor.prefix, section_id)
     unchanged = rpc.Compare(key=keys.value, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
                             mod_revision=info.mod_revision)  # fmt: skip
     delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=keys.value))

@@ -182,6 +182,17 @@ class EtcdLessor(Lessor):
         """The etcd endpoint calls currently go to."""
         return self._transport.endpoint
 
+    @property
+    def transport(self) -> Transport:
+        """The lessor's connection to etcd, for the operator's tools (``admin.py``) to call
+        etcd through; it stays the lessor's to close."""
+        return self._transport
+
+    @property
+    def rpc_timeout(self) -> float:
+        """The longest any one call to etcd may take."""
+        return self._rpc_timeout
+
     # -- Lessor ------------------------------------------------------------------------------
 
     def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
