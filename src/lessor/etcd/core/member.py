@@ -61,7 +61,7 @@ class Config:
 
 
 class Once:
-    """A claim only its first caller wins: the release and the deadline (:func:`expire`)
+    """A claim only its first caller wins: the release and the deadline (``release.py``)
     race to end a holder's marker, and exactly one of them deletes it. :attr:`claimed` says
     whether it was won (a plain attribute: read on every grant's hot path)."""
 
