@@ -40,6 +40,7 @@ from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
 from lessor.etcd.ops import CleanUp, Track
 from lessor.etcd.reaper import Reaper
+from lessor.etcd.retry import retry_deadline
 from lessor.etcd.shell import CleanUps, SectionShell
 from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import Channels, ClientTransport, TLSConfig, Transport
@@ -223,8 +224,7 @@ class EtcdLessor(Lessor):
                 member = core.Member(
                     part=part,
                     until=until,
-                    # Retrying past the grant's own deadline would write a lease nobody can use.
-                    deadline=min(until, now + self._acquire_timeout),
+                    deadline=retry_deadline(until, now, self._acquire_timeout),
                     seq=self._seq,
                     started=now,
                     ctx=ctx,

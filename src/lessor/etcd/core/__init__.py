@@ -25,12 +25,11 @@ who gets which ranges is ``plan.py``'s; what the process knows of the section, `
 from lessor.etcd.core.abandon import clean_up, fail
 from lessor.etcd.core.attempt import SectionFull, group_commit
 from lessor.etcd.core.lead import MAX_GROUP, give_up, lead, orphaned, withdraw
-from lessor.etcd.core.member import RETRYABLE, Config, Conflict, Held, Member
+from lessor.etcd.core.member import Config, Conflict, Held, Member
 from lessor.etcd.core.release import expire, release
 
 __all__ = [
     "MAX_GROUP",
-    "RETRYABLE",
     "Config",
     "Conflict",
     "Held",

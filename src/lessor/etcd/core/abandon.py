@@ -24,14 +24,12 @@ from lessor.etcd.keys import Owner
 from lessor.etcd.known import Known
 from lessor.etcd.leases import EtcdLease
 from lessor.etcd.ops import CleanUp, GiveBack, RetireLease, Steps, Tombstone, Wait
+from lessor.etcd.retry import CLEAN_UP_PAUSE
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc
 
-__all__ = ["CLEAN_UP_PAUSE", "abandon", "clean_up", "fail", "give_back"]
+__all__ = ["abandon", "clean_up", "fail", "give_back"]
 
 log = logging.getLogger("lessor")
-
-CLEAN_UP_PAUSE = 0.5
-"""Seconds between two tries to clear an abandoned acquisition."""
 
 
 def fail(known: Known, m: Member, error: BaseException, config: Config) -> Steps:

@@ -37,12 +37,13 @@ from lessor.contract import Grant
 from lessor.errors import DeadlineExceeded, LessorError, Transient
 from lessor.etcd import section
 from lessor.etcd.core.abandon import abandon, fail, give_back
-from lessor.etcd.core.member import MIN_CALL_TIME, Config, Conflict, Held, Member
+from lessor.etcd.core.member import Config, Conflict, Held, Member
 from lessor.etcd.keys import Owner
 from lessor.etcd.known import Known, View
 from lessor.etcd.leases import EtcdLease
 from lessor.etcd.ops import Check, Read, RetireLease, Steps, Swap, TakeLease, Track
 from lessor.etcd.plan import Plan
+from lessor.etcd.retry import MIN_CALL_TIME
 from lessor.etcd.state import Snapshot
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc
 from lessor.observe import notify

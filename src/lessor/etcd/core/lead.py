@@ -67,13 +67,9 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
                 late = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring a lease")
                 yield from fail(known, m, failed if failed is not None else late, config)
                 return
-            remaining = m.deadline - now
-            if failed is None or isinstance(failed, Conflict):
-                # None: the attempt settled others but not us (too many at once).
-                pause = m.backoff.after_conflict(remaining)
-            else:
-                pause = m.backoff.after_transient(remaining)
-            yield Wait(pause, m.ctx)
+            # None: the attempt settled others but not us (too many at once).
+            contended = failed is None or isinstance(failed, Conflict)
+            yield Wait(m.backoff.after(contended, m.deadline - now), m.ctx)
     finally:
         gate.hand_over(me)
 

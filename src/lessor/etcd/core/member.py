@@ -23,26 +23,17 @@ from lessor.errors import Cancelled, DeadlineExceeded, Unavailable
 from lessor.etcd.keys import Owner
 from lessor.etcd.known import Known
 from lessor.etcd.leases import EtcdLease
-from lessor.etcd.retry import Backoff
-from lessor.etcd.transport import LeaseNotFound, RetryableRpc
+from lessor.etcd.retry import RETRYABLE, Backoff, call_timeout
+from lessor.etcd.transport import RetryableRpc
 from lessor.partition import Partition
 
 __all__ = [
-    "MIN_CALL_TIME",
-    "RETRYABLE",
     "Config",
     "Conflict",
     "Held",
     "Member",
     "Once",
-    "call_timeout",
 ]
-
-RETRYABLE = (RetryableRpc, LeaseNotFound)
-
-MIN_CALL_TIME = 0.05
-"""An acquisition with less time left than this is not put in a call to etcd: it would make
-the call's timeout too short for the others in the same group."""
 
 
 class Conflict(Exception):
@@ -143,7 +134,7 @@ class Member:
     def timeout(self, now: float, config: Config) -> float:
         """How long a call made for it may take (0 when its time is up)."""
         remaining = 0.0 if self.ctx.err is not None else max(0.0, self.deadline - now)
-        return call_timeout(remaining, config)
+        return call_timeout(remaining, config.rpc_timeout, config.endpoints)
 
     def failure(self, error: BaseException) -> BaseException:
         """What to raise when no attempt succeeded, given the last error."""
@@ -163,13 +154,3 @@ class Member:
         if isinstance(error, DeadlineExceeded):
             return error  # it says where the time went
         return DeadlineExceeded(f"{self.what}: the deadline passed while acquiring a lease")
-
-
-def call_timeout(remaining: float, config: Config) -> float:
-    """How long one call may take with ``remaining`` seconds left for the whole operation.
-    With other endpoints to try, never all of it: a member that accepts a call and never
-    answers (paused, or forwarding to a dead leader) must leave time to ask another."""
-    remaining = max(0.0, remaining)
-    if config.endpoints > 1 and remaining > 0.4:
-        remaining /= 2
-    return min(config.rpc_timeout, remaining)

@@ -17,16 +17,20 @@ from __future__ import annotations
 import logging
 
 from lessor.errors import LessorError, Unavailable
-from lessor.etcd.core.member import MIN_CALL_TIME, RETRYABLE, Config, Held, call_timeout
+from lessor.etcd.core.member import Config, Held
 from lessor.etcd.ops import CleanUp, DeleteMarker, GiveBack, RetireLease, Steps, Wait
+from lessor.etcd.retry import (
+    MIN_CALL_TIME,
+    RELEASE_PAUSE,
+    RELEASE_PAUSE_MAX,
+    RETRYABLE,
+    call_timeout,
+)
 from lessor.etcd.transport import RetryableRpc
 
-__all__ = ["RELEASE_PAUSE", "expire", "release", "release_quietly"]
+__all__ = ["expire", "release", "release_quietly"]
 
 log = logging.getLogger("lessor")
-
-RELEASE_PAUSE = 0.05
-"""Seconds before a release tries the next etcd endpoint (doubling, up to a quarter second)."""
 
 
 def release(held: Held, config: Config) -> Steps:
@@ -101,7 +105,7 @@ def _delete_marker(held: Held, config: Config) -> Steps:
     pause = RELEASE_PAUSE
     retired = False
     while True:
-        timeout = call_timeout(give_up_at - config.clock(), config)
+        timeout = call_timeout(give_up_at - config.clock(), config.rpc_timeout, config.endpoints)
         try:
             yield DeleteMarker(held.owner, timeout)
             return None
@@ -115,7 +119,7 @@ def _delete_marker(held: Held, config: Config) -> Steps:
         if isinstance(failure, LessorError) or config.clock() + pause + MIN_CALL_TIME > give_up_at:
             return failure
         yield Wait(pause)
-        pause = min(2 * pause, 0.25)
+        pause = min(2 * pause, RELEASE_PAUSE_MAX)
 
 
 def _undeleted(held: Held, error: BaseException, config: Config) -> Unavailable:
