@@ -1,13 +1,9 @@
-"""One acquisition, and the handle of what it was granted: the core's values.
+"""The core's values: one acquisition, a grant's handle, and what the core knows of its lessor.
 
-A :class:`Member` is what one caller asks for (ranges, deadlines) and what it carries from
-attempt to attempt (its etcd lease, whether a swap of its may have committed unheard, its
-failures). It is *settled* when it has a grant or an error; until then only the gate's leader
-changes it (or, once out of the gate, its own thread). A :class:`Held` is a grant's handle:
-what its release, or its end at its deadline, needs. :class:`Once` decides which of those two
-deletes the grant's marker. :class:`Config` is what the core knows of its lessor.
-
-Nothing here yields an operation; the mechanisms that do are in the sibling modules.
+:class:`Member` (one acquisition, carried from attempt to attempt), :class:`Held` (what ending
+a grant needs), :class:`Once` (which of a grant's two ends deletes its marker), :class:`Config`
+and :class:`Conflict` (a lost compare-and-swap). Each states its contract where it is defined.
+Nothing here yields an operation: the mechanisms that do are the sibling modules.
 """
 
 from __future__ import annotations
