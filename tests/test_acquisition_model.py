@@ -37,12 +37,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from lessor import Context, Grant, Partition
 from lessor.etcd import core
 from lessor.etcd import section as section_codec
-from lessor.etcd.acquisition import Section
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.leases import LeasePool
 from lessor.etcd.ops import CleanUp, Op, Steps, Tombstone, Wait
 from lessor.etcd.retry import Backoff
+from lessor.etcd.shell import SectionShell
 from lessor.etcd.state import TOMBSTONE
 from lessor.partition import SortedPartitions, SortedPartitionsBuilder
 from tests.support.etcd_model import FAULTS, EtcdModel, FakeClock, ModelTransport
@@ -70,7 +70,7 @@ class Process:
         pool = LeasePool(self.transport, margin=0.2, share=share, clock=clock)
         self.config = core.Config(holder=name, rpc_timeout=1.0, release_timeout=1.0, clock=clock)
         self.sections = {
-            sid: Section(self.transport, SectionKeys.of(PREFIX, sid), pool) for sid in SECTIONS
+            sid: SectionShell(self.transport, SectionKeys.of(PREFIX, sid), pool) for sid in SECTIONS
         }
         self.seq = 0
 
@@ -95,7 +95,7 @@ class Actor:
 
     name: str
     process: Process
-    section: Section
+    section: SectionShell
     steps: Steps | None = None
     op: Op | None = None
     member: core.Member | None = None
@@ -127,7 +127,7 @@ class AcquisitionModel(RuleBasedStateMachine):
 
     # -- driving actors ------------------------------------------------------------------------
 
-    def _spawn(self, process: Process, section: Section, steps: Steps, name: str) -> Actor:
+    def _spawn(self, process: Process, section: SectionShell, steps: Steps, name: str) -> Actor:
         actor = Actor(name, process, section, steps=steps)
         self.actors.append(actor)
         self._resume(actor, None, None)

@@ -1,5 +1,5 @@
 """The end of an acquisition in the core (``core.release``, ``core.clean_up``), driven against
-the etcd model through the threaded shell's own ``Section.perform``.
+the etcd model through the threaded shell's own ``SectionShell.perform``.
 
 Proven here:
 
@@ -29,10 +29,10 @@ from typing import Any
 from lessor.errors import Unavailable
 from lessor.etcd import core
 from lessor.etcd import section as section_codec
-from lessor.etcd.acquisition import Section
 from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.leases import EtcdLease, LeasePool
 from lessor.etcd.ops import DeleteMarker, GiveBack, Op, RetireLease, Steps, Tombstone, Wait
+from lessor.etcd.shell import SectionShell
 from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import RetryableRpc
 from lessor.partition import Partition, SortedPartitions
@@ -51,7 +51,7 @@ class World:
         self.transport = ModelTransport(self.etcd)
         self.pool = LeasePool(self.transport, margin=0.2, share=share, clock=self.clock)
         self.keys = SectionKeys.of("/t/", "s")
-        self.section = Section(self.transport, self.keys, self.pool)
+        self.section = SectionShell(self.transport, self.keys, self.pool)
         self.known = self.section.known
         self.config = core.Config(holder="p", rpc_timeout=1.0, release_timeout=1.0,
                                   clock=self.clock)  # fmt: skip
@@ -107,7 +107,7 @@ class World:
 
     def held(self) -> list[Owner]:
         """The owners whose entries etcd shows live, as any reader sees them."""
-        return [Owner(*e.owner) for e in self.section.txns.read(1.0).live()]
+        return [e.owner for e in self.section.txns.read(1.0).live()]
 
 
 # -- release -----------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def test_release_deletes_the_marker_then_gives_the_lease_back() -> None:
     owner = Owner(lease.id, SEQ)
     snapshot = world.section.txns.read(1.0)
     world.known.store(snapshot, world.clock())
-    assert [Owner(*e.owner) for e in world.known.live(snapshot)] == [owner]
+    assert [e.owner for e in world.known.live(snapshot)] == [owner]
 
     def before(op: Op) -> None:
         assert world.known.live(snapshot) == [], "released only after a call"

@@ -19,11 +19,11 @@ import grpc
 
 from lessor.etcd import core
 from lessor.etcd import section as section_codec
-from lessor.etcd.acquisition import Section
 from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.known import Known
 from lessor.etcd.leases import EtcdLease, LeasePool
 from lessor.etcd.ops import DeleteMarker, GiveBack, Steps, Tombstone, Wait
+from lessor.etcd.shell import SectionShell
 from lessor.etcd.transport import RetryableRpc
 from lessor.partition import Partition, SortedPartitions
 from tests.support.etcd_model import EtcdModel, FakeClock, ModelTransport
@@ -41,7 +41,7 @@ class World:
         self.transport = ModelTransport(self.etcd)
         self.pool = LeasePool(self.transport, margin=0.2, share=True, clock=self.clock)
         self.keys = SectionKeys.of("/t/", "s")
-        self.section = Section(self.transport, self.keys, self.pool)
+        self.section = SectionShell(self.transport, self.keys, self.pool)
         self.known: Known = self.section.known
         self.config = core.Config(holder="p", rpc_timeout=1.0, release_timeout=1.0,
                                   clock=self.clock)  # fmt: skip

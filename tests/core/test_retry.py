@@ -1,11 +1,14 @@
-"""How long a leader pauses between attempts (``lessor.etcd.retry.Backoff``).
+"""The retry policy (``lessor.etcd.retry``): pauses, the retry deadline, call timeouts.
 
 Proven here:
 
 * after a lost compare-and-swap the pause is at most :data:`JITTER` and never negative;
 * after transient errors the ceiling of the pause doubles from ``2 * BASE`` up to :data:`CAP`
   and stays there (no overflow however many errors), and each pause is drawn under it;
-* no pause is longer than the time remaining, and none is negative when no time remains.
+* no pause is longer than the time remaining, and none is negative when no time remains;
+* ``after`` picks the jitter for a contended attempt and the back-off otherwise;
+* retries end at the grant's deadline or ``acquire_timeout`` after the start, the earlier;
+* one call takes at most ``rpc_timeout``, and half the time left when it can fail over.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import random
 
 import pytest
 
-from lessor.etcd.retry import BASE, CAP, JITTER, Backoff
+from lessor.etcd.retry import BASE, CAP, JITTER, Backoff, call_timeout, retry_deadline
 
 
 class Highest(random.Random):
@@ -64,3 +67,34 @@ def test_no_time_left_means_no_pause(remaining: float) -> None:
     backoff = Backoff(Highest())
     assert backoff.after_conflict(remaining) == 0.0
     assert backoff.after_transient(remaining) == 0.0
+
+
+def test_after_picks_the_jitter_when_contended_else_the_back_off() -> None:
+    backoff = Backoff(Highest())
+    assert [backoff.after(True, 10.0) for _ in range(3)] == [JITTER] * 3
+    assert [backoff.after(False, 10.0) for _ in range(3)] == pytest.approx(
+        [2 * BASE, 4 * BASE, 8 * BASE]
+    )
+    assert backoff.after(True, 10.0) == JITTER  # a conflict does not reset the back-off
+    assert backoff.after(False, 10.0) == pytest.approx(16 * BASE)
+
+
+def test_retries_end_at_the_grant_deadline_or_the_acquire_timeout() -> None:
+    assert retry_deadline(until=105.0, started=100.0, acquire_timeout=30.0) == 105.0
+    assert retry_deadline(until=200.0, started=100.0, acquire_timeout=30.0) == 130.0
+
+
+@pytest.mark.parametrize(
+    ("remaining", "endpoints", "expected"),
+    [
+        (10.0, 1, 1.0),  # capped by rpc_timeout
+        (0.3, 1, 0.3),  # all the time left, with nowhere else to go
+        (1.0, 3, 0.5),  # half of it, to leave time for another endpoint
+        (0.4, 3, 0.4),  # too little to halve
+        (-1.0, 3, 0.0),
+    ],
+)
+def test_a_call_takes_at_most_rpc_timeout_and_leaves_time_to_fail_over(
+    remaining: float, endpoints: int, expected: float
+) -> None:
+    assert call_timeout(remaining, 1.0, endpoints) == pytest.approx(expected)

@@ -1,5 +1,5 @@
-"""Tracking grants for the reaper (``core._settle``, ``Track``), regressions from the second
-review of shared renewed leases (95b3b53); each failed there.
+"""Tracking grants for the reaper (``_settle`` in ``core/attempt.py``, ``Track``), regressions
+from the second review of shared renewed leases (95b3b53); each failed there.
 
 An exception delivered to the leading thread between ``steps.send`` returning a ``Track`` and
 the shell performing it (KeyboardInterrupt, a signal handler's exception,
@@ -25,10 +25,10 @@ import pytest
 
 from lessor import Context, Partition
 from lessor.etcd import core
-from lessor.etcd.acquisition import Section
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.ops import Track
+from lessor.etcd.shell import SectionShell
 from tests.support.driver import PREFIX, Proc, live_entries
 from tests.support.etcd_model import EtcdModel, FakeClock
 from tests.support.threads import ThreadsExhausted
@@ -49,14 +49,14 @@ class RecordingReaper:
 
 
 def line_of(text: str) -> int:
-    src, first = inspect.getsourcelines(Section._drive)
+    src, first = inspect.getsourcelines(SectionShell._drive)
     return first + next(i for i, line in enumerate(src) if text in line)
 
 
 def raising_at_track_of(seq: int, error: BaseException) -> Any:
     """A tracer raising ``error`` once, after ``steps.send`` returned the ``Track`` of
     acquisition ``seq`` and before the shell performed it."""
-    code, line, fired = Section._drive.__code__, line_of("result, error = None, None"), []
+    code, line, fired = SectionShell._drive.__code__, line_of("result, error = None, None"), []
 
     def local(frame: Any, event: str, arg: Any) -> Any:
         op = frame.f_locals.get("op")
@@ -84,7 +84,7 @@ class World:
         self.etcd = EtcdModel(self.clock)
         self.p = Proc("p", self.etcd, self.clock)
         self.reaper = RecordingReaper()
-        self.section = Section(self.p.transport, SectionKeys.of(PREFIX, "s"), self.p.pool,
+        self.section = SectionShell(self.p.transport, SectionKeys.of(PREFIX, "s"), self.p.pool,
                                reaper=self.reaper)  # type: ignore[arg-type]  # fmt: skip
         self.p.sections["s"] = self.section
         self.ctx_c = Context.background().with_value("who", "c")
@@ -181,7 +181,7 @@ def test_a_reaper_thread_that_cannot_start_loses_no_grant(monkeypatch: Any) -> N
         real.close()
 
 
-def raising_at_two_tracks(section: Section) -> list[int]:
+def raising_at_two_tracks(section: SectionShell) -> list[int]:
     """Raise Interrupt as the shell is about to perform a Track, before it tracks anything:
     at the first Track (a, b, c), then again at the Track the leader's way out yields (a
     double Ctrl-C). (tests/core/test_track.py's tracer can fire only once: a tracer that
@@ -232,14 +232,14 @@ def test_a_second_interrupt_on_the_leaders_way_out_leaves_no_entry_held_by_nobod
 
 
 def _track_lines() -> list[int]:
-    """The lines of ``Section._track`` that are code (an exception can arrive before each)."""
-    src, first = inspect.getsourcelines(Section._track)
+    """The lines of ``SectionShell._track`` that are code (an exception can arrive before each)."""
+    src, first = inspect.getsourcelines(SectionShell._track)
     return [first + i for i, text in enumerate(src)
             if i and text.strip() and not text.strip().startswith("#")]  # fmt: skip
 
 
 def raising_at_line_for(line: int, seq: int, error: BaseException) -> Any:
-    code, fired = Section._track.__code__, []
+    code, fired = SectionShell._track.__code__, []
 
     def local(frame: Any, event: str, arg: Any) -> Any:
         held = frame.f_locals.get("held")

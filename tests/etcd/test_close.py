@@ -17,8 +17,8 @@ import pytest
 
 from lessor import Context, LessorError, Partition
 from lessor.etcd import EtcdLessor
-from lessor.etcd.acquisition import Section
 from lessor.etcd.ops import Track
+from lessor.etcd.shell import SectionShell
 from lessor.testing import LocalEtcd
 
 P = Partition
@@ -75,10 +75,10 @@ def test_close_during_an_acquisition_under_way_shuts_down_after_its_release(
     held until the etcd lease's TTL)."""
     a = EtcdLessor(etcd_server.endpoints, prefix=prefix, holder="A")
     b = EtcdLessor(etcd_server.endpoints, prefix=prefix, holder="B")
-    real_track = Section._track
+    real_track = SectionShell._track
     closed: list[bool] = []
 
-    def track_after_a_concurrent_close(self: Section, op: Track) -> None:
+    def track_after_a_concurrent_close(self: SectionShell, op: Track) -> None:
         if not closed:
             closer = threading.Thread(target=a.close, name="close() under way")
             closer.start()
@@ -86,7 +86,7 @@ def test_close_during_an_acquisition_under_way_shuts_down_after_its_release(
             closed.append(not closer.is_alive())
         real_track(self, op)
 
-    monkeypatch.setattr(Section, "_track", track_after_a_concurrent_close)
+    monkeypatch.setattr(SectionShell, "_track", track_after_a_concurrent_close)
     try:
         with a.lease("s", P(0, 10), 10.0) as held:
             assert closed == [True], "close() returned while the acquisition was under way"

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from lessor import Context, DeadlineExceeded, LessorError, Partition
-from lessor.etcd import EtcdLessor, acquisition
+from lessor.etcd import EtcdLessor, shell
 from lessor.etcd import lessor as lessor_module
 from lessor.testing import LocalEtcd
 from tests.support.threads import ThreadsExhausted
@@ -125,7 +125,7 @@ def test_a_clean_up_thread_that_cannot_start_neither_loses_the_expiry_nor_the_re
     b = EtcdLessor(etcd_server.endpoints, prefix=prefix, holder="B")
     try:
         exhausted = ThreadsExhausted()
-        monkeypatch.setattr(acquisition, "threading", exhausted)
+        monkeypatch.setattr(shell, "threading", exhausted)
         with Renewing(a):
             with a.lease("s", P(0, 10), 0.5) as first:  # overruns: its expire cannot start
                 late = _freed_after(b, P(0, 10), first.deadline)

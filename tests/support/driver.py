@@ -10,11 +10,11 @@ from typing import Any
 from lessor import Context, Partition
 from lessor.etcd import core
 from lessor.etcd import section as codec
-from lessor.etcd.acquisition import Section
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.leases import LeasePool
 from lessor.etcd.ops import CleanUp, Op, Steps, Wait
+from lessor.etcd.shell import SectionShell
 from tests.support.etcd_model import EtcdModel, FakeClock, ModelTransport
 
 PREFIX = "/driven/"
@@ -26,13 +26,15 @@ class Proc:
         self.transport = ModelTransport(etcd)
         self.pool = LeasePool(self.transport, margin=0.2, share=share, clock=clock)
         self.config = core.Config(holder=name, rpc_timeout=1.0, release_timeout=1.0, clock=clock)
-        self.sections: dict[str, Section] = {}
+        self.sections: dict[str, SectionShell] = {}
         self.seq = 0
         self.cleanups: list[Steps] = []
 
-    def section(self, sid: str) -> Section:
+    def section(self, sid: str) -> SectionShell:
         if sid not in self.sections:
-            self.sections[sid] = Section(self.transport, SectionKeys.of(PREFIX, sid), self.pool)
+            self.sections[sid] = SectionShell(
+                self.transport, SectionKeys.of(PREFIX, sid), self.pool
+            )
         return self.sections[sid]
 
     def member(self, part: Partition, dur: float, ctx: Context | None = None) -> core.Member:

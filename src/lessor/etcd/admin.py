@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from lessor.errors import CorruptSection, LessorError, Unavailable
 from lessor.etcd import section
-from lessor.etcd.keys import Owner, SectionKeys
+from lessor.etcd.keys import SectionKeys
 from lessor.etcd.lessor import EtcdLessor
 from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import RetryableRpc
@@ -51,17 +51,17 @@ class SectionInfo:
 
 
 def _call(lessor: EtcdLessor, service: str, method: str, request: Any, what: str) -> Any:
-    transport = lessor._transport
+    transport = lessor.transport
     call = transport.kv if service == "kv" else transport.lease
     try:
-        return call(method, request, lessor._rpc_timeout, what)
+        return call(method, request, lessor.rpc_timeout, what)
     except RetryableRpc as e:
         raise Unavailable(f"{what}: {e}") from None
 
 
 def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionInfo]:
     """Every section under the lessor's prefix (or just ``section_id``), sorted by id."""
-    rpc, prefix = lessor._transport.rpc, lessor.prefix.encode()
+    rpc, prefix = lessor.transport.rpc, lessor.prefix.encode()
     if section_id is None:
         values, markers = prefix + b"s/", prefix + b"m/"
     else:
@@ -94,7 +94,7 @@ def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionIn
             continue
         leases = []
         for entry in entries:
-            token = tokens.get(Owner(*entry.owner))
+            token = tokens.get(entry.owner)
             if token is None:
                 continue
             if entry.lease not in ttls:
@@ -123,7 +123,7 @@ def repair(lessor: EtcdLessor, section_id: str, *, force: bool = False) -> bytes
             "may be working on ranges the repaired section would grant again. Wait until their "
             "etcd leases expire, or force the repair."
         )
-    rpc, keys = lessor._transport.rpc, SectionKeys.of(lessor.prefix, section_id)
+    rpc, keys = lessor.transport.rpc, SectionKeys.of(lessor.prefix, section_id)
     unchanged = rpc.Compare(key=keys.value, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
                             mod_revision=info.mod_revision)  # fmt: skip
     delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=keys.value))

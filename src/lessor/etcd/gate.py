@@ -5,7 +5,7 @@ swap it at once make one of them fail for nothing, and a thread that keeps losin
 while luckier ones keep winning. The gate queues a process's acquisitions of one section in
 arrival order. One of them at a time *leads*: it takes every acquisition waiting at that
 moment (itself first) and makes one attempt for all of them — one Txn that writes an entry
-for each that gets ranges (``core.attempt``). Those that the attempt does not settle go back
+for each that gets ranges (``core/attempt.py``). Those that the attempt does not settle go back
 to the front of the queue, in order. When the leader's own acquisition is settled it hands the
 lead to the first one still waiting, so nobody's caller waits for acquisitions other than
 those queued before it and in the same attempt.

@@ -8,7 +8,7 @@ run on other threads. Two rules keep it honest:
   later revision (or the same revision, confirmed later): a reply that arrives late, or a
   thread that read before another stored, can never put an older state back. Nothing hands
   out a revision from here as a fencing token: a grant's token comes from the reply of the
-  Txn that wrote it (``core.py``).
+  Txn that wrote it (``core/attempt.py``).
 * **Own releases are a set, not an edit.** A release adds its entry's owner to
   :attr:`released` instead of editing the stored state, so no release can race a store. An
   owner leaves the set once a stored state shows its marker gone.

@@ -4,7 +4,7 @@ The data model is in ``section.py`` and ``keys.py``: each section is one key who
 its leases (etcd lease id, acquisition number, ranges, holder), and each lease has a marker key
 attached to an etcd lease, so that etcd's lease clock decides which entries are live. What an
 acquisition reads, compares, writes and grants is decided without I/O by the acquisition core
-(``core.py``, with ``plan.py`` and ``known.py``); the threaded shell (``acquisition.py``)
+(the ``core`` package, with ``plan.py`` and ``known.py``); the threaded shell (``shell.py``)
 performs its operations: one compare-and-swap Txn writes the entry (``state.py``), and
 releasing deletes its marker. The process keeps the newest state it saw of each section, and
 one etcd lease shared by consecutive acquisitions (``leases.py``), so an uncontended cycle is
@@ -36,7 +36,6 @@ from lessor.context import Context
 from lessor.contract import Grant, Lessor
 from lessor.errors import LessorError
 from lessor.etcd import core
-from lessor.etcd.acquisition import CleanUps, Section
 from lessor.etcd.channels import Channels, TLSConfig
 from lessor.etcd.client_transport import ClientTransport
 from lessor.etcd.gate import Waiter
@@ -44,6 +43,8 @@ from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
 from lessor.etcd.ops import CleanUp, Track
 from lessor.etcd.reaper import Reaper
+from lessor.etcd.retry import retry_deadline
+from lessor.etcd.shell import CleanUps, SectionShell
 from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import Transport
 from lessor.partition import Partition
@@ -149,7 +150,7 @@ class EtcdLessor(Lessor):
             endpoints=len(self._transport.endpoints),
         )
         self._lock = threading.Lock()
-        self._sections: OrderedDict[str, Section] = OrderedDict()
+        self._sections: OrderedDict[str, SectionShell] = OrderedDict()
         self._seq = 0
         self._reaper = Reaper(self._expire)
         self._clean_ups = CleanUps()
@@ -173,6 +174,17 @@ class EtcdLessor(Lessor):
     def endpoint(self) -> str:
         """The etcd endpoint calls currently go to."""
         return self._transport.endpoint
+
+    @property
+    def transport(self) -> Transport:
+        """The lessor's connection to etcd, for the operator's tools (``admin.py``) to call
+        etcd through; it stays the lessor's to close."""
+        return self._transport
+
+    @property
+    def rpc_timeout(self) -> float:
+        """The longest any one call to etcd may take."""
+        return self._rpc_timeout
 
     # -- Lessor ------------------------------------------------------------------------------
 
@@ -204,8 +216,7 @@ class EtcdLessor(Lessor):
                 member = core.Member(
                     part=part,
                     until=until,
-                    # Retrying past the grant's own deadline would write a lease nobody can use.
-                    deadline=min(until, now + self._acquire_timeout),
+                    deadline=retry_deadline(until, now, self._acquire_timeout),
                     seq=self._seq,
                     started=now,
                     ctx=ctx,
@@ -232,12 +243,12 @@ class EtcdLessor(Lessor):
             section.perform(Track((held,)))
         return grant
 
-    def _section(self, section_id: str) -> Section:
+    def _section(self, section_id: str) -> SectionShell:
         """The section's state, made if need be (under the lessor's lock)."""
         section = self._sections.get(section_id)
         if section is None:
             keys = SectionKeys.of(self._prefix, section_id)
-            section = self._sections[section_id] = Section(
+            section = self._sections[section_id] = SectionShell(
                 self._transport, keys, self._pool, reaper=self._reaper, clean_ups=self._clean_ups
             )
         else:
@@ -258,7 +269,7 @@ class EtcdLessor(Lessor):
             del self._sections[section_id]
 
     def _wait_turn(
-        self, section: Section, waiter: Waiter[core.Member], turn: threading.Event
+        self, section: SectionShell, waiter: Waiter[core.Member], turn: threading.Event
     ) -> bool:
         """Wait until a leader settles ``waiter`` (False) or hands it the lead (True)."""
         member = waiter.item

@@ -1,9 +1,9 @@
 """What the acquisition core asks its shell to do: the operations it yields.
 
-The core (``core.py``) decides; it never calls etcd, sleeps or starts a thread. Its generators
+The core (``core/``) decides; it never calls etcd, sleeps or starts a thread. Its generators
 yield one of these and receive the result (or have the failure thrown into them), the way h11
 and h2 keep protocol logic apart from sockets. A shell performs them: the threaded one in
-``lessor.py`` over gRPC, and the model-based tests against an in-memory etcd.
+``shell.py`` over gRPC, and the model-based tests against an in-memory etcd.
 
 Txn operations carry the ``timeout`` the core allows them; what each Txn compares and returns
 is in ``state.py``.
@@ -100,7 +100,7 @@ class Track:
     """End each of ``helds`` at its deadline if it is still held then (``reaper.py``); one
     that is tracked already is skipped. Result: None."""
 
-    helds: tuple[Any, ...]  # core.Held (core imports this module)
+    helds: tuple[Any, ...]  # core.Held (the core imports this module)
 
 
 @dataclass(frozen=True, slots=True)

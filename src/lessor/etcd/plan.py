@@ -3,7 +3,7 @@
 Members are served in queue order, each getting the part of what it asks that neither a live
 entry of the section nor an earlier member of the same attempt holds. The plan also says which
 live entries each member's answer rests on, so that an answer drawn from a state read before
-the member began can be checked against etcd (``core.py``).
+the member began can be checked against etcd (``core/attempt.py``).
 """
 
 from __future__ import annotations
@@ -82,5 +82,5 @@ class Plan(Generic[M]):
         for m, entries in self._relied:
             if unproven(m) or id(m) in self._after:
                 any_unproven = True
-                found.update((Owner(*e.owner), e) for e in entries)
+                found.update((e.owner, e) for e in entries)
         return list(found.values()) if any_unproven else None

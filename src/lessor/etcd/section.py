@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from lessor.errors import CorruptSection
+from lessor.etcd.keys import Owner
 from lessor.partition import Partition, SortedPartitions
 
 __all__ = [
@@ -91,9 +92,9 @@ class Entry:
     holder: str
 
     @property
-    def owner(self) -> tuple[int, int]:
-        """Who wrote the entry: (etcd lease id, acquisition number), unique in the cluster."""
-        return (self.lease, self.seq)
+    def owner(self) -> Owner:
+        """Who wrote the entry (its etcd lease id and acquisition number): unique in the cluster."""
+        return Owner(self.lease, self.seq)
 
 
 def encode(entries: Iterable[Entry]) -> bytes:

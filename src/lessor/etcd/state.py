@@ -66,7 +66,7 @@ class SectionTxns:
         ours: Sequence[section.Entry],
         timeout: float,
         *,
-        drop: Sequence[tuple[int, int]] = (),
+        drop: Sequence[Owner] = (),
     ) -> tuple[Snapshot, bool]:
         """Write the entries ``ours`` beside the ``live`` entries of ``snapshot``, with a marker
         for each, if what ``relied`` on holds, deleting the markers of the entries in ``drop``
@@ -171,7 +171,7 @@ class SectionTxns:
                 key=self.keys.marker(e.lease, e.seq),
                 target=rpc.Compare.CREATE,
                 result=rpc.Compare.EQUAL,
-                create_revision=snapshot.markers[Owner(e.lease, e.seq)],
+                create_revision=snapshot.markers[e.owner],
             )
             for e in relied
         ]

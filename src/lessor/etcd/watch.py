@@ -114,7 +114,7 @@ def holding(snapshot: Snapshot, part: Partition) -> dict[Owner, int]:
     """The live entries of ``snapshot`` that hold a key of ``part``: owner -> marker token
     (its create revision, which a new marker of the same owner would not share)."""
     return {
-        Owner(*e.owner): snapshot.markers[Owner(*e.owner)]
+        e.owner: snapshot.markers[e.owner]
         for e in snapshot.live()
         if any(r.overlaps(part) for r in e.ranges)
     }

@@ -1,10 +1,10 @@
 """The threaded shell around the acquisition core: it performs the core's operations.
 
-``core.py`` decides and yields operations (``ops.py``); :class:`Section` performs them for one
-section over gRPC (``state.py``, ``leases.py``), on the calling thread, or on a thread of its
-own for a :class:`~lessor.etcd.ops.CleanUp` (:class:`CleanUps` keeps those threads, so that
-closing a lessor can wait for them). Nothing here decides anything: a failure of an operation
-is thrown back into the core, which knows what it means.
+The core (``core/``) decides and yields operations (``ops.py``); :class:`SectionShell` performs
+them for one section over gRPC (``state.py``, ``leases.py``), on the calling thread, or on a
+thread of its own for a :class:`~lessor.etcd.ops.CleanUp` (:class:`CleanUps` keeps those
+threads, so that closing a lessor can wait for them). Nothing here decides anything: a failure
+of an operation is thrown back into the core, which knows what it means.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from lessor.etcd.reaper import Reaper
 from lessor.etcd.state import SectionTxns
 from lessor.etcd.transport import Transport
 
-__all__ = ["CleanUps", "Section"]
+__all__ = ["CleanUps", "SectionShell"]
 
 log = logging.getLogger("lessor")
 
@@ -87,7 +87,7 @@ class CleanUps:
                 return False
 
 
-class Section:
+class SectionShell:
     """What a lessor keeps per section: its Txns, what it knows of it, and its gate."""
 
     def __init__(

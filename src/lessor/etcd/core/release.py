@@ -1,0 +1,147 @@
+"""The end of a grant: its release, its expiry at the deadline, and the marker's deletion.
+
+A grant's entry is live while its holder marker exists; ending the grant is deleting that
+marker. Two ends race for it, and a :class:`~lessor.etcd.core.member.Once` lets exactly one
+delete it: the holder's :func:`release`, or :func:`expire` at the grant's deadline when the
+holder overran (the reaper calls it: a renewal of the shared etcd lease for a later
+acquisition would otherwise keep the marker alive past the deadline).
+
+The deletion fails over across etcd's members within the release timeout
+(:func:`_delete_marker`). Its first failure retires the etcd lease, so that if every try
+fails the marker still ends, at the lease's TTL as it stood then; the error then says when
+the ranges come free.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lessor.errors import LessorError, Unavailable
+from lessor.etcd.core.member import Config, Held
+from lessor.etcd.ops import CleanUp, DeleteMarker, GiveBack, RetireLease, Steps, Wait
+from lessor.etcd.retry import (
+    MIN_CALL_TIME,
+    RELEASE_PAUSE,
+    RELEASE_PAUSE_MAX,
+    RETRYABLE,
+    call_timeout,
+)
+from lessor.etcd.transport import RetryableRpc
+
+__all__ = ["expire", "release", "release_quietly"]
+
+log = logging.getLogger("lessor")
+
+
+def release(held: Held, config: Config) -> Steps:
+    """Give back a grant: its entry is dead to this process at once (its next swap drops it),
+    and to everyone once its marker is deleted, here or, for a holder that overran, already at
+    its deadline (:func:`expire`). The deletion fails over across etcd's members within the
+    release timeout. The etcd lease is given back whatever the deletion's outcome; a deletion
+    that failed retires the lease first (a renewal would keep the marker alive), and is
+    raised after that as one :class:`~lessor.errors.Unavailable` that says when the ranges
+    come free."""
+    held.known.release(held.owner)
+    lease = held.lease
+    failure: BaseException | None = None
+    ends_marker = held.ended.claim()  # False: expire deleted it (or is deleting it)
+    # The last user of a retired lease gives it back, which revokes it, and the marker goes
+    # with it: one write instead of two.
+    by_revoke = ends_marker and lease.retired and lease.users == 1
+    try:
+        if ends_marker and not by_revoke:
+            failure = yield from _delete_marker(held, config)
+    except GeneratorExit:
+        raise
+    except BaseException as e:  # the thread's own (KeyboardInterrupt, ...): delete it apart
+        failure = e
+        yield CleanUp(_delete_quietly(held, config))
+    try:
+        revoked = yield GiveBack(lease, config.release_timeout)
+    except GeneratorExit:
+        raise
+    except BaseException as e:
+        if by_revoke and not isinstance(e, (LessorError, *RETRYABLE)):
+            yield CleanUp(_delete_quietly(held, config))  # the revoke may not have been sent
+        raise
+    if isinstance(failure, (LessorError, *RETRYABLE)):
+        if revoked is True and lease.revoked:
+            return  # the retired lease's last user gave it back: the marker went with it
+        raise _undeleted(held, failure, config)
+    if failure is not None:
+        raise failure
+    if by_revoke and revoked is False:
+        raise Unavailable(
+            f"section {held.known.keys.section_id!r}: could not revoke etcd lease "
+            f"{lease.id:x}; the lease's marker lives until the lease expires"
+        )
+
+
+def expire(held: Held, config: Config) -> Steps:
+    """``held``'s deadline has passed and its holder has not released it (its callback still
+    runs): delete its marker now, so that its ranges come free at the deadline, not when the
+    callback ends. (A renewal of the shared etcd lease for a later acquisition would keep the
+    marker alive past it.) The holder's release then only gives the etcd lease back.
+
+    A deletion that fails retires the lease: the marker ends with it, at its TTL."""
+    if not held.ended.claim():
+        return  # released already
+    held.known.release(held.owner)
+    failure = yield from _delete_marker(held, config)
+    if failure is not None:
+        log.warning("%s", _undeleted(held, failure, config))
+
+
+def _delete_marker(held: Held, config: Config) -> Steps:
+    """Delete ``held``'s marker, trying the next etcd endpoint after each failure, until the
+    release timeout runs out. Returns None, or the error that ended the tries: etcd's
+    permanent refusal, or the last of the failures.
+
+    The first failure retires the etcd lease at once, not after the last: from then on no
+    renewal (for this process's next acquisitions) extends the marker, so if the tries all
+    fail it ends at the lease's TTL as it stood then. (A renewal already on its way may still
+    land: see :meth:`~lessor.etcd.leases.LeasePool.take`.)"""
+    give_up_at = config.clock() + config.release_timeout
+    pause = RELEASE_PAUSE
+    retired = False
+    while True:
+        timeout = call_timeout(give_up_at - config.clock(), config.rpc_timeout, config.endpoints)
+        try:
+            yield DeleteMarker(held.owner, timeout)
+            return None
+        except RetryableRpc as e:
+            failure: Exception = e
+        except LessorError as e:
+            failure = e
+        if not retired:
+            retired = True
+            yield RetireLease(held.lease, config.release_timeout)
+        if isinstance(failure, LessorError) or config.clock() + pause + MIN_CALL_TIME > give_up_at:
+            return failure
+        yield Wait(pause)
+        pause = min(2 * pause, RELEASE_PAUSE_MAX)
+
+
+def _undeleted(held: Held, error: BaseException, config: Config) -> Unavailable:
+    lease = held.lease
+    return Unavailable(
+        f"section {held.known.keys.section_id!r}: could not delete the marker of acquisition "
+        f"{held.seq} within the release timeout; its ranges stay held until etcd lease "
+        f"{lease.id:x} expires, {max(0.0, lease.expiry - config.clock()):.1f}s from now at "
+        f"most, or is revoked: {error}"
+    )
+
+
+def _delete_quietly(held: Held, config: Config) -> Steps:
+    failure = yield from _delete_marker(held, config)
+    if failure is not None:
+        log.warning("%s", _undeleted(held, failure, config))
+
+
+def release_quietly(held: Held, config: Config) -> Steps:
+    """:func:`release` for a grant whose caller has gone: a failure is logged, not raised."""
+    try:
+        yield from release(held, config)
+    except (LessorError, *RETRYABLE) as e:
+        log.warning("section=%r: could not give back an interrupted acquisition's lease: %s",
+                    held.known.keys.section_id, e)  # fmt: skip
