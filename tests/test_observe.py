@@ -172,15 +172,3 @@ def test_a_typed_event_with_no_observer_does_nothing_and_a_raising_one_is_logged
         remove_observer(after)
     assert "failed on conflict" in caplog.text and "observer bug" in caplog.text
     assert after.events == [("released", "b", "s")]  # the next observer was still told
-
-
-def test_the_deprecated_notify_goes_through_the_typed_functions() -> None:
-    r = Recorder()
-    add_observer(r)
-    try:
-        observe.notify("released", "b", "s", 0.0)
-    finally:
-        remove_observer(r)
-    assert r.events == [("released", "b", "s")]
-    with pytest.raises(ValueError, match="no observer event 'conflcit'"):
-        observe.notify("conflcit", "b", "s")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
 from lessor.partition import Partition, SortedPartitions
 
@@ -149,24 +148,3 @@ def _failed(observer: Observer, event: str) -> None:
     """An observer raised: log it (with its traceback, from the ``except`` calling this) and go
     on, so that watching a lease can never break it."""
     log.exception("lessor observer %r failed on %s", observer, event)
-
-
-_EVENTS: dict[str, Callable[..., None]] = {
-    "acquired": acquired,
-    "acquire_failed": acquire_failed,
-    "released": released,
-    "release_failed": release_failed,
-    "conflict": conflict,
-}
-
-
-def notify(event: str, *args: object) -> None:
-    """Deprecated: call the event's own function (:func:`conflict`, ...), which mypy checks.
-
-    Kept only while ``lessor.etcd.core`` still reports its lost swaps through it (that module
-    is being re-cut on another branch); an unknown ``event`` is a :class:`ValueError`.
-    """
-    report = _EVENTS.get(event)
-    if report is None:
-        raise ValueError(f"no observer event {event!r}; events: {', '.join(_EVENTS)}")
-    report(*args)

@@ -33,6 +33,7 @@ import copy
 import logging
 from collections.abc import Sequence
 
+from lessor import observe
 from lessor.contract import Grant
 from lessor.errors import DeadlineExceeded, LessorError, Transient
 from lessor.etcd import section
@@ -46,7 +47,6 @@ from lessor.etcd.plan import Plan
 from lessor.etcd.retry import MIN_CALL_TIME
 from lessor.etcd.state import Snapshot
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc
-from lessor.observe import notify
 
 __all__ = ["LEASE_SPREAD", "MAX_DROPS", "SectionFull", "Stale", "group_commit"]
 
@@ -82,7 +82,7 @@ def group_commit(known: Known, members: Sequence[Member], config: Config) -> Ste
             m.last_failure = e
             if not isinstance(e, Stale):
                 m.conflicts += 1
-        notify("conflict", "etcd", known.keys.section_id)
+        observe.conflict("etcd", known.keys.section_id)
         return e
     except LeaseNotFound as e:
         yield from _lease_gone(known, active, e, config)
