@@ -338,7 +338,9 @@ class EtcdLessor(Lessor):
         shuts down when the last of them has ended (at once when there is none): it waits up
         to twice ``release_timeout`` for clean-ups under way, revokes its idle etcd lease and
         closes its connections. A lease whose holder never releases it keeps the connections
-        open."""
+        open, and so may an exception delivered into this bookkeeping itself (a
+        KeyboardInterrupt between counting an acquisition and its ``try``): leases still end
+        as ever, by release, deadline or etcd lease, but the lessor then stays open."""
         with self._lock:
             if self._closed:
                 return

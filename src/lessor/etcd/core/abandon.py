@@ -49,8 +49,11 @@ def give_back(m: Member, config: Config) -> Steps:
 def abandon(known: Known, m: Member, config: Config) -> Steps:
     """``m`` ends without ranges: leave nothing held, even if its last swap did commit. The
     clean-up runs apart: the caller's time is up or its error is final, and etcd may be the
-    very thing that is not answering."""
-    lease, m.lease = m.lease, None
+    very thing that is not answering.
+
+    ``m`` keeps its lease until the clean-up is under way: an exception thrown in before
+    that leaves it to :func:`~lessor.etcd.core.lead._forsake`, which retires it."""
+    lease = m.lease
     if lease is None:
         return
     if m.ambiguous:
@@ -59,6 +62,7 @@ def abandon(known: Known, m: Member, config: Config) -> Steps:
         yield CleanUp(clean_up(known, owner, lease, config))
     else:
         yield CleanUp(_give_back_lease(lease, config))
+    m.lease = None
 
 
 def _give_back_lease(lease: EtcdLease, config: Config) -> Steps:

@@ -44,11 +44,12 @@ def release(held: Held, config: Config) -> Steps:
     held.known.release(held.owner)
     lease = held.lease
     failure: BaseException | None = None
-    ends_marker = held.ended.claim()  # False: expire deleted it (or is deleting it)
-    # The last user of a retired lease gives it back, which revokes it, and the marker goes
-    # with it: one write instead of two.
-    by_revoke = ends_marker and lease.retired and lease.users == 1
-    try:
+    by_revoke = False
+    try:  # from the claim on: an exception thrown in anywhere after it deletes the marker apart
+        ends_marker = held.ended.claim()  # False: expire deleted it (or is deleting it)
+        # The last user of a retired lease gives it back, which revokes it, and the marker
+        # goes with it: one write instead of two.
+        by_revoke = ends_marker and lease.retired and lease.users == 1
         if ends_marker and not by_revoke:
             failure = yield from _delete_marker(held, config)
     except GeneratorExit:
