@@ -213,14 +213,35 @@ class EtcdProcess:
 
     def pause(self) -> None:
         """SIGSTOP: etcd keeps its connections (the kernel still accepts and buffers) but
-        answers nothing."""
+        answers nothing. Returns once the kernel has stopped every thread of it (a signal is
+        delivered asynchronously: on a loaded machine etcd could otherwise answer a call made
+        just after this returned)."""
         self.signal(signal.SIGSTOP)
         self.paused = self.running
+        if self.paused:
+            self._wait_state(stopped=True)
 
     def resume(self) -> None:
-        """SIGCONT."""
+        """SIGCONT; returns once etcd runs again."""
         self.signal(signal.SIGCONT)
+        if self.paused:
+            self._wait_state(stopped=False)
         self.paused = False
+
+    def _wait_state(self, *, stopped: bool, timeout: float = 10.0) -> None:
+        """Wait until every thread of etcd is stopped (or none is). The kernel tells no one:
+        its task states in /proc are the only place to look."""
+        process = self._process
+        if process is None or not Path(f"/proc/{process.pid}").exists():
+            return  # not Linux's /proc: the signal alone
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and _all_stopped(process.pid) != stopped:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"etcd {self.name} (pid {process.pid}) did not "
+                    f"{'stop on SIGSTOP' if stopped else 'continue on SIGCONT'} in {timeout}s"
+                )
+            time.sleep(0.001)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop etcd gracefully (SIGTERM, then SIGKILL after ``timeout``); keep its data."""
@@ -261,3 +282,16 @@ class EtcdProcess:
         if self.paused:
             state += ", paused"
         return f"<{type(self).__name__} {self.name} pid={self.pid} {state}>"
+
+
+def _all_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state ('T' in /proc/.../stat)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        states = []
+        for task in tasks:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False  # gone, or a thread gone meanwhile: look again
+    return bool(states) and all(state in ("T", "t") for state in states)
