@@ -34,9 +34,9 @@ from lessor import Context, Partition, Sweeper, SweepStats, sweep_waits
 from lessor.etcd import EtcdLessor
 from lessor.sweep_waits import Waits, Woken
 from lessor.testing import FaultProxy, Holding, find_overlaps, find_token_inversions
+from lessor.testing.child import Child
 
-from . import conftest
-from .conftest import Child, Spawn
+from .conftest import Spawn
 from .test_wait_free import Watches
 
 ROWS = 600
@@ -45,13 +45,7 @@ KILLED = 2
 KEY_SPACE_BYTES = 4
 LEASE_SECONDS = 2.0  # the etcd lease is ceil(2 + 0.2) = 3 s, renewed while its process lives
 WORK = 0.01  # seconds of work per row: a batch of 8 takes 80 ms, time to be killed in
-
-
-@pytest.fixture
-def sweep_spawn(spawn: Spawn, monkeypatch: pytest.MonkeyPatch) -> Spawn:
-    """The ``spawn`` fixture (kill and reap at teardown), running ``sweep_child.py``."""
-    monkeypatch.setattr(conftest, "CHILD", Path(__file__).with_name("sweep_child.py"))
-    return spawn
+SWEEP_CHILD = Path(__file__).with_name("sweep_child.py")
 
 
 def _make_store(path: Path, rng: random.Random) -> list[int]:
@@ -78,7 +72,7 @@ def _await_line(child: Child, prefix: str, deadline: float) -> str:
 
 
 def test_killed_sweepers_lose_nothing_and_nobody_overlaps(
-    etcd_server: Any, sweep_spawn: Spawn, tmp_path: Path
+    etcd_server: Any, spawn: Spawn, tmp_path: Path
 ) -> None:
     rng = random.Random()
     seed = rng.randrange(1 << 30)
@@ -98,7 +92,8 @@ def test_killed_sweepers_lose_nothing_and_nobody_overlaps(
         "work": WORK,
     }
     children = [
-        sweep_spawn(f"sweeper {i}", "sweep", {**config, "name": f"w{i}"}) for i in range(WORKERS)
+        spawn(f"sweeper {i}", "sweep", {**config, "name": f"w{i}"}, program=SWEEP_CHILD)
+        for i in range(WORKERS)
     ]
     for child in children:
         assert child.expect(timeout=30) == "ready"
@@ -125,8 +120,8 @@ def test_killed_sweepers_lose_nothing_and_nobody_overlaps(
         survivor.send("stop")
     for survivor in survivors:
         summary = _await_line(survivor, "errors ", time.monotonic() + 10)
-        assert survivor.wait(timeout=10) == 0, survivor.stderr()
-        assert summary.startswith("errors 0 "), f"{survivor.name}: {survivor.stderr()}"
+        assert survivor.wait(timeout=10) == 0, survivor.log_text()
+        assert summary.startswith("errors 0 "), f"{survivor.name}: {survivor.log_text()}"
     elapsed = time.monotonic() - t0
 
     with sqlite3.connect(db_path) as db:
