@@ -103,7 +103,7 @@ def test_processes_never_hold_a_common_key(etcd_server: Any, spawn: Spawn, tmp_p
     }
     worst = max(holders, key=lambda holder: gaps[holder])
     waits = [r["answered"] - r["asked"] for r in records]
-    kinds = Counter(r["error"].split("(", 1)[0] for r in errors)
+    kinds = Counter(r["error"].split(":", 1)[0] for r in errors)
     print(
         f"\ncontention: seed {seed}, {WORKERS} processes x {THREADS} threads, {SECONDS:g}s "
         f"(ran {finished - began:.1f}s): {len(records)} acquisitions "
@@ -117,7 +117,7 @@ def test_processes_never_hold_a_common_key(etcd_server: Any, spawn: Spawn, tmp_p
     )
 
     problems = [
-        f"{c.name} exited with status {status}; stderr:\n{c.stderr()}"
+        f"{c.name} exited with status {status}; stderr:\n{c.log_text()}"
         for c, status in zip(children, statuses, strict=True)
         if status != 0
     ]
