@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 import pytest
 
+from lessor.testing import LocalEtcd
 from lessor.testing.child import Child, Children
+from tests.support.etcd_admin import admin_client, etcd_with_auth
 from tests.support.programs import ROOT, python_module
 
 CHILD = Path(__file__).with_name("lessor_child.py")
@@ -54,10 +56,14 @@ def prefix() -> str:
 @pytest.fixture
 def client(etcd_server: Any) -> Iterator[Any]:
     """A pyetcd client to the session's etcd, to look at what the lessor stored."""
-    # Imported here: the etcd3 client session must never load pyetcd (see test_etcd3_client).
-    import pyetcd  # noqa: PLC0415
+    with admin_client(etcd_server.endpoint) as c:
+        yield c
 
-    host, port = etcd_server.endpoint.rsplit(":", 1)
-    c = pyetcd.client(host=host, port=int(port), timeout=5)
-    yield c
-    c.close()
+
+@pytest.fixture(params=["jwt", "simple"])
+def auth_etcd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalEtcd]:
+    """An etcd of its own with auth on (root, and 'app' confined to /allowed/), issuing JWT
+    tokens signed with RS256 (which carry the auth revision they were issued at) or simple
+    ones."""
+    with etcd_with_auth(request.param, tmp_path) as server:
+        yield server

@@ -27,6 +27,7 @@ import pytest
 
 from lessor import Partition
 from lessor.testing import Holding, find_overlaps, find_token_inversions
+from tests.support.programs import ready_set_go
 
 from .conftest import Spawn
 
@@ -80,11 +81,7 @@ def test_processes_never_hold_a_common_key(etcd_server: Any, spawn: Spawn, tmp_p
         )
         for w in range(WORKERS)
     ]
-    for child in children:
-        assert child.expect(timeout=30) == "ready"
-    began = time.monotonic()
-    for child in children:
-        child.send("go")
+    began = ready_set_go(children)
     statuses = [child.wait(timeout=SECONDS + 60) for child in children]
     finished = time.monotonic()
 

@@ -26,8 +26,9 @@ from typing import Any
 
 from lessor import Partition
 from lessor.etcd import EtcdLessor
+from tests.support.etcd_admin import admin_client
 
-from .test_recovery import PREFIX, acquire_when_free, admin_client, holder, marker_of, show_tries
+from .test_recovery import PREFIX, acquire_when_free, holder, marker_of, show_tries
 
 PART = Partition(0x10, 0x20)
 DUR = 2.0

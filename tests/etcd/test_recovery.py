@@ -34,20 +34,19 @@ monotonic time it happened.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from lessor import Context, Partition, SortedPartitions, fencing_token
 from lessor.etcd import EtcdLessor
 from lessor.testing.child import Child
+from tests.support.etcd_admin import admin_client
 from tests.support.programs import ROOT, python_module
 
 PROGRAM = Path(__file__)
@@ -134,19 +133,6 @@ def holder(mode: str, config: dict[str, Any], log: Path) -> Child:
     :meth:`~lessor.testing.Child.expect_event`; closing it kills it by its pid and reaps it."""
     return Child(f"{mode} holder", python_module(PROGRAM, mode, json.dumps(config)), log=log,
                  cwd=ROOT)  # fmt: skip
-
-
-@contextlib.contextmanager
-def admin_client(endpoint: str) -> Iterator[Any]:
-    """A pyetcd client, to look at what the lessor stored."""
-    import pyetcd  # noqa: PLC0415  (the etcd3 client tests must never load it at import)
-
-    host, port = endpoint.rsplit(":", 1)
-    client = pyetcd.client(host=host, port=int(port), timeout=5)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def marker_of(admin: Any, section: str, token: int) -> Any:

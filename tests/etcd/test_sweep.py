@@ -35,6 +35,7 @@ from lessor.etcd import EtcdLessor
 from lessor.sweep_waits import Waits, Woken
 from lessor.testing import FaultProxy, Holding, find_overlaps, find_token_inversions
 from lessor.testing.child import Child
+from tests.support.programs import ready_set_go
 
 from .conftest import Spawn
 from .test_wait_free import Watches
@@ -95,11 +96,7 @@ def test_killed_sweepers_lose_nothing_and_nobody_overlaps(
         spawn(f"sweeper {i}", "sweep", {**config, "name": f"w{i}"}, program=SWEEP_CHILD)
         for i in range(WORKERS)
     ]
-    for child in children:
-        assert child.expect(timeout=30) == "ready"
-    t0 = time.monotonic()
-    for child in children:
-        child.send("go")
+    t0 = ready_set_go(children)
 
     # Kill the victims each in the middle of a batch (a later one for the second), so each
     # dies holding a lease with rows of that batch not done.

@@ -35,7 +35,7 @@ import pytest
 from lessor import Context, Partition
 from lessor.testing import Holding, find_overlaps, find_token_inversions
 from lessor.testing.child import Children
-from tests.support.programs import ROOT, python_module
+from tests.support.programs import ROOT, python_module, ready_set_go
 
 pytestmark = pytest.mark.safety
 
@@ -78,12 +78,6 @@ class Workers(Children):
         }  # fmt: skip
         self.start(f"worker {w}", python_module(WORKER, json.dumps(cfg)),
                    log=tmp / f"worker-{w}.err", cwd=ROOT)  # fmt: skip
-
-    def go(self) -> None:
-        for child in self:
-            assert child.expect(timeout=60) == "ready"
-        for child in self:
-            child.send("go")
 
     def close(self) -> None:
         for child in self:
@@ -151,7 +145,7 @@ def test_no_overlap_under_faults(cluster: Any, tmp_path: Path) -> None:
     rng = random.Random(seed)
     prefix = f"/safety-{uuid.uuid4().hex[:8]}/"
     with Workers(tmp_path, cluster.endpoints, prefix, seed) as workers:
-        workers.go()
+        ready_set_go(workers.started, timeout=60)
         began = time.monotonic()
         faults = nemesis(cluster, workers, began + SECONDS, rng)
         statuses = [child.wait(timeout=SECONDS + 60) for child in workers]

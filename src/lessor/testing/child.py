@@ -44,7 +44,25 @@ class ChildError(AssertionError):
     """A child did not say what was expected in time, or exited instead (a test failure)."""
 
 
-class Child:
+class _Closes:
+    """A context manager that calls ``close()`` at its end."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Child(_Closes):
     """One program, started at once; a context manager that closes it.
 
     ``argv`` runs as given (``[sys.executable, "program.py", ...]``, or wrapped, as in ``ip
@@ -223,17 +241,6 @@ class Child:
             with contextlib.suppress(OSError):  # a broken pipe: the program is gone anyway
                 self.proc.stdin.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<Child {self.name!r} pid {self.pid}>"
 
@@ -241,7 +248,7 @@ class Child:
 _C = TypeVar("_C", bound=Child)
 
 
-class Children:
+class Children(_Closes):
     """The children a test (or a run) started; a context manager that closes them all.
 
     :meth:`close` closes each (``grace`` seconds each, as :meth:`Child.close`) even when one
@@ -282,14 +289,3 @@ class Children:
             errors.insert(0, ChildError(f"child processes still running: {leaked}"))
         if errors:
             raise errors[0]
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
