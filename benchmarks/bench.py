@@ -40,17 +40,16 @@ import datetime
 import json
 import os
 import platform
-import select
 import shlex
 import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -59,6 +58,7 @@ from etcd_metrics import Counts, cluster_delta, scrape_all
 from etcd_targets import Target, docker_problem, one_member, three_members
 from lessor.partition import Partition
 from lessor.testing import Holding, find_overlaps
+from lessor.testing.child import Child, Children
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -98,66 +98,34 @@ SCENARIOS = [
 # -- worker processes --------------------------------------------------------------------------
 
 
-class Worker:
-    """One bench_worker.py process and its line protocol."""
+class Worker(Child):
+    """One bench_worker.py process and its line protocol: a :class:`lessor.testing.Child`, so
+    answers are awaited with a bound and the process is always reaped. Its stderr is ours."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(
+        self, index: int, argv: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"bench worker {index}", argv or [sys.executable, str(WORKER)], env=env)
         self.index = index
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-
-    def send(self, message: dict[str, Any]) -> None:
-        stdin = self.process.stdin
-        assert stdin is not None
-        stdin.write(json.dumps(message) + "\n")
-        stdin.flush()
 
     def receive(self, timeout: float = ANSWER_TIMEOUT) -> dict[str, Any]:
-        stdout: IO[str] | None = self.process.stdout
-        assert stdout is not None
-        # One line answers each command, so nothing waits in the reader's buffer beforehand.
-        ready, _, _ = select.select([stdout], [], [], timeout)
-        if not ready:
-            raise RuntimeError(f"bench worker {self.index} did not answer within {timeout:g} s")
-        line = stdout.readline()
-        if not line:
-            code = self.process.wait()
-            raise RuntimeError(f"bench worker {self.index} exited with code {code} (see stderr)")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
+        return self.expect_json(timeout)
 
-    def close(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(OSError):
-                self.send({"cmd": "exit"})
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def close(self, grace: float = 30.0) -> None:
+        """End of input (the worker closes its scenario and exits), then up to ``grace``."""
+        super().close(grace)
 
 
 @contextlib.contextmanager
 def workers(n: int) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    try:
-        for i in range(n):
-            started.append(Worker(i))
-        yield started
-    finally:
-        for w in started:
-            w.close()
+    with Children() as started:
+        yield [started.add(Worker(i)) for i in range(n)]
 
 
 def ask_all(pool: list[Worker], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Send each worker its message, then collect every answer."""
     for w, m in zip(pool, messages, strict=True):
-        w.send(m)
+        w.send_json(m)
     now = time.monotonic()
     wait = ANSWER_TIMEOUT + max(0.0, *(m.get("end", now) - now for m in messages))
     return [w.receive(wait) for w in pool]

@@ -58,14 +58,11 @@ bench_worker.main()
 class TreeWorker(Worker):
     """A bench_worker.py process whose ``import lessor`` resolves to ``tree``/src."""
 
-    def __init__(self, index: int, tree: Path) -> None:  # replaces Worker's Popen
-        self.index, self.tree = index, tree
-        self.process = subprocess.Popen(
+    def __init__(self, index: int, tree: Path) -> None:
+        self.tree = tree
+        super().__init__(
+            index,
             [sys.executable, "-P", "-c", BOOT.format(bench=str(HERE))],  # -P: no cwd on sys.path
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
             env=os.environ | {"PYTHONPATH": str(tree / "src")},
         )
 

@@ -20,6 +20,7 @@ from lessor import Context, Grant, MemoryLessor, Partition, Unavailable, fencing
 from lessor.sweep import MAX_LEVEL, ShardReport, Sweeper
 from lessor.sweep_waits import ProbeCycle, Waits
 from lessor.testing import Holding, find_overlaps, find_token_inversions
+from tests.support.sweep import CountsCalls, FirstShardFirst
 
 P = Partition
 SPACE = Partition.universe(2)  # keys 0..0xffff
@@ -659,34 +660,8 @@ def test_shards_are_an_even_split_of_the_key_space() -> None:
 IDLE = 3600.0  # the pause after a round that processed nothing: what a re-sweep must beat
 
 
-class CountsWaits(lessor.Lessor):
-    """Counts the calls of wait_free, so a test can await the n-th (a mixin)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-        self._called = threading.Condition()
-
-    def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
-        with self._called:
-            self.calls += 1
-            self._called.notify_all()
-        return super().wait_free(ctx, section_id, part)
-
-    def await_calls(self, n: int) -> bool:
-        with self._called:
-            return self._called.wait_for(lambda: self.calls >= n, timeout=30)
-
-
-class Watched(CountsWaits, MemoryLessor):
-    """A memory lessor that counts the calls of wait_free."""
-
-
-class FirstShardFirst(random.Random):
-    """Rounds start at the first shard."""
-
-    def randrange(self, *args: Any, **kwargs: Any) -> int:
-        return 0
+class Watched(CountsCalls, MemoryLessor):
+    """A memory lessor that counts the calls of wait_free and is_held."""
 
 
 class Runner:
@@ -866,7 +841,7 @@ def test_a_failing_wait_free_is_logged_and_the_shard_waits_for_its_next_round() 
 
 
 def test_a_third_party_backend_polls_and_still_sweeps_a_freed_shard_soon() -> None:
-    class Delegating(CountsWaits):
+    class Delegating(CountsCalls):
         """A backend with no _wait_free of its own: the base class's polling default."""
 
         def __init__(self, inner: MemoryLessor) -> None:
@@ -905,7 +880,7 @@ def test_a_third_party_backend_polls_and_still_sweeps_a_freed_shard_soon() -> No
 # -- probes: a holder nobody was denied is followed, and its shard swept once it is gone ----------
 
 
-class Registering(MemoryLessor):
+class Registering(CountsCalls, MemoryLessor):
     """A memory lessor that counts the calls of is_held (``looks``) and wait_free
     (``calls``), and tells when a wait_free has read the holders it waits for (so a test
     gives back only after that)."""
@@ -913,30 +888,16 @@ class Registering(MemoryLessor):
     def __init__(self) -> None:
         super().__init__()
         self.registered = 0
-        self.calls = 0
-        self.looks = 0
-        self._changed = threading.Condition()
         self._waiters = _NotifyingWaiters(self._note)
 
-    def is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
-        with self._changed:
-            self.looks += 1
-        return super().is_held(ctx, section_id, part)
-
     def _note(self) -> None:
-        with self._changed:
+        with self._called:
             self.registered += 1
-            self._changed.notify_all()
-
-    def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
-        with self._changed:
-            self.calls += 1
-            self._changed.notify_all()
-        return super().wait_free(ctx, section_id, part)
+            self._called.notify_all()
 
     def await_registered(self, n: int) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self.registered >= n, timeout=30)
+        with self._called:
+            return self._called.wait_for(lambda: self.registered >= n, timeout=30)
 
 
 class _NotifyingSet(set[Any]):

@@ -42,23 +42,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 from lessor.testing import MemberStatus, find_etcd_binary, leader_of, tuning_flags
+from lessor.testing.child import Child, Sink
+from tests.support.programs import ROOT, python_module
 
-__all__ = ["HOLDER", "Datacenters", "NsProcess", "Sink", "Unsupported", "unsupported_reason"]
+__all__ = ["HOLDER", "Datacenters", "Unsupported", "unsupported_reason"]
 
 AGENT = Path(__file__).with_name("dc_agent.py")
 WORKER = Path(__file__).parents[1] / "safety" / "worker.py"
@@ -232,115 +232,12 @@ def _wait_for(condition: Any, timeout: float) -> bool:
     return True
 
 
-Sink = queue.Queue[tuple[str, str | None]]
-"""Lines of several programs on one queue: ``(program name, line)``, ``(name, None)`` at the
-end of a program's output."""
+def in_namespace(ns: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` run in namespace ``ns``, dying with the test process (``--pdeathsig``)."""
+    return [*_PDEATHSIG, "ip", "netns", "exec", ns, *argv]
 
 
-class NsProcess:
-    """One program in a namespace; killed by its pid. With ``interactive``, its stdout lines
-    arrive on a queue (read by a thread; on ``sink`` if one is given, shared with other
-    programs) and its stdin is ours; otherwise both go to ``log``."""
-
-    def __init__(
-        self,
-        name: str,
-        ns: str,
-        argv: Sequence[str],
-        log: Path,
-        *,
-        interactive: bool,
-        env: dict[str, str] | None = None,
-        sink: Sink | None = None,
-    ) -> None:
-        self.name = name
-        self._sink = sink
-        self.log_path = log
-        self._log: IO[bytes] = log.open("wb")
-        self.proc = subprocess.Popen(
-            [*_PDEATHSIG, "ip", "netns", "exec", ns, *argv],
-            stdin=subprocess.PIPE if interactive else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if interactive else self._log,
-            stderr=self._log,
-            text=True,
-            bufsize=1,
-            start_new_session=True,  # a ^C reaches the test, which then ends us in order
-            env=env,
-        )
-        self.pid = self.proc.pid
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader: threading.Thread | None = None
-        if interactive:
-            self._reader = threading.Thread(target=self._read, name=f"{name} stdout", daemon=True)
-            self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if self._sink is not None:
-                self._sink.put((self.name, line.rstrip("\n")))
-            else:
-                self._lines.put(line.rstrip("\n"))
-        if self._sink is not None:
-            self._sink.put((self.name, None))
-        else:
-            self._lines.put(None)
-
-    def expect(self, timeout: float) -> str:
-        """The next line the program prints; fails if none comes within ``timeout`` (not
-        for a program whose lines go to a sink)."""
-        assert self._sink is None, f"{self.name}'s lines go to a sink"
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(
-                f"{self.name} printed nothing in {timeout}s; log:\n{self.log_tail()}"
-            ) from None
-        if line is None:
-            self._lines.put(None)
-            raise AssertionError(
-                f"{self.name} exited (status {self.proc.wait()}) instead of printing a line; "
-                f"log:\n{self.log_tail()}"
-            )
-        return line
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def log_tail(self, lines: int = 20) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> int:
-        """SIGKILL the program (by its pid) unless it has exited; reap it; its exit status."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        return self.proc.wait()
-
-    def close(self, grace: float = 0.0) -> None:
-        """End of input (an agent exits on it), up to ``grace`` seconds, then kill."""
-        with contextlib.suppress(OSError):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        if grace:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(grace)
-        self.kill()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
-
-
-class Agent(NsProcess):
+class Agent(Child):
     """A datacenter's ``dc_agent.py``: its proxies, and probes from inside its namespace."""
 
     def ask(self, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
@@ -361,8 +258,8 @@ class Datacenter:
         self.link_address = Network.link_address(index)
         self.service_address = Network.service_address(index)
         self.agent: Agent | None = None
-        self.member: NsProcess | None = None
-        self.workers: list[NsProcess] = []
+        self.member: Child | None = None
+        self.workers: list[Child] = []
         self.killed_at: float | None = None
 
     @property
@@ -374,7 +271,7 @@ class Datacenter:
     def peer_url(self) -> str:
         return f"http://{self.service_address}:{PEER_PORT}"
 
-    def processes(self) -> list[NsProcess]:
+    def processes(self) -> list[Child]:
         return [*self.workers, *(p for p in (self.member, self.agent) if p is not None)]
 
     def ask(self, request: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
@@ -479,10 +376,9 @@ class Datacenters:
         config = {"name": dc.name, "proxies": proxies}
         dc.agent = Agent(
             f"{dc.name} agent",
-            dc.ns,
-            [sys.executable, str(AGENT), json.dumps(config)],
-            self.workdir / f"{dc.name}-agent.log",
-            interactive=True,
+            in_namespace(dc.ns, [sys.executable, str(AGENT), json.dumps(config)]),
+            log=self.workdir / f"{dc.name}-agent.log",
+            new_session=True,  # a ^C reaches the test, which then ends us in order
         )
 
     def _start_member(self, dc: Datacenter) -> None:
@@ -507,14 +403,14 @@ class Datacenters:
             *tuning_flags(heartbeat_ms=self.heartbeat_ms, election_ms=self.election_ms,
                           fsync=False),
         ]  # fmt: skip
-        dc.member = NsProcess(
+        dc.member = Child(
             f"{dc.name} etcd",
-            dc.ns,
-            argv,
-            self.workdir / f"{dc.name}-etcd.log",
-            interactive=False,
+            in_namespace(dc.ns, argv),
+            log=self.workdir / f"{dc.name}-etcd.log",
+            lines=False,
             # etcd reads ETCD_* variables too, and refuses to start when one shadows a flag.
             env={k: v for k, v in os.environ.items() if not k.startswith("ETCD_")},
+            new_session=True,
         )
 
     def close(self) -> None:
@@ -600,18 +496,18 @@ class Datacenters:
 
     def start_worker(
         self, j: int, config: dict[str, Any], *, program: Path = WORKER, sink: Sink | None = None
-    ) -> NsProcess:
+    ) -> Child:
         """A worker ``program`` (``tests/safety/worker.py`` unless said) in datacenter ``j``,
         given ``config`` as JSON. Without a ``sink`` it has printed "ready" on return; with
         one, its lines (that one too) go to the sink."""
         dc = self.dcs[j]
-        worker = NsProcess(
+        worker = Child(
             f"{dc.name} worker {config['worker']}",
-            dc.ns,
-            [sys.executable, str(program), json.dumps(config)],
-            self.workdir / f"{dc.name}-worker-{config['worker']}.log",
-            interactive=True,
+            in_namespace(dc.ns, python_module(program, json.dumps(config))),
+            log=self.workdir / f"{dc.name}-worker-{config['worker']}.log",
             sink=sink,
+            cwd=ROOT,
+            new_session=True,
         )
         dc.workers.append(worker)
         if sink is None:
@@ -627,10 +523,9 @@ class Datacenters:
     def kill(self, k: int) -> float:
         """SIGKILL every process of datacenter ``k``: workers, member, agent. The time."""
         dc = self.dcs[k]
+        for p in dc.processes():  # all at once, as in a power cut; then reaped
+            p.signal(signal.SIGKILL)
         for p in dc.processes():
-            if p.running:
-                p.proc.kill()
-        for p in dc.processes():
-            p.proc.wait()
+            p.kill()
         dc.killed_at = time.monotonic()
         return dc.killed_at

@@ -57,9 +57,10 @@ import pytest
 
 from lessor import Partition
 from lessor.testing import Holding, find_overlaps, find_token_inversions
+from lessor.testing.child import Child, Sink
 
 from .conftest import ELECTION_MS
-from .harness import HOLDER, Datacenters, NsProcess, Sink
+from .harness import HOLDER, Datacenters
 
 pytestmark = [pytest.mark.datacenters, pytest.mark.slow]
 
@@ -143,7 +144,7 @@ def test_losing_a_datacenter(
     seed = int(os.environ.get("LESSOR_DC_SEED", random.randrange(2**32)))
     prefix = f"/datacenters-{uuid.uuid4().hex[:8]}/"
     outs: dict[int, tuple[int, Path]] = {}  # worker -> (datacenter, record file)
-    workers: dict[int, NsProcess] = {}
+    workers: dict[int, Child] = {}
     for j in range(n):
         for k in range(WORKERS_PER_DC):
             w = j * WORKERS_PER_DC + k
@@ -285,7 +286,7 @@ def test_losing_the_leader_s_datacenter_at_once(
     prefix = f"/datacenters-{uuid.uuid4().hex[:8]}/"
     section = "lost"
     sink: Sink = queue.Queue()
-    procs: dict[int, NsProcess] = {}
+    procs: dict[int, Child] = {}
     for j in range(n):
         cfg = {
             "endpoints": dcs.endpoints(j), "prefix": prefix, "section": section, "worker": j,

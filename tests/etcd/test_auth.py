@@ -19,14 +19,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
-import pyetcd
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from lessor import LessorError, Partition, PermissionDenied, Unavailable
 from lessor.etcd import EtcdLessor
@@ -34,8 +30,7 @@ from lessor.etcd.channels import Channels
 from lessor.etcd.rpc_errors import RetryableRpc, translate
 from lessor.observe import Observer, add_observer, remove_observer
 from lessor.testing import LocalEtcd
-
-from .test_lessor import _enable_auth
+from tests.support.etcd_admin import add_user
 
 P = Partition
 
@@ -226,57 +221,7 @@ def test_no_repr_of_the_transport_shows_the_password_or_the_token() -> None:
         assert "apppw" not in shown and "app@1" not in shown
 
 
-# -- a real etcd with auth on ------------------------------------------------------------------
-
-
-def _rsa_key_pair(directory: Path) -> tuple[Path, Path]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private, public = directory / "jwt.key", directory / "jwt.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
-
-
-@pytest.fixture(params=["jwt", "simple"])
-def auth_etcd(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalEtcd]:
-    """An etcd with auth on (root, and 'app' confined to /allowed/), issuing JWT tokens signed
-    with RS256 (which carry the auth revision they were issued at) or simple ones."""
-    args: list[str] = []
-    if request.param == "jwt":
-        private, public = _rsa_key_pair(tmp_path)
-        args = ["--auth-token",
-                f"jwt,pub-key={public},priv-key={private},sign-method=RS256,ttl=10m"]  # fmt: skip
-    server = LocalEtcd(extra_args=args)
-    try:
-        server.start()
-        _enable_auth(server)
-        yield server
-    finally:
-        server.close()
-
-
-def _add_user(server: LocalEtcd, name: str) -> None:
-    """What an operator does: change the auth store, which makes older JWT tokens old."""
-    host, port = server.endpoint.rsplit(":", 1)
-    admin = pyetcd.client(host=host, port=int(port), timeout=5, user="root", password="rootpw")
-    try:
-        admin.authstub.UserAdd(
-            pyetcd.etcdrpc.AuthUserAddRequest(name=name, password=f"{name}pw"),
-            timeout=5,
-            metadata=admin.metadata,
-        )
-    finally:
-        admin.close()
+# -- a real etcd with auth on (the auth_etcd fixture of conftest.py) ----------------------------
 
 
 class _ReleaseFailures(Observer):
@@ -309,12 +254,12 @@ def test_after_an_auth_change_the_next_acquisition_and_release_succeed_at_once(
     ):  # fmt: skip
         with it.lease("s", P(0, 10), 30) as lease:
             assert lease.partitions == [P(0, 10)]
-        _add_user(auth_etcd, "reporting")
+        add_user(auth_etcd, "reporting")
 
         started = time.monotonic()
         with it.lease("s", P(0, 10), 30) as lease:  # the first call after the change
             assert lease.partitions == [P(0, 10)]
-            _add_user(auth_etcd, "billing")
+            add_user(auth_etcd, "billing")
         # the release was the first call after the second change
         assert time.monotonic() - started < 3.0  # at once: not retried until the token expires
 
@@ -329,7 +274,7 @@ def test_threads_carry_on_after_an_auth_change(auth_etcd: LocalEtcd) -> None:
                     acquire_timeout=10.0) as it:  # fmt: skip
         with it.lease("warm-up", P(0, 10), 30):
             pass
-        _add_user(auth_etcd, "reporting")
+        add_user(auth_etcd, "reporting")
         results: list[object] = []
         start = threading.Barrier(6)
 

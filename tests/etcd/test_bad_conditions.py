@@ -13,8 +13,7 @@ from lessor import Context, Partition, Unavailable
 from lessor.etcd import EtcdLessor
 from lessor.etcd.keys import SectionKeys
 from lessor.testing import LocalEtcd
-
-from .test_lessor import _enable_auth
+from tests.support.etcd_admin import enable_auth
 
 P = Partition
 
@@ -45,7 +44,7 @@ def test_out_of_space_is_unavailable_and_keeps_what_is_stored() -> None:
 
 def test_an_expired_auth_token_is_renewed() -> None:
     with LocalEtcd(extra_args=["--auth-token-ttl", "1"]) as server:
-        _enable_auth(server)
+        enable_auth(server)
         with EtcdLessor(server.endpoints, user="app", password="apppw",
                         prefix="/allowed/") as it:  # fmt: skip
             with it.lease("s", P(0, 10), 5) as lease:

@@ -27,6 +27,7 @@ import pytest
 
 from lessor import Partition
 from lessor.testing import Holding, find_overlaps, find_token_inversions
+from tests.support.programs import ready_set_go
 
 from .conftest import Spawn
 
@@ -80,11 +81,7 @@ def test_processes_never_hold_a_common_key(etcd_server: Any, spawn: Spawn, tmp_p
         )
         for w in range(WORKERS)
     ]
-    for child in children:
-        assert child.expect(timeout=30) == "ready"
-    began = time.monotonic()
-    for child in children:
-        child.send("go")
+    began = ready_set_go(children)
     statuses = [child.wait(timeout=SECONDS + 60) for child in children]
     finished = time.monotonic()
 
@@ -103,7 +100,7 @@ def test_processes_never_hold_a_common_key(etcd_server: Any, spawn: Spawn, tmp_p
     }
     worst = max(holders, key=lambda holder: gaps[holder])
     waits = [r["answered"] - r["asked"] for r in records]
-    kinds = Counter(r["error"].split("(", 1)[0] for r in errors)
+    kinds = Counter(r["error"].split(":", 1)[0] for r in errors)
     print(
         f"\ncontention: seed {seed}, {WORKERS} processes x {THREADS} threads, {SECONDS:g}s "
         f"(ran {finished - began:.1f}s): {len(records)} acquisitions "
@@ -117,7 +114,7 @@ def test_processes_never_hold_a_common_key(etcd_server: Any, spawn: Spawn, tmp_p
     )
 
     problems = [
-        f"{c.name} exited with status {status}; stderr:\n{c.stderr()}"
+        f"{c.name} exited with status {status}; stderr:\n{c.log_text()}"
         for c, status in zip(children, statuses, strict=True)
         if status != 0
     ]

@@ -19,14 +19,16 @@ the SIGKILL to the grant, both on the test's monotonic clock.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from lessor import Partition
 from lessor.etcd import EtcdLessor
+from tests.support.etcd_admin import admin_client
 
-from .test_recovery import PREFIX, Holder, acquire_when_free, admin_client, marker_of, show_tries
+from .test_recovery import PREFIX, acquire_when_free, holder, marker_of, show_tries
 
 PART = Partition(0x10, 0x20)
 DUR = 2.0
@@ -45,27 +47,28 @@ def test_a_killed_holder_s_range_goes_to_a_waiting_process_within_ttl_and_a_half
     config = {"endpoints": etcd_server.endpoints, "prefix": PREFIX, "section": section,
               "range": str(PART), "dur": DUR, "hold": HOLD}  # fmt: skip
     with (
-        Holder("cycle", config, tmp_path / "holder.stderr") as holder,
+        holder("cycle", config, tmp_path / "holder.stderr") as cycling,
         EtcdLessor(etcd_server.endpoints, prefix=PREFIX) as lessor,
         admin_client(etcd_server.endpoint) as admin,
     ):
-        holder.expect("ready", 30)
-        holder.send("go")
+        cycling.expect_event("ready", 30)
+        cycling.send("go")
         grants = []
         for _ in range(WARM_UP):
-            grant = holder.expect("granted", 30)
+            grant = cycling.expect_event("granted", 30)
             assert grant["ranges"] == [str(PART)], grant
             marker = marker_of(admin, section, grant["token"])  # the token is its revision
             assert marker is not None and marker.lease_id != 0, grant
             grants.append((grant, marker.lease_id))
-            holder.expect("released", 30)
+            cycling.expect_event("released", 30)
         lease_id = grants[0][1]
         assert [i for _, i in grants] == [lease_id] * WARM_UP, "the holder's leases share one"
         granted_ttl = admin.get_lease_info(lease_id).grantedTTL
         assert granted_ttl == TTL
 
-        last = holder.expect("granted", 30)  # the holder has renewed its lease, and holds
-        killed = holder.kill()
+        last = cycling.expect_event("granted", 30)  # the holder has renewed its lease, and holds
+        killed = time.monotonic()  # just before the signal
+        cycling.kill()
 
         marker = marker_of(admin, section, last["token"])
         tries = acquire_when_free(lessor, section, PART, within=BOUND + 10)

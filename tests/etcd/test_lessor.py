@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
-import pyetcd
 import pytest
 
 import lessor
@@ -26,6 +25,7 @@ from lessor.etcd import MAX_LIVE_LEASES, EtcdLessor, EtcdSettings, SectionFull
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.transport import RetryableRpc
 from lessor.testing import LocalEtcd
+from tests.support.etcd_admin import enable_auth
 
 P = Partition
 
@@ -352,33 +352,9 @@ def test_unresolvable_name_is_unavailable() -> None:
         it.with_lease(Context.background(), "s", P(0, 10), 5, lambda c, p: None)
 
 
-def _enable_auth(server: LocalEtcd) -> None:
-    """root, and a user 'app' that may read and write /allowed/ only."""
-    host, port = server.endpoint.rsplit(":", 1)
-    admin = pyetcd.client(host=host, port=int(port), timeout=5)
-    rpc = pyetcd.etcdrpc
-    auth = admin.authstub
-    auth.UserAdd(rpc.AuthUserAddRequest(name="root", password="rootpw"))
-    auth.RoleAdd(rpc.AuthRoleAddRequest(name="root"))
-    auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
-    auth.UserAdd(rpc.AuthUserAddRequest(name="app", password="apppw"))
-    auth.RoleAdd(rpc.AuthRoleAddRequest(name="app-rw"))
-    auth.RoleGrantPermission(
-        rpc.AuthRoleGrantPermissionRequest(
-            name="app-rw",
-            perm=rpc.Permission(
-                permType=rpc.Permission.READWRITE, key=b"/allowed/", range_end=b"/allowed0"
-            ),
-        )
-    )
-    auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="app", role="app-rw"))
-    auth.AuthEnable(rpc.AuthEnableRequest())
-    admin.close()
-
-
 def test_permission_denied_and_credentials() -> None:
     with LocalEtcd() as server:
-        _enable_auth(server)
+        enable_auth(server)
         with EtcdLessor(
             server.endpoints, user="app", password="apppw", prefix="/allowed/"
         ) as allowed:

@@ -16,8 +16,8 @@ as it returns, so what is measured is the lessor, not a polling interval.
 
 This file is also the holder program, run by the tests as a process of its own::
 
-    python tests/etcd/test_recovery.py cycle '<json config>'
-    python tests/etcd/test_recovery.py overrun '<json config>'
+    python -m tests.etcd.test_recovery cycle '<json config>'     (from the repository's root)
+    python -m tests.etcd.test_recovery overrun '<json config>'
 
 Both build one ``EtcdLessor``, print ``{"event": "ready"}`` and wait for a ``go`` line on stdin;
 then they print one JSON line per event (``granted``, ``released``, ...), each with ``t``, the
@@ -34,21 +34,20 @@ monotonic time it happened.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import queue
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from lessor import Context, Partition, SortedPartitions, fencing_token
 from lessor.etcd import EtcdLessor
+from lessor.testing.child import Child
+from tests.support.etcd_admin import admin_client
+from tests.support.programs import ROOT, python_module
 
 PROGRAM = Path(__file__)
 PREFIX = "/lessor/"
@@ -129,104 +128,11 @@ def overrun(cfg: dict[str, Any]) -> int:
 # -- the test's side ---------------------------------------------------------------------------
 
 
-class Holder:
-    """One holder program; its events arrive on a queue (read by a thread). :meth:`close`
-    kills it by its pid and reaps it; use it as a context manager."""
-
-    def __init__(self, mode: str, config: dict[str, Any], stderr_path: Path) -> None:
-        self.name = f"{mode} holder"
-        self.stderr_path = stderr_path
-        self._stderr: IO[bytes] = stderr_path.open("wb")
-        self.events: list[dict[str, Any]] = []  # every event so far, in order
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(PROGRAM), mode, json.dumps(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            bufsize=1,
-        )
-        self._reader = threading.Thread(target=self._read, name=f"{self.name} stdout", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self._queue.put(json.loads(line))
-            except json.JSONDecodeError:
-                self._queue.put({"event": "garbage", "line": line})
-        self._queue.put(None)  # the program exited or closed its stdout
-
-    def expect(self, event: str, timeout: float, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The next event, which must be ``event`` (events named in ``skip`` are passed over);
-        fails if none comes within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                got = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(
-                    f"{self.name}: no {event!r} within {timeout}s; stderr:\n{self.stderr()}"
-                ) from None
-            if got is None:
-                self._queue.put(None)
-                raise AssertionError(
-                    f"{self.name} exited (status {self.proc.wait()}) before {event!r}; "
-                    f"stderr:\n{self.stderr()}"
-                )
-            self.events.append(got)
-            if got["event"] in skip:
-                continue
-            assert got["event"] == event, f"{self.name}: expected {event!r}, got {got}"
-            return got
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def kill(self) -> float:
-        """SIGKILL the program by its pid; the monotonic time just before the signal."""
-        at = time.monotonic()
-        self.proc.kill()
-        self.proc.wait()
-        return at
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        self._reader.join(timeout=5)
-        self._stderr.close()
-
-    def __enter__(self) -> Holder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@contextlib.contextmanager
-def admin_client(endpoint: str) -> Iterator[Any]:
-    """A pyetcd client, to look at what the lessor stored."""
-    import pyetcd  # noqa: PLC0415  (the etcd3 client tests must never load it at import)
-
-    host, port = endpoint.rsplit(":", 1)
-    client = pyetcd.client(host=host, port=int(port), timeout=5)
-    try:
-        yield client
-    finally:
-        client.close()
+def holder(mode: str, config: dict[str, Any], log: Path) -> Child:
+    """This file's ``mode`` program as a :class:`~lessor.testing.Child`: its events come with
+    :meth:`~lessor.testing.Child.expect_event`; closing it kills it by its pid and reaps it."""
+    return Child(f"{mode} holder", python_module(PROGRAM, mode, json.dumps(config)), log=log,
+                 cwd=ROOT)  # fmt: skip
 
 
 def marker_of(admin: Any, section: str, token: int) -> Any:
@@ -287,13 +193,13 @@ def test_an_overrunning_holder_s_ranges_come_free_at_its_deadline_while_it_runs(
               "range": str(PART), "busy_range": str(BUSY), "dur": OVERRUN_DUR,
               "busy_hold": 0.3}  # fmt: skip
     with (
-        Holder("overrun", config, tmp_path / "holder.stderr") as holder,
+        holder("overrun", config, tmp_path / "holder.stderr") as overrunning,
         EtcdLessor(etcd_server.endpoints, prefix=PREFIX) as lessor,
         admin_client(etcd_server.endpoint) as admin,
     ):
-        holder.expect("ready", 30)
-        holder.send("go")
-        held = holder.expect("granted", 30, skip=("busy",))
+        overrunning.expect_event("ready", 30)
+        overrunning.send("go")
+        held = overrunning.expect_event("granted", 30, skip=("busy",))
         assert held["ranges"] == [str(PART)], held
         deadline = held["deadline"]
         marker = marker_of(admin, section, held["token"])
@@ -305,10 +211,10 @@ def test_an_overrunning_holder_s_ranges_come_free_at_its_deadline_while_it_runs(
         # The holder's etcd lease still lives: the lessor deleted the marker at the deadline;
         # etcd's expiry had nothing to do with it.
         lease_ttl = admin.get_lease_info(marker.lease_id).TTL
-        holder.send("return")
-        returned = holder.expect("returned", 30, skip=("busy",))
-        released = holder.expect("released", 30, skip=("busy",))
-        busy = [e for e in holder.events if e["event"] == "busy"]
+        overrunning.send("return")
+        returned = overrunning.expect_event("returned", 30, skip=("busy",))
+        released = overrunning.expect_event("released", 30, skip=("busy",))
+        busy = [e for e in overrunning.events if e["event"] == "busy"]
 
     late = granted - deadline
     timeline = (

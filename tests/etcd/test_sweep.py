@@ -34,9 +34,11 @@ from lessor import Context, Partition, Sweeper, SweepStats, sweep_waits
 from lessor.etcd import EtcdLessor
 from lessor.sweep_waits import Waits, Woken
 from lessor.testing import FaultProxy, Holding, find_overlaps, find_token_inversions
+from lessor.testing.child import Child
+from tests.support.programs import ready_set_go
+from tests.support.sweep import CountsCalls, FirstShardFirst
 
-from . import conftest
-from .conftest import Child, Spawn
+from .conftest import Spawn
 from .test_wait_free import Watches
 
 ROWS = 600
@@ -45,13 +47,7 @@ KILLED = 2
 KEY_SPACE_BYTES = 4
 LEASE_SECONDS = 2.0  # the etcd lease is ceil(2 + 0.2) = 3 s, renewed while its process lives
 WORK = 0.01  # seconds of work per row: a batch of 8 takes 80 ms, time to be killed in
-
-
-@pytest.fixture
-def sweep_spawn(spawn: Spawn, monkeypatch: pytest.MonkeyPatch) -> Spawn:
-    """The ``spawn`` fixture (kill and reap at teardown), running ``sweep_child.py``."""
-    monkeypatch.setattr(conftest, "CHILD", Path(__file__).with_name("sweep_child.py"))
-    return spawn
+SWEEP_CHILD = Path(__file__).with_name("sweep_child.py")
 
 
 def _make_store(path: Path, rng: random.Random) -> list[int]:
@@ -78,7 +74,7 @@ def _await_line(child: Child, prefix: str, deadline: float) -> str:
 
 
 def test_killed_sweepers_lose_nothing_and_nobody_overlaps(
-    etcd_server: Any, sweep_spawn: Spawn, tmp_path: Path
+    etcd_server: Any, spawn: Spawn, tmp_path: Path
 ) -> None:
     rng = random.Random()
     seed = rng.randrange(1 << 30)
@@ -98,13 +94,10 @@ def test_killed_sweepers_lose_nothing_and_nobody_overlaps(
         "work": WORK,
     }
     children = [
-        sweep_spawn(f"sweeper {i}", "sweep", {**config, "name": f"w{i}"}) for i in range(WORKERS)
+        spawn(f"sweeper {i}", "sweep", {**config, "name": f"w{i}"}, program=SWEEP_CHILD)
+        for i in range(WORKERS)
     ]
-    for child in children:
-        assert child.expect(timeout=30) == "ready"
-    t0 = time.monotonic()
-    for child in children:
-        child.send("go")
+    t0 = ready_set_go(children)
 
     # Kill the victims each in the middle of a batch (a later one for the second), so each
     # dies holding a lease with rows of that batch not done.
@@ -125,8 +118,8 @@ def test_killed_sweepers_lose_nothing_and_nobody_overlaps(
         survivor.send("stop")
     for survivor in survivors:
         summary = _await_line(survivor, "errors ", time.monotonic() + 10)
-        assert survivor.wait(timeout=10) == 0, survivor.stderr()
-        assert summary.startswith("errors 0 "), f"{survivor.name}: {survivor.stderr()}"
+        assert survivor.wait(timeout=10) == 0, survivor.log_text()
+        assert summary.startswith("errors 0 "), f"{survivor.name}: {survivor.log_text()}"
     elapsed = time.monotonic() - t0
 
     with sqlite3.connect(db_path) as db:
@@ -190,35 +183,11 @@ class _Keys:
             self.events[k].set()
 
 
-class _FirstShardFirst(random.Random):
-    def randrange(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-
-class _Counting(EtcdLessor):
-    """An EtcdLessor that counts the calls of wait_free, so a test can await the n-th, and
-    those of is_held (``looks``)."""
+class _Counting(CountsCalls, EtcdLessor):
+    """An EtcdLessor that counts the calls of wait_free and is_held."""
 
     def __init__(self, endpoints: list[str], prefix: str) -> None:
         super().__init__(endpoints, prefix=prefix)
-        self.calls = 0
-        self.looks = 0
-        self._called = threading.Condition()
-
-    def is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
-        with self._called:
-            self.looks += 1
-        return super().is_held(ctx, section_id, part)
-
-    def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
-        with self._called:
-            self.calls += 1
-            self._called.notify_all()
-        return super().wait_free(ctx, section_id, part)
-
-    def await_calls(self, n: int) -> bool:
-        with self._called:
-            return self._called.wait_for(lambda: self.calls >= n, timeout=60)
 
 
 def _run_in_thread(sweeper: Sweeper[int], ctx: Context) -> tuple[threading.Thread, list[Any]]:
@@ -262,7 +231,7 @@ def test_a_partly_granted_shard_is_swept_again_when_etcd_sees_its_holder_give_ba
             scan=rows.scan,
             process=rows.process,
             idle_pause=IDLE,
-            rng=_FirstShardFirst(),
+            rng=FirstShardFirst(),
         )
         holder = other.lease("reminders", Partition(0x8020, 0x8021), 60)
         holder.__enter__()
@@ -370,7 +339,7 @@ def test_a_probe_takes_over_the_shard_of_a_killed_process_nobody_was_denied(
         sweeper = Sweeper(sweeping, "reminders", Partition.universe(2), shards=2,
                           scan=rows.scan, process=stepped, lease_seconds=60, batch_size=1,
                           split_threshold=1, secondary_shards=2, probes=1, idle_pause=IDLE,
-                          rng=_FirstShardFirst())  # fmt: skip
+                          rng=FirstShardFirst())  # fmt: skip
         ctx = Context.background()
         thread, out = _run_in_thread(sweeper, ctx)
         try:
@@ -405,7 +374,7 @@ def test_a_probe_of_a_shard_nobody_holds_costs_one_read(etcd_server: Any) -> Non
     with sweeping:
         sweeper = Sweeper(sweeping, "reminders", Partition.universe(2), shards=2,
                           scan=rows.scan, process=rows.process, probes=1, idle_pause=0,
-                          rng=_FirstShardFirst())  # fmt: skip
+                          rng=FirstShardFirst())  # fmt: skip
         stats = sweeper.run(Context.background().with_timeout(60), rounds=1)
     # one look (a read) found nothing held: the probe ends, sweeping nothing again
     assert (stats.processed, stats.probes, stats.resweeps) == (1, 1, 0)

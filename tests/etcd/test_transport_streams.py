@@ -12,7 +12,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import grpc
 import pyetcd
@@ -32,9 +31,7 @@ from lessor.etcd.transport import (
     WatchEvent,
 )
 from lessor.testing import LocalEtcd
-
-from .test_auth import _add_user, _rsa_key_pair
-from .test_lessor import _enable_auth
+from tests.support.etcd_admin import add_user
 
 TIMEOUT = 5.0  # per call: generous, for a loaded machine
 
@@ -230,25 +227,8 @@ def test_a_watch_to_nowhere_is_retryable_within_its_timeout() -> None:
 # -- auth ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["jwt", "simple"])
-def auth_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalEtcd]:
-    """An etcd with auth on: root, and 'app' confined to /allowed/ (test_lessor's users)."""
-    args: list[str] = []
-    if request.param == "jwt":  # a JWT token carries the auth revision: it goes stale
-        private, public = _rsa_key_pair(tmp_path)
-        args = ["--auth-token",
-                f"jwt,pub-key={public},priv-key={private},sign-method=RS256,ttl=10m"]  # fmt: skip
-    server = LocalEtcd(extra_args=args)
-    try:
-        server.start()
-        _enable_auth(server)
-        yield server
-    finally:
-        server.close()
-
-
-def test_streams_through_an_etcd_with_auth(auth_server: LocalEtcd) -> None:
-    channels = Channels(auth_server.endpoints, user="app", password="apppw")
+def test_streams_through_an_etcd_with_auth(auth_etcd: LocalEtcd) -> None:
+    channels = Channels(auth_etcd.endpoints, user="app", password="apppw")
     try:
         lease_id = _grant(channels, 10)
         assert channels.keep_alive(lease_id, TIMEOUT, "renewing") == 10
@@ -261,11 +241,11 @@ def test_streams_through_an_etcd_with_auth(auth_server: LocalEtcd) -> None:
         # An operator changes the users: a JWT token issued before is old. The watch logs in
         # again and is made again, once, as a unary call is.
         token = channels._token
-        _add_user(auth_server, "reporting")
+        add_user(auth_etcd, "reporting")
         with channels.watch(b"/allowed/", b"/allowed0", 0, TIMEOUT, "t"):
             pass
         assert channels.keep_alive(lease_id, TIMEOUT, "renewing") == 10
-        if "--auth-token" in auth_server.extra_args:
+        if "--auth-token" in auth_etcd.extra_args:
             assert channels._token != token
         with pytest.raises(PermissionDenied, match="permission denied"):
             channels.watch(b"/lessor/", b"/lessor0", 0, TIMEOUT, "watching")
@@ -273,8 +253,8 @@ def test_streams_through_an_etcd_with_auth(auth_server: LocalEtcd) -> None:
         channels.close()
 
 
-def test_a_watch_with_a_wrong_password_is_permission_denied(auth_server: LocalEtcd) -> None:
-    channels = Channels(auth_server.endpoints, user="app", password="wrong")
+def test_a_watch_with_a_wrong_password_is_permission_denied(auth_etcd: LocalEtcd) -> None:
+    channels = Channels(auth_etcd.endpoints, user="app", password="wrong")
     try:
         with pytest.raises(PermissionDenied, match="app"):
             channels.watch(b"/allowed/", b"/allowed0", 0, TIMEOUT, "t")

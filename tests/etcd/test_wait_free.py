@@ -33,9 +33,9 @@ from lessor.etcd import watch as watch_module
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.state import SectionTxns
 from lessor.testing import FaultProxy, LocalEtcd, LocalEtcdCluster
+from tests.support.etcd_admin import enable_auth
 
 from .conftest import Spawn
-from .test_lessor import _enable_auth
 
 P = Partition
 BOUND = 3.0  # seconds within which "soon" must have happened, on a loaded 2-core machine
@@ -125,11 +125,9 @@ def make(etcd_server: LocalEtcd, prefix: str) -> Iterator[Callable[..., EtcdLess
 
 
 @pytest.fixture
-def admin(etcd_server: LocalEtcd) -> Iterator[Any]:
-    host, port = etcd_server.endpoint.rsplit(":", 1)
-    client = pyetcd.client(host=host, port=int(port), timeout=5)
-    yield client
-    client.close()
+def admin(client: Any) -> Any:
+    """conftest's pyetcd client, by the name these tests give it."""
+    return client
 
 
 def revision(admin: Any) -> int:
@@ -392,7 +390,7 @@ def test_a_corrupt_section_is_raised(make: Callable[..., EtcdLessor], admin: Any
 
 def test_permission_denied_is_raised() -> None:
     with LocalEtcd() as server:
-        _enable_auth(server)
+        enable_auth(server)
         with EtcdLessor(server.endpoints, user="app", password="apppw", prefix="/lessor/") as a:
             with pytest.raises(PermissionDenied):
                 wait_free(a, Context.background().with_timeout(30), "s", P(0, 10))

