@@ -16,9 +16,8 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pytest
-
 from lessor.etcd.settings import EtcdSettings
+from tests.support import needs
 from tests.support.deploy import (
     COMPOSE,
     DEPLOY,
@@ -45,7 +44,8 @@ from tests.support.deploy import (
 def test_compose_file_is_valid_for_compose_itself() -> None:
     command = compose_command()
     if command is None:
-        pytest.skip("neither `docker compose` nor docker-compose is installed: structure only")
+        needs.missing("needs `docker compose` or docker-compose to check the file (structure "
+                      "only here; Debian: apt-get install docker-compose)")  # fmt: skip
     done = subprocess.run(
         [*command, "-f", str(COMPOSE), "config", "-q"],
         capture_output=True,

@@ -6,7 +6,6 @@ and, with Compose too, ``up`` starts the etcd cluster on the file's own network.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -23,10 +22,10 @@ import pytest
 
 from lessor import Context, Partition
 from lessor.testing.child import Child
+from tests.support import needs
 from tests.support.deploy import (
     COMPOSE,
     ETCD_MEMBERS,
-    IN_CI,
     WORKER_MODULE,
     argv,
     compose_command,
@@ -37,21 +36,11 @@ from tests.support.deploy import (
 )
 
 
-def _docker_problem() -> str | None:
-    if importlib.util.find_spec("testcontainers") is None:
-        return "the testcontainers package is not installed"
-    from lessor.testing import docker_unavailable  # noqa: PLC0415  (needs testcontainers)
-
-    return docker_unavailable()
-
-
 @pytest.fixture(scope="module")
 def docker_client() -> Iterator[Any]:
-    problem = _docker_problem()
+    problem = needs.docker_problem()
     if problem is not None:
-        if IN_CI:  # not a skip, which a green CI run would hide
-            pytest.fail(f"CI is set but Docker is unavailable: {problem}", pytrace=False)
-        pytest.skip(f"Docker is unavailable: {problem}")
+        needs.missing(problem)
     import docker  # noqa: PLC0415  (testcontainers' dependency)
 
     client = docker.from_env(timeout=30)
@@ -192,7 +181,8 @@ def test_compose_up_starts_the_etcd_cluster(docker_client: Any) -> None:
 
     command = compose_command()
     if command is None:
-        pytest.skip("neither `docker compose` nor docker-compose is installed")
+        needs.missing("needs `docker compose` or docker-compose (Debian: apt-get install "
+                      "docker-compose)")  # fmt: skip
     etcd_image()  # Compose can neither pull nor build it
     project = f"lessordeploy{uuid.uuid4().hex[:8]}"
     compose = [*command, "-p", project, "-f", str(COMPOSE)]

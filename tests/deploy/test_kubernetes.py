@@ -10,10 +10,10 @@ import shutil
 import subprocess
 from pathlib import PurePosixPath
 
-import pytest
 import yaml
 
 from lessor.etcd.settings import EtcdSettings
+from tests.support import needs
 from tests.support.deploy import (
     KUBERNETES,
     LESSOR_VARIABLES,
@@ -53,7 +53,8 @@ def test_manifests_parse_and_carry_the_required_fields() -> None:
 def test_kustomize_builds_the_manifests() -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl is not installed: `kubectl kustomize` unchecked, structure only")
+        needs.missing("needs kubectl for `kubectl kustomize` (structure only here; Debian: "
+                      "apt-get install kubernetes-client)")  # fmt: skip
     done = subprocess.run(
         [kubectl, "kustomize", str(KUBERNETES)],
         capture_output=True,

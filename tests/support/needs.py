@@ -7,11 +7,13 @@ As root on Debian, ``python -m nox`` installs what the root-only tests need firs
 (``noxfile.py``: ``install_root_tools``).
 
 Mark a test ``@pytest.mark.needs_root("iptables")``: it needs root and each named command on
-``PATH``. ``tests/conftest.py`` checks the mark before the test runs.
+``PATH``. ``tests/conftest.py`` checks the mark before the test runs. Other needs (Docker,
+Compose, kubectl) call :func:`missing` themselves.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from typing import NoReturn
@@ -27,6 +29,7 @@ INSTALL = {
     "ip": "apt-get install iproute2",
     "docker": "bash .ci/install-docker",
     "docker-compose": "apt-get install docker-compose",
+    "kubectl": "apt-get install kubernetes-client",
 }
 """How to get each command on Debian, for the skip's one line."""
 
@@ -47,3 +50,14 @@ def missing(reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"CI is set, but this test {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def docker_problem() -> str | None:
+    """Why no Docker daemon can be used here (``.ci/install-docker`` sets one up as root);
+    None when one answers."""
+    if importlib.util.find_spec("testcontainers") is None:
+        return "the testcontainers package is not installed"
+    from lessor.testing import docker_unavailable  # noqa: PLC0415  (needs testcontainers)
+
+    problem = docker_unavailable()
+    return None if problem is None else f"Docker is unavailable: {problem}"
