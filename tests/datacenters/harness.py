@@ -159,6 +159,10 @@ class Network:
             except RuntimeError as e:
                 raise Unsupported(f"cannot create a network namespace: {e}") from None
             self._made.append(first)
+            try:  # `ip -n` enters it (a mount namespace of its own, with / made a slave)
+                _ip("-n", first, "link", "set", "lo", "up")
+            except RuntimeError as e:
+                raise Unsupported(f"cannot enter a network namespace: {e}") from None
             for ns in self.namespaces[1:]:
                 _ip("netns", "add", ns)
                 self._made.append(ns)
