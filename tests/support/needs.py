@@ -37,7 +37,8 @@ INSTALL = {
 def why_not_root_with(*commands: str) -> str | None:
     """Why a test that needs root and ``commands`` cannot run here; None when it can."""
     if os.geteuid() != 0:
-        return f"needs root (uid {os.geteuid()})"
+        also = f" and {', '.join(commands)}" if commands else ""
+        return f"needs root{also}: runs as uid {os.geteuid()}"
     absent = [c for c in commands if shutil.which(c) is None]
     if absent:
         hints = "; ".join(f"Debian: {INSTALL[c]}" for c in absent if c in INSTALL)
