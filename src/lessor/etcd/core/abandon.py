@@ -51,18 +51,20 @@ def abandon(known: Known, m: Member, config: Config) -> Steps:
     clean-up runs apart: the caller's time is up or its error is final, and etcd may be the
     very thing that is not answering.
 
-    ``m`` keeps its lease until the clean-up is under way: an exception thrown in before
-    that leaves it to :func:`~lessor.etcd.core.lead._forsake`, which retires it."""
-    lease = m.lease
+    An ambiguous member's lease is retired before its clean-up is yielded: an exception thrown
+    in at that yield, whether the clean-up started or not, then leaves whatever the swap wrote
+    to end with the lease, never renewed (and the lease is given back once, by the clean-up,
+    or not at all: never twice, which would revoke it under another holder)."""
+    lease, m.lease = m.lease, None
     if lease is None:
         return
     if m.ambiguous:
+        lease.retired = True  # as _forsake does: no op can be relied on to run from here
         owner = Owner(lease.id, m.seq)
         known.abandoned.add(owner)
         yield CleanUp(clean_up(known, owner, lease, config))
     else:
         yield CleanUp(_give_back_lease(lease, config))
-    m.lease = None
 
 
 def _give_back_lease(lease: EtcdLease, config: Config) -> Steps:
