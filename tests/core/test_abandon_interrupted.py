@@ -1,4 +1,5 @@
-"""Regression (fifth review): an exception at an abandoned member's clean-up yield, after the clean-up started, made the member give its etcd lease back twice, revoking a lease another holder used (no overlap broken).
+"""Regression (fifth review): an exception at an abandoned member's clean-up yield, after the
+clean-up started, made the member give its etcd lease back twice (no overlap broken). A fault
 thrown in at that yield *after* the shell started the clean-up (an asynchronous exception
 delivered between ``CleanUps.start`` returning and the next ``steps.send``) leaves ``m.lease``
 set on a member that is not settled (``_lease_gone`` abandons unsettled members). The leader's
@@ -28,7 +29,6 @@ def test_interrupt_after_lease_gone_clean_up_started_gives_lease_back_twice() ->
     clock = FakeClock()
     etcd = EtcdModel(clock)
     p = Proc("p", etcd, clock)
-    q = Proc("q", etcd, clock)
 
     # h holds [0, 4) for 10 s on the shared etcd lease L.
     h = p.acquire("s", Partition(0, 4), 10.0)
@@ -129,5 +129,6 @@ def test_h_loses_its_keys_before_its_deadline() -> None:
     assert not other.grant.partitions, (
         f"q was granted {[str(x) for x in other.grant.partitions]} at t={clock()}, while h "
         f"holds [0, 4) until {h.grant.deadline}; h's entry live: "
-        f"{[(e.lease, e.seq) for e in live_entries(etcd, 's')]}, h is {(h.grant.handle.lease.id, h.seq)}"
+        f"{[(e.lease, e.seq) for e in live_entries(etcd, 's')]}, "
+        f"h is {(h.grant.handle.lease.id, h.seq)}"
     )
