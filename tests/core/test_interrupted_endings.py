@@ -28,6 +28,7 @@ from lessor.etcd.ops import CleanUp, Swap
 from lessor.etcd.shell import SectionShell
 from tests.support.driver import PREFIX, Proc, live_entries
 from tests.support.etcd_model import EtcdModel, FakeClock
+from tests.support.interrupts import code_lines, raising_once_at
 
 release_module = importlib.import_module("lessor.etcd.core.release")  # core.release: its function
 
@@ -40,25 +41,6 @@ def join_clean_ups() -> None:
     for t in threading.enumerate():
         if t.name == "lessor clean-up":
             t.join(10)
-
-
-def _code_lines(func: Any) -> list[int]:
-    """The lines of ``func`` an exception can arrive at (those with bytecode), but its
-    ``def`` line."""
-    code = func.__code__
-    return sorted({n for _, _, n in code.co_lines() if n is not None and n != code.co_firstlineno})
-
-
-def _raising_once_at(code: Any, line: int, error: BaseException) -> tuple[Any, list[bool]]:
-    fired: list[bool] = []
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        if event == "line" and frame.f_lineno == line and not fired:
-            fired.append(True)
-            raise error
-        return local
-
-    return (lambda frame, event, arg: local if frame.f_code is code else None), fired
 
 
 def _keep_acquiring(
@@ -87,7 +69,7 @@ def _release_interrupted_at(line: int) -> str | None:
     p = Proc("p", etcd, clock)
     m = p.acquire("s", Partition(0, 4), 5.0)
     assert m.grant is not None and isinstance(m.grant.handle, core.Held)
-    tracer, fired = _raising_once_at(release_module.release.__code__, line, Interrupt())
+    tracer, fired = raising_once_at(release_module.release, line, Interrupt())
     sys.settrace(tracer)
     try:
         p.section("s").drive(core.release(m.grant.handle, p.config))  # as _release drives it
@@ -104,7 +86,7 @@ def _release_interrupted_at(line: int) -> str | None:
 
 
 def test_a_release_interrupted_at_any_line_leaves_no_marker_past_the_deadline() -> None:
-    outcomes = {line: _release_interrupted_at(line) for line in _code_lines(release_module.release)}
+    outcomes = {line: _release_interrupted_at(line) for line in code_lines(release_module.release)}
     reached = [line for line, outcome in outcomes.items() if outcome != ""]
     assert len(reached) >= 10, f"the interrupt reached only lines {reached}"
     assert not [o for o in outcomes.values() if o], [o for o in outcomes.values() if o]

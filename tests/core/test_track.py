@@ -31,6 +31,7 @@ from lessor.etcd.ops import Track
 from lessor.etcd.shell import SectionShell
 from tests.support.driver import PREFIX, Proc, live_entries
 from tests.support.etcd_model import EtcdModel, FakeClock
+from tests.support.interrupts import code_lines, raising_once_at
 from tests.support.threads import ThreadsExhausted
 
 
@@ -231,28 +232,7 @@ def test_a_second_interrupt_on_the_leaders_way_out_leaves_no_entry_held_by_nobod
     )
 
 
-def _track_lines() -> list[int]:
-    """The lines of ``SectionShell._track`` that are code (an exception can arrive before each)."""
-    src, first = inspect.getsourcelines(SectionShell._track)
-    return [first + i for i, text in enumerate(src)
-            if i and text.strip() and not text.strip().startswith("#")]  # fmt: skip
-
-
-def raising_at_line_for(line: int, seq: int, error: BaseException) -> Any:
-    code, fired = SectionShell._track.__code__, []
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        held = frame.f_locals.get("held")
-        if (event == "line" and frame.f_lineno == line and not fired
-                and held is not None and held.seq == seq):  # fmt: skip
-            fired.append(True)
-            raise error
-        return local
-
-    return lambda frame, event, arg: local if frame.f_code is code else None
-
-
-@pytest.mark.parametrize("line", _track_lines())
+@pytest.mark.parametrize("line", code_lines(SectionShell._track))
 def test_an_interrupt_anywhere_in_the_track_of_a_staying_member_loses_no_grant(
     line: int,
 ) -> None:
@@ -260,7 +240,12 @@ def test_an_interrupt_anywhere_in_the_track_of_a_staying_member_loses_no_grant(
     an exception between the two left it marked and never watched (an overrun would then
     keep its marker alive with the shared lease's renewals)."""
     w = World()
-    tracer = raising_at_line_for(line, w.b.seq, Interrupt())
+
+    def of_b(frame: Any) -> bool:
+        held = frame.f_locals.get("held")
+        return held is not None and held.seq == w.b.seq
+
+    tracer, _ = raising_once_at(SectionShell._track, line, Interrupt(), of_b)
     try:
         sys.settrace(tracer)
         try:
