@@ -56,6 +56,7 @@ from typing import Any
 
 from lessor.testing import MemberStatus, find_etcd_binary, leader_of, tuning_flags
 from lessor.testing.child import Child, Sink
+from tests.support import needs
 from tests.support.programs import ROOT, python_module
 
 __all__ = ["HOLDER", "Datacenters", "Unsupported", "unsupported_reason"]
@@ -79,10 +80,9 @@ class Unsupported(RuntimeError):
 
 def unsupported_reason() -> str | None:
     """Why namespaces cannot be built here, or None when they (probably) can."""
-    if os.geteuid() != 0:
-        return f"not root (uid {os.geteuid()})"
-    if shutil.which("ip") is None:
-        return "no `ip` command (Debian: apt-get install iproute2)"
+    reason = needs.why_not_root_with("ip")
+    if reason is not None:
+        return reason
     done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return f"`ip netns list` failed: {done.stderr.strip()}"
