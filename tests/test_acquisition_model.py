@@ -67,7 +67,7 @@ class Process:
     def __init__(self, name: str, etcd: EtcdModel, clock: FakeClock, share: bool) -> None:
         self.name = name
         self.transport = ModelTransport(etcd)
-        pool = LeasePool(self.transport, margin=0.2, share=share, clock=clock)
+        pool = LeasePool(self.transport.rpc, margin=0.2, share=share, clock=clock)
         self.config = core.Config(holder=name, rpc_timeout=1.0, release_timeout=1.0, clock=clock)
         self.sections = {
             sid: SectionShell(self.transport, SectionKeys.of(PREFIX, sid), pool) for sid in SECTIONS

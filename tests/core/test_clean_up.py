@@ -29,6 +29,7 @@ from typing import Any
 from lessor.errors import Unavailable
 from lessor.etcd import core
 from lessor.etcd import section as section_codec
+from lessor.etcd.calls import run
 from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.leases import EtcdLease, LeasePool
 from lessor.etcd.ops import DeleteMarker, GiveBack, Op, RetireLease, Steps, Tombstone, Wait
@@ -49,7 +50,7 @@ class World:
         self.clock = FakeClock()
         self.etcd = EtcdModel(self.clock)
         self.transport = ModelTransport(self.etcd)
-        self.pool = LeasePool(self.transport, margin=0.2, share=share, clock=self.clock)
+        self.pool = LeasePool(self.transport.rpc, margin=0.2, share=share, clock=self.clock)
         self.keys = SectionKeys.of("/t/", "s")
         self.section = SectionShell(self.transport, self.keys, self.pool)
         self.known = self.section.known
@@ -57,15 +58,15 @@ class World:
                                   clock=self.clock)  # fmt: skip
 
     def lease(self) -> EtcdLease:
-        return self.pool.take(self.clock() + 1.0, 1.0, "test")
+        return run(self.transport, self.pool.take(self.clock() + 1.0, 1.0, "test"))
 
     def swap(self, lease: EtcdLease, fault: str) -> bool:
         """Send our entry's swap, with ``fault`` on the call: whether we heard it commit."""
-        snapshot = self.section.txns.read(1.0)
+        snapshot = run(self.transport, self.section.txns.read(1.0))
         ours = section_codec.Entry(lease.id, SEQ, SortedPartitions([PART]), "p")
         self.transport.fault = fault
         try:
-            _, written = self.section.txns.swap(snapshot, [], [], [ours], 1.0)
+            _, written = run(self.transport, self.section.txns.swap(snapshot, [], [], [ours], 1.0))
         except RetryableRpc:
             return False
         return written
@@ -107,7 +108,7 @@ class World:
 
     def held(self) -> list[Owner]:
         """The owners whose entries etcd shows live, as any reader sees them."""
-        return [e.owner for e in self.section.txns.read(1.0).live()]
+        return [e.owner for e in run(self.transport, self.section.txns.read(1.0)).live()]
 
 
 # -- release -----------------------------------------------------------------------------------
@@ -118,7 +119,7 @@ def test_release_deletes_the_marker_then_gives_the_lease_back() -> None:
     lease = world.lease()
     assert world.swap(lease, "ok")
     owner = Owner(lease.id, SEQ)
-    snapshot = world.section.txns.read(1.0)
+    snapshot = run(world.transport, world.section.txns.read(1.0))
     world.known.store(snapshot, world.clock())
     assert [e.owner for e in world.known.live(snapshot)] == [owner]
 
@@ -171,7 +172,7 @@ def test_a_delete_that_fails_until_the_release_timeout_is_made_good_by_the_revok
     assert world.clock() - start <= world.config.release_timeout
     assert error is None
     assert world.held() == [] and lease.revoked and lease.id not in world.etcd.leases
-    assert world.pool.take(world.clock() + 1.0, 1.0, "next") is not lease
+    assert run(world.transport, world.pool.take(world.clock() + 1.0, 1.0, "next")) is not lease
 
 
 def test_a_delete_that_fails_on_a_lease_still_in_use_retires_it_then_raises() -> None:
@@ -179,7 +180,10 @@ def test_a_delete_that_fails_on_a_lease_still_in_use_retires_it_then_raises() ->
     retired (never renewed again), given back, and the error says when the ranges come free."""
     world = World()
     lease = world.lease()
-    assert world.pool.take(world.clock() + 1.0, 1.0, "another acquisition") is lease
+    assert (
+        run(world.transport, world.pool.take(world.clock() + 1.0, 1.0, "another acquisition"))
+        is lease
+    )
     assert world.swap(lease, "ok")
     held = core.Held(world.known, lease, SEQ, world.clock() + 5.0)
     ops, error = world.drive(core.release(held, world.config), faults=["dropped"] * 100)
@@ -188,8 +192,8 @@ def test_a_delete_that_fails_on_a_lease_still_in_use_retires_it_then_raises() ->
     assert "\n" not in str(error)
     assert lease.retired and not lease.revoked and lease.users == 1
     assert world.held() == [held.owner]  # etcd still shows it; this process does not
-    assert world.known.live(world.section.txns.read(1.0)) == []
-    assert world.pool.take(world.clock() + 1.0, 1.0, "next") is not lease
+    assert world.known.live(run(world.transport, world.section.txns.read(1.0))) == []
+    assert run(world.transport, world.pool.take(world.clock() + 1.0, 1.0, "next")) is not lease
 
 
 def test_expire_deletes_the_marker_and_the_release_then_only_gives_the_lease_back() -> None:
@@ -237,7 +241,10 @@ def test_a_tombstone_retried_after_a_lost_reply_stays_a_tombstone() -> None:
     world = World()
     lease = world.lease()
     # Another acquisition rides on the lease: retired by the failure, it lives on for it.
-    assert world.pool.take(world.clock() + 1.0, 1.0, "another acquisition") is lease
+    assert (
+        run(world.transport, world.pool.take(world.clock() + 1.0, 1.0, "another acquisition"))
+        is lease
+    )
     assert not world.swap(lease, "delayed")  # sent; etcd applies it later
     owner = abandoned(world, lease)
 
@@ -251,7 +258,7 @@ def test_a_tombstone_retried_after_a_lost_reply_stays_a_tombstone() -> None:
     assert world.marker(owner) == TOMBSTONE
     world.etcd.apply_delayed(0)  # the late swap arrives: its "marker absent" compare fails
     assert world.held() == []
-    assert world.section.txns.read(1.0).entries == ()
+    assert run(world.transport, world.section.txns.read(1.0)).entries == ()
     assert world.marker(owner) == TOMBSTONE
 
 
@@ -265,7 +272,7 @@ def test_a_delayed_swap_cannot_commit_once_the_tombstones_lease_is_revoked() -> 
     assert (ops, error) == ([Tombstone, RetireLease, Wait, Tombstone, GiveBack], None)
     assert lease.id not in world.etcd.leases and world.marker(owner) is None
     world.etcd.apply_delayed(0)  # its put names a lease etcd no longer has: refused whole
-    assert world.held() == [] and world.section.txns.read(1.0).entries == ()
+    assert world.held() == [] and run(world.transport, world.section.txns.read(1.0)).entries == ()
 
 
 def test_a_committed_abandoned_swap_is_killed_by_its_tombstone() -> None:

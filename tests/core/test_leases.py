@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from lessor.etcd.calls import run
 from lessor.etcd.leases import MAX_LEASE_TTL, EtcdLease, LeasePool
 from lessor.etcd.transport import RetryableRpc
 from tests.support.etcd_model import EtcdModel, FakeClock, ModelTransport
@@ -70,7 +71,7 @@ class Etcd:
         return self.transport.kv(method, request, timeout, what)
 
     def pool(self, share: bool = True) -> LeasePool:
-        return LeasePool(self, margin=MARGIN, share=share, clock=self.clock)  # type: ignore[arg-type]
+        return LeasePool(self.rpc, margin=MARGIN, share=share, clock=self.clock)  # type: ignore[arg-type]
 
     def alive(self, lease: EtcdLease) -> bool:
         """Whether etcd still has the lease (it was neither revoked nor expired)."""
@@ -78,7 +79,7 @@ class Etcd:
         return lease.id in self.model.leases
 
     def take(self, pool: LeasePool, dur: float, users: int = 1) -> EtcdLease:
-        return pool.take(self.clock() + dur, TIMEOUT, "test", users=users)
+        return run(self, pool.take(self.clock() + dur, TIMEOUT, "test", users=users))  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -162,7 +163,7 @@ def test_leases_etcd_made_longer_than_asked_are_shared_up_to_that() -> None:
 def test_a_retired_lease_is_never_renewed(etcd: Etcd) -> None:
     pool = etcd.pool()
     first = etcd.take(pool, 2.5)
-    pool.retire(first, TIMEOUT)  # e.g. a marker on it could not be deleted
+    run(etcd, pool.retire(first, TIMEOUT))  # e.g. a marker on it could not be deleted
     etcd.clock.advance(1.0)
     second = etcd.take(pool, 2.5)
     assert second is not first and etcd.renewals == 0
@@ -172,9 +173,9 @@ def test_a_retired_lease_is_never_renewed(etcd: Etcd) -> None:
 def test_retiring_an_idle_lease_revokes_it(etcd: Etcd) -> None:
     pool = etcd.pool()
     first = etcd.take(pool, 2.5)
-    pool.give_back(first, TIMEOUT)  # idle, still current
+    run(etcd, pool.give_back(first, TIMEOUT))  # idle, still current
     assert etcd.alive(first)
-    pool.retire(first, TIMEOUT)
+    run(etcd, pool.retire(first, TIMEOUT))
     assert not etcd.alive(first) and first.revoked
 
 
@@ -188,7 +189,7 @@ def test_a_renewal_that_returns_after_a_retire_is_not_used(etcd: Etcd) -> None:
 
     def retire_meanwhile(lease_id: int, timeout: float, what: str) -> int:
         ttl = sent(lease_id, timeout, what)
-        pool.retire(first, TIMEOUT)  # a release's delete of a marker on it failed
+        run(etcd, pool.retire(first, TIMEOUT))  # a release's delete of a marker on it failed
         return ttl
 
     etcd.keep_alive = retire_meanwhile  # type: ignore[method-assign]
@@ -207,7 +208,7 @@ def test_a_lease_that_expired_locally_is_not_renewed(etcd: Etcd) -> None:
 def test_a_renewal_etcd_answers_not_found_grants_a_new_lease(etcd: Etcd) -> None:
     pool = etcd.pool()
     first = etcd.take(pool, 2.5)
-    pool.give_back(first, TIMEOUT)
+    run(etcd, pool.give_back(first, TIMEOUT))
     etcd.transport.lease("LeaseRevoke", etcd.rpc.LeaseRevokeRequest(ID=first.id), 1.0, "test")
     etcd.clock.advance(1.0)
     second = etcd.take(pool, 2.5)
@@ -231,9 +232,9 @@ def test_a_superseded_lease_is_revoked_when_its_last_user_gives_it_back(etcd: Et
     first = etcd.take(pool, 100.0, users=2)
     second = etcd.take(pool, 1.0)  # supersedes the first
     assert first.retired and etcd.alive(first)
-    pool.give_back(first, TIMEOUT)
+    run(etcd, pool.give_back(first, TIMEOUT))
     assert etcd.alive(first)
-    pool.give_back(first, TIMEOUT)
+    run(etcd, pool.give_back(first, TIMEOUT))
     assert not etcd.alive(first) and first.revoked
     assert etcd.alive(second) and not second.retired
 
@@ -241,7 +242,7 @@ def test_a_superseded_lease_is_revoked_when_its_last_user_gives_it_back(etcd: Et
 def test_a_superseded_idle_lease_is_revoked_at_once(etcd: Etcd) -> None:
     pool = etcd.pool()
     first = etcd.take(pool, 100.0)
-    pool.give_back(first, TIMEOUT)
+    run(etcd, pool.give_back(first, TIMEOUT))
     assert etcd.alive(first)  # current and idle: kept for the next acquisition
     etcd.take(pool, 1.0)
     assert not etcd.alive(first)
@@ -255,16 +256,16 @@ def test_a_lease_past_its_local_expiry_is_still_revoked(etcd: Etcd) -> None:
     etcd.clock.advance(10.0)
     etcd.take(pool, 1.0)  # supersedes the first, still in use
     calls = etcd.transport.calls
-    pool.give_back(first, TIMEOUT)
+    run(etcd, pool.give_back(first, TIMEOUT))
     assert first.revoked and etcd.transport.calls == calls + 1
 
 
 def test_close_retires_the_current_lease(etcd: Etcd) -> None:
     pool = etcd.pool()
     lease = etcd.take(pool, 1.0)
-    pool.close(TIMEOUT)
+    run(etcd, pool.close(TIMEOUT))
     assert etcd.alive(lease)  # still in use
-    pool.give_back(lease, TIMEOUT)
+    run(etcd, pool.give_back(lease, TIMEOUT))
     assert not etcd.alive(lease)
 
 
@@ -272,10 +273,10 @@ def test_a_retired_lease_is_never_handed_out_again(etcd: Etcd) -> None:
     pool = etcd.pool()
     first = etcd.take(pool, 1.0)
     etcd.transport.lease("LeaseRevoke", etcd.rpc.LeaseRevokeRequest(ID=first.id), 1.0, "test")
-    pool.retire(first, TIMEOUT)  # the core learned that etcd no longer knows it
+    run(etcd, pool.retire(first, TIMEOUT))  # the core learned that etcd no longer knows it
     second = etcd.take(pool, 1.0)
     assert second is not first
-    pool.give_back(first, TIMEOUT)  # a revoke that etcd answers "not found": quiet
+    run(etcd, pool.give_back(first, TIMEOUT))  # a revoke that etcd answers "not found": quiet
     assert first.revoked and etcd.alive(second)
 
 
@@ -286,9 +287,9 @@ def test_unshared_each_acquisition_has_its_own_lease_revoked_when_given_back(
     a = etcd.take(pool, 1.0)
     b = etcd.take(pool, 1.0)
     assert a is not b and etcd.asked == [2, 2]  # ceil(1.0 + 0.2)
-    pool.give_back(a, TIMEOUT)
+    run(etcd, pool.give_back(a, TIMEOUT))
     assert not etcd.alive(a) and etcd.alive(b)
-    pool.give_back(b, TIMEOUT)
+    run(etcd, pool.give_back(b, TIMEOUT))
     assert not etcd.alive(b)
 
 
@@ -296,9 +297,9 @@ def test_unshared_a_group_shares_one_lease_until_the_last_gives_it_back(etcd: Et
     pool = etcd.pool(share=False)
     group = etcd.take(pool, 1.0, users=3)
     for _ in range(2):
-        pool.give_back(group, TIMEOUT)
+        run(etcd, pool.give_back(group, TIMEOUT))
         assert etcd.alive(group)
-    pool.give_back(group, TIMEOUT)
+    run(etcd, pool.give_back(group, TIMEOUT))
     assert not etcd.alive(group)
 
 

@@ -19,6 +19,7 @@ import grpc
 
 from lessor.etcd import core
 from lessor.etcd import section as section_codec
+from lessor.etcd.calls import run
 from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.known import Known
 from lessor.etcd.leases import EtcdLease, LeasePool
@@ -39,7 +40,7 @@ class World:
         self.clock = FakeClock()
         self.etcd = EtcdModel(self.clock)
         self.transport = ModelTransport(self.etcd)
-        self.pool = LeasePool(self.transport, margin=0.2, share=True, clock=self.clock)
+        self.pool = LeasePool(self.transport.rpc, margin=0.2, share=True, clock=self.clock)
         self.keys = SectionKeys.of("/t/", "s")
         self.section = SectionShell(self.transport, self.keys, self.pool)
         self.known: Known = self.section.known
@@ -48,16 +49,16 @@ class World:
 
     def write_marker(self, lease: EtcdLease, seq: int) -> None:
         """Our entry's swap commits; (the test says whether its reply arrived)."""
-        snapshot = self.section.txns.read(1.0)
+        snapshot = run(self.transport, self.section.txns.read(1.0))
         ours = section_codec.Entry(lease.id, seq, SortedPartitions([PART]), "p")
-        _, written = self.section.txns.swap(snapshot, [], [], [ours], 1.0)
+        _, written = run(self.transport, self.section.txns.swap(snapshot, [], [], [ours], 1.0))
         assert written
 
     def another_worker_cycle(self) -> None:
         """Another acquisition of the same process, same duration: it takes the shared lease
         (renewing it when it would end before its deadline + margin) and gives it back."""
-        lease = self.pool.take(self.clock() + 1.0, 1.0, "another worker")
-        self.pool.give_back(lease, 1.0)
+        lease = run(self.transport, self.pool.take(self.clock() + 1.0, 1.0, "another worker"))
+        run(self.transport, self.pool.give_back(lease, 1.0))
 
     def marker_alive(self, lease: EtcdLease, seq: int) -> bool:
         kv = self.etcd.kvs.get(self.keys.marker(lease.id, seq))
@@ -81,7 +82,9 @@ def test_an_abandoned_marker_whose_tombstone_keeps_failing_ends_with_its_lease()
     Invariant 2: an abandoned marker must not be kept alive by a renewal for more than one TTL
     after the failure. Here: 20 s after the abandonment, the marker is still alive."""
     w = World()
-    lease = w.pool.take(w.clock() + 1.0, 1.0, "acquisition #1")  # TTL ceil(1.2) = 2
+    lease = run(
+        w.transport, w.pool.take(w.clock() + 1.0, 1.0, "acquisition #1")
+    )  # TTL ceil(1.2) = 2
     w.write_marker(lease, SEQ)  # the swap committed; its reply was lost
     owner = Owner(lease.id, SEQ)
     w.known.abandoned.add(owner)
@@ -120,7 +123,7 @@ def test_while_a_release_still_tries_its_delete_no_acquisition_renews_its_lease(
     """The lease is retired at the first failed delete: another acquisition of the process,
     meanwhile, gets a new lease, and the undeleted marker's lease keeps the expiry it had."""
     w = World()
-    lease = w.pool.take(w.clock() + 3.0, 1.0, "A")
+    lease = run(w.transport, w.pool.take(w.clock() + 3.0, 1.0, "A"))
     w.write_marker(lease, SEQ)
     held = core.Held(w.known, lease, SEQ, w.clock() + 3.0)
     expiry = w.etcd.leases[lease.id].expiry
@@ -136,7 +139,9 @@ def test_while_a_release_still_tries_its_delete_no_acquisition_renews_its_lease(
                 error = RetryableRpc("model:2379", grpc.StatusCode.UNAVAILABLE, "delete failed")
             elif isinstance(op, Wait):
                 w.clock.advance(op.seconds)
-                others.append(w.pool.take(w.clock() + 3.0, 1.0, "B"))  # would need renewing
+                others.append(
+                    run(w.transport, w.pool.take(w.clock() + 3.0, 1.0, "B"))
+                )  # would need renewing
             else:
                 result = w.section.perform(op)
     except StopIteration:
@@ -160,7 +165,7 @@ def test_an_expire_that_fails_after_the_holder_gave_back_revokes_the_idle_lease(
     Invariant 4: a lease retired and idle must be revoked. L (and A's marker with it) is left
     to its TTL, though etcd answers again by then."""
     w = World()
-    lease = w.pool.take(w.clock() + 1.0, 1.0, "A")
+    lease = run(w.transport, w.pool.take(w.clock() + 1.0, 1.0, "A"))
     w.write_marker(lease, SEQ)
     held = core.Held(w.known, lease, SEQ, w.clock() + 1.0)
     w.clock.advance(1.0)  # A's deadline

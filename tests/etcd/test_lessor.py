@@ -22,6 +22,7 @@ from lessor import (
     Unavailable,
 )
 from lessor.etcd import MAX_LIVE_LEASES, EtcdLessor, EtcdSettings, SectionFull
+from lessor.etcd.calls import run
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.transport import RetryableRpc
 from lessor.testing import LocalEtcd
@@ -385,17 +386,17 @@ def test_an_abandoned_swap_holds_nothing_whichever_lands_first(
     from lessor.etcd.state import SectionTxns  # noqa: PLC0415
 
     transport = etcd_lessor._transport
-    txns = SectionTxns(transport, SectionKeys.of(etcd_lessor.prefix, "s"))
+    txns = SectionTxns(transport.rpc, SectionKeys.of(etcd_lessor.prefix, "s"))
     grant = transport.lease("LeaseGrant", transport.rpc.LeaseGrantRequest(TTL=30), 5, "test")
     ours = section.Entry(grant.ID, 1, SortedPartitions([P(0, 10)]), "late")
-    snapshot = txns.read(5)
+    snapshot = run(transport, txns.read(5))
     if order == "swap lands first":
-        assert txns.swap(snapshot, [], [], [ours], 5)[1]
-        txns.abandon(grant.ID, 1, 5)
+        assert run(transport, txns.swap(snapshot, [], [], [ours], 5))[1]
+        run(transport, txns.abandon(grant.ID, 1, 5))
     else:
-        txns.abandon(grant.ID, 1, 5)
-        assert not txns.swap(snapshot, [], [], [ours], 5)[1]
-    assert txns.read(5).live() == []
+        run(transport, txns.abandon(grant.ID, 1, 5))
+        assert not run(transport, txns.swap(snapshot, [], [], [ours], 5))[1]
+    assert run(transport, txns.read(5)).live() == []
     with etcd_lessor.lease("s", P(0, 10), 5) as lease:
         assert lease.partitions == [P(0, 10)]
 

@@ -24,7 +24,7 @@ class Proc:
     def __init__(self, name: str, etcd: EtcdModel, clock: FakeClock, share: bool = True) -> None:
         self.name, self.etcd, self.clock = name, etcd, clock
         self.transport = ModelTransport(etcd)
-        self.pool = LeasePool(self.transport, margin=0.2, share=share, clock=clock)
+        self.pool = LeasePool(self.transport.rpc, margin=0.2, share=share, clock=clock)
         self.config = core.Config(holder=name, rpc_timeout=1.0, release_timeout=1.0, clock=clock)
         self.sections: dict[str, SectionShell] = {}
         self.seq = 0

@@ -36,6 +36,11 @@ carried; etcd starts its countdown later, so the local view always ends first.
 
 With ``share=False``, each acquisition (or each group of acquisitions written together) gets
 a lease of its own, revoked when it is released: three etcd writes a cycle.
+
+**No I/O here.** The pool's methods that talk to etcd are generators of calls (``calls.py``):
+the threaded shell runs them with :func:`~lessor.etcd.calls.run`, the asyncio one awaits them
+with :func:`~lessor.etcd.calls.arun`. The pool's lock guards its bookkeeping only; it is never
+held across a call, so tasks of one event loop and threads can share a pool alike.
 """
 
 from __future__ import annotations
@@ -46,9 +51,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lessor.errors import LessorError
-from lessor.etcd.transport import LeaseNotFound, RetryableRpc, Transport
+from lessor.etcd.calls import Calls, KeepAlive, Unary
+from lessor.etcd.rpc_errors import LeaseNotFound, RetryableRpc
 
 __all__ = ["MAX_LEASE_TTL", "EtcdLease", "LeasePool"]
 
@@ -86,13 +93,13 @@ class LeasePool:
 
     def __init__(
         self,
-        transport: Transport,
+        rpc: Any,
         *,
         margin: float,
         share: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._transport = transport
+        self._rpc = rpc  # etcd's generated messages (a transport's ``rpc``)
         self._clock = clock
         self._margin = margin
         self._share = share
@@ -105,7 +112,7 @@ class LeasePool:
         """The longest acquisition a lease of at most :data:`MAX_LEASE_TTL` can cover."""
         return float(MAX_LEASE_TTL - 1) - self._margin
 
-    def take(self, until: float, timeout: float, what: str, users: int = 1) -> EtcdLease:
+    def take(self, until: float, timeout: float, what: str, users: int = 1) -> Calls[EtcdLease]:
         """A lease that lives past ``until + margin``, for ``users`` acquisitions: the current
         one (renewed if need be) when its TTL fits, else a new grant.
 
@@ -129,28 +136,28 @@ class LeasePool:
         if shared:
             assert current is not None
             try:
-                renewed = fresh or self._renew(current, until, timeout, what)
+                renewed = fresh or (yield from self._renew(current, until, timeout, what))
             except BaseException:
-                self.give_back(current, timeout, users)
+                yield from self.give_back(current, timeout, users)
                 raise
             if renewed:
                 return current
-            self.give_back(current, timeout, users)
-        return self._grant(ttl, until, timeout, what, users)
+            yield from self.give_back(current, timeout, users)
+        return (yield from self._grant(ttl, until, timeout, what, users))
 
     def _ttl(self, until: float, now: float) -> int:
         return max(1, math.ceil(until - now + self._margin))
 
-    def _renew(self, lease: EtcdLease, until: float, timeout: float, what: str) -> bool:
+    def _renew(self, lease: EtcdLease, until: float, timeout: float, what: str) -> Calls[bool]:
         """Renew ``lease`` so that it lives past ``until + margin``; False when it cannot
         serve (etcd no longer knows it, or renewed it for less): it is retired."""
         if lease.retired:  # since it was taken: a marker on it must be left to die
             return False
         t0 = self._clock()
         try:
-            ttl = self._transport.keep_alive(lease.id, timeout, what)
+            ttl = yield KeepAlive(lease.id, timeout, what)
         except LeaseNotFound:
-            self.retire(lease, timeout)
+            yield from self.retire(lease, timeout)
             return False
         with self._lock:
             if t0 + ttl > lease.expiry:
@@ -162,14 +169,15 @@ class LeasePool:
                 return False
             if until + self._margin <= lease.expiry:
                 return True
-        self.retire(lease, timeout)  # etcd renewed it for less than its TTL: it never should
+        yield from self.retire(lease, timeout)  # etcd renewed it for less than its TTL
         return False
 
-    def _grant(self, ttl: int, until: float, timeout: float, what: str, users: int) -> EtcdLease:
+    def _grant(
+        self, ttl: int, until: float, timeout: float, what: str, users: int
+    ) -> Calls[EtcdLease]:
         t0 = self._clock()
-        response = self._transport.lease(
-            "LeaseGrant", self._transport.rpc.LeaseGrantRequest(TTL=ttl), timeout, what
-        )
+        response = yield Unary("lease", "LeaseGrant", self._rpc.LeaseGrantRequest(TTL=ttl),
+                               timeout, what)  # fmt: skip
         if response.error:
             raise LessorError(f"{what}: etcd refused a lease of {ttl}s: {response.error}")
         lease = EtcdLease(id=response.ID, ttl=response.TTL, t0=t0, users=users)
@@ -177,7 +185,7 @@ class LeasePool:
             self._minimum_ttl = max(self._minimum_ttl, response.TTL)
         if lease.expiry - self._margin < until:
             # etcd granted less than asked (it never should): no acquisition may rely on it.
-            self._revoke(lease, timeout)
+            yield from self._revoke(lease, timeout)
             raise LessorError(f"{what}: etcd granted {response.TTL}s, asked for {ttl}s")
         superseded = None
         with self._lock:
@@ -186,35 +194,35 @@ class LeasePool:
             else:
                 lease.retired = True
         if superseded is not None:
-            self._retire_and_revoke(superseded, timeout)
+            yield from self._retire_and_revoke(superseded, timeout)
         return lease
 
-    def give_back(self, lease: EtcdLease, timeout: float, users: int = 1) -> bool:
+    def give_back(self, lease: EtcdLease, timeout: float, users: int = 1) -> Calls[bool]:
         """``users`` acquisitions no longer use ``lease`` (their markers are deleted, or will
         expire). False when the lease was to be revoked and etcd could not be told: it ends at
         its expiry instead, and so does every key still attached to it."""
         with self._lock:
             lease.users -= users
             idle = lease.users == 0 and lease.retired
-        return self._revoke(lease, timeout) if idle else True
+        return (yield from self._revoke(lease, timeout)) if idle else True
 
-    def retire(self, lease: EtcdLease, timeout: float) -> None:
+    def retire(self, lease: EtcdLease, timeout: float) -> Calls[None]:
         """Never hand ``lease`` out nor renew it again: etcd no longer knows it, or a marker
         on it could not be deleted and must die with it. It is revoked now if nobody uses it,
         else when its last user gives it back; failing that, it ends at its expiry."""
         with self._lock:
             if self._current is lease:
                 self._current = None
-        self._retire_and_revoke(lease, timeout)
+        yield from self._retire_and_revoke(lease, timeout)
 
-    def _retire_and_revoke(self, lease: EtcdLease, timeout: float) -> None:
+    def _retire_and_revoke(self, lease: EtcdLease, timeout: float) -> Calls[None]:
         with self._lock:
             lease.retired = True
             idle = lease.users == 0
         if idle:
-            self._revoke(lease, timeout)
+            yield from self._revoke(lease, timeout)
 
-    def _revoke(self, lease: EtcdLease, timeout: float) -> bool:
+    def _revoke(self, lease: EtcdLease, timeout: float) -> Calls[bool]:
         with lease.lock:
             if lease.revoked:
                 return True
@@ -223,12 +231,8 @@ class LeasePool:
         # Revoked even when our clock says it has expired: a leader change extends every
         # lease (etcd's Promote), and a marker still on it lives until etcd lets it go.
         try:
-            self._transport.lease(
-                "LeaseRevoke",
-                self._transport.rpc.LeaseRevokeRequest(ID=lease_id),
-                timeout,
-                f"revoking etcd lease {lease_id:x}",
-            )
+            yield Unary("lease", "LeaseRevoke", self._rpc.LeaseRevokeRequest(ID=lease_id),
+                        timeout, f"revoking etcd lease {lease_id:x}")  # fmt: skip
         except LeaseNotFound:
             pass
         except (RetryableRpc, LessorError) as e:
@@ -238,9 +242,9 @@ class LeasePool:
             return False
         return True
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float) -> Calls[None]:
         """Revoke the current lease once its acquisitions are done with it."""
         with self._lock:
             current, self._current = self._current, None
         if current is not None:
-            self._retire_and_revoke(current, timeout)
+            yield from self._retire_and_revoke(current, timeout)

@@ -25,7 +25,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -36,14 +35,14 @@ from lessor.context import Context
 from lessor.contract import Grant, Lessor
 from lessor.errors import LessorError
 from lessor.etcd import core
+from lessor.etcd.calls import run
 from lessor.etcd.channels import Channels, TLSConfig
 from lessor.etcd.client_transport import ClientTransport
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys, validate_prefix
 from lessor.etcd.leases import LeasePool
-from lessor.etcd.ops import CleanUp, Track
+from lessor.etcd.ops import CleanUp
 from lessor.etcd.reaper import Reaper
-from lessor.etcd.retry import retry_deadline
 from lessor.etcd.shell import CleanUps, SectionShell
 from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import Transport
@@ -142,7 +141,7 @@ class EtcdLessor(Lessor):
         if holder is not None and holder.encode("utf-8", "replace") == TOMBSTONE:
             raise ValueError(f"holder must not be {holder!r}: that marks abandoned acquisitions")
         self._holder = holder if holder is not None else f"{socket.gethostname()}:{os.getpid()}"
-        self._pool = LeasePool(self._transport, margin=margin, share=share_leases)
+        self._pool = LeasePool(self._transport.rpc, margin=margin, share=share_leases)
         self._config = core.Config(
             holder=self._holder,
             rpc_timeout=self._rpc_timeout,
@@ -203,45 +202,28 @@ class EtcdLessor(Lessor):
                 self._done_with_one()  # nothing to release: this acquisition is over
 
     def _acquire_open(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
-        now = time.monotonic()
-        until = now + dur
-        if ctx.deadline is not None:
-            until = min(until, ctx.deadline)
         turn = threading.Event()
         waiter: Waiter[core.Member] | None = None
         try:
             with self._lock:
                 self._seq += 1
                 section = self._section(section_id)
-                member = core.Member(
-                    part=part,
-                    until=until,
-                    deadline=retry_deadline(until, now, self._acquire_timeout),
-                    seq=self._seq,
-                    started=now,
-                    ctx=ctx,
-                    what=f"section {section_id!r}",
-                )
+                member = core.Member.of(ctx, part, dur, seq=self._seq, section_id=section_id,
+                                        acquire_timeout=self._acquire_timeout)  # fmt: skip
                 waiter = Waiter(member, turn.set)
                 leads = section.gate.join(waiter)  # joined before any eviction sees the section
                 self._evict()
-            if leads or self._wait_turn(section, waiter, turn):
-                section.drive(core.lead(section.known, section.gate, waiter, self._config))
+            grant: Grant = section.drive(
+                core.acquire(
+                    section.known, section.gate, waiter, leads=leads, turn=turn, config=self._config
+                )
+            )
+            return grant
         except BaseException:
             # Wherever it arrived, once the waiter exists: out of the gate, nothing held.
             if waiter is not None:
                 section.drive(core.give_up(section.known, section.gate, waiter, self._config))
             raise
-        if member.error is not None:
-            raise member.error
-        grant = member.grant
-        assert grant is not None
-        held = grant.handle
-        if isinstance(held, core.Held) and not held.tracked.claimed:
-            # The core tracks every grant it settles; one whose Track an exception in the
-            # leader's thread cut off (core.lead's way out) is tracked here, by its taker.
-            section.perform(Track((held,)))
-        return grant
 
     def _section(self, section_id: str) -> SectionShell:
         """The section's state, made if need be (under the lessor's lock)."""
@@ -267,20 +249,6 @@ class EtcdLessor(Lessor):
         )
         for section_id in list(idle):
             del self._sections[section_id]
-
-    def _wait_turn(
-        self, section: SectionShell, waiter: Waiter[core.Member], turn: threading.Event
-    ) -> bool:
-        """Wait until a leader settles ``waiter`` (False) or hands it the lead (True)."""
-        member = waiter.item
-        while not turn.is_set() and not member.settled:
-            if member.done(time.monotonic()) and section.drive(
-                core.withdraw(section.known, section.gate, waiter, self._config)
-            ):
-                return False
-            # Bounded waits so that a cancellation (which has no event of ours) is noticed too.
-            turn.wait(max(0.0, min(member.deadline - time.monotonic(), 0.1)) or 0.01)
-        return not member.settled
 
     def _release(self, grant: Grant) -> None:
         held = grant.handle
@@ -363,7 +331,7 @@ class EtcdLessor(Lessor):
         if not self._clean_ups.join(2 * self._release_timeout):
             log.info("closing an etcd lessor before its clean-ups ended (what they were "
                      "clearing ends with its etcd lease)")  # fmt: skip
-        self._pool.close(self._rpc_timeout)
+        run(self._transport, self._pool.close(self._rpc_timeout))
         self._transport.close()
 
     def __enter__(self) -> EtcdLessor:

@@ -34,6 +34,7 @@ __all__ = [
     "Tombstone",
     "Track",
     "Wait",
+    "WaitTurn",
 ]
 
 
@@ -128,6 +129,16 @@ class Wait:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitTurn:
+    """Wait up to ``seconds`` for ``turn`` (what the shell made to wake this acquisition:
+    a thread's event, a task's): the gate's leader settled it, or handed it the lead.
+    Result: None (the core looks at the gate to know which, if either)."""
+
+    turn: Any
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class CleanUp:
     """Run ``steps`` apart from the caller (a thread, a task), to their end; result: None."""
 
@@ -145,6 +156,7 @@ Op = (
     | Tombstone
     | Track
     | Wait
+    | WaitTurn
     | CleanUp
 )
 

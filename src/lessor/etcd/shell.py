@@ -18,24 +18,19 @@ from typing import Any
 
 from lessor.context import Context
 from lessor.etcd import core
+from lessor.etcd.calls import Calls, run
 from lessor.etcd.gate import Gate
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.known import Known
 from lessor.etcd.leases import LeasePool
+from lessor.etcd.op_calls import etcd_calls
 from lessor.etcd.ops import (
-    Check,
     CleanUp,
-    DeleteMarker,
-    GiveBack,
     Op,
-    Read,
-    RetireLease,
     Steps,
-    Swap,
-    TakeLease,
-    Tombstone,
     Track,
     Wait,
+    WaitTurn,
 )
 from lessor.etcd.reaper import Reaper
 from lessor.etcd.state import SectionTxns
@@ -102,7 +97,8 @@ class SectionShell:
         """``reaper`` ends grants still held at their deadlines (without one, as in tests of
         the core, an overrun ends at its release); ``clean_ups`` runs clean-ups (a lessor's
         sections share one)."""
-        self.txns = SectionTxns(transport, keys)
+        self.txns = SectionTxns(transport.rpc, keys)
+        self._transport = transport
         self.known = Known(keys)
         self.gate: Gate[core.Member] = Gate(lambda m: m.settled)
         self._pool = pool
@@ -154,20 +150,14 @@ class SectionShell:
         return self._handlers[type(op)](op)
 
     def _handle(self) -> dict[type, Callable[[Any], Any]]:
-        txns, pool = self.txns, self._pool
-        return {
-            Swap: lambda op: txns.swap(
-                op.snapshot, op.live, op.relied, op.ours, op.timeout, drop=op.drop
-            ),
-            Read: lambda op: txns.read(op.timeout),
-            Check: lambda op: txns.check(op.snapshot, op.relied, op.timeout),
-            TakeLease: lambda op: pool.take(op.until, op.timeout, op.what, users=op.users),
-            GiveBack: lambda op: pool.give_back(op.lease, op.timeout),
-            DeleteMarker: lambda op: txns.delete_marker(op.owner.lease, op.owner.seq, op.timeout),
-            RetireLease: lambda op: pool.retire(op.lease, op.timeout),
-            Tombstone: lambda op: txns.abandon(op.owner.lease, op.owner.seq, op.timeout),
+        calls, transport = etcd_calls(self.txns, self._pool), self._transport
+        handlers: dict[type, Callable[[Any], Any]] = {
+            kind: _through(transport, make) for kind, make in calls.items()
+        }
+        return handlers | {
             Track: self._track,
             Wait: self._wait,
+            WaitTurn: lambda op: op.turn.wait(op.seconds),  # a threading.Event (lessor.py)
             CleanUp: self._clean_up,
         }
 
@@ -196,3 +186,8 @@ class SectionShell:
         except Exception:
             log.warning("section=%r: a clean-up failed", self.known.keys.section_id,
                         exc_info=True)  # fmt: skip
+
+
+def _through(transport: Transport, make: Callable[[Any], Calls[Any]]) -> Callable[[Any], Any]:
+    """A handler that makes an operation's calls (``make(op)``) through ``transport``."""
+    return lambda op: run(transport, make(op))

@@ -1,4 +1,8 @@
-"""A section as seen at one revision, and the three Txns that read and change it.
+"""A section as seen at one revision, and the Txns that read and change it.
+
+The Txns are built and their answers read here, with no I/O: each method is a generator that
+yields its call (``calls.py``) and returns what the answer means, so that the threaded shell
+and the asyncio one make the very same calls.
 
 Every Txn returns, in one round trip, what the next step needs: a read returns the value and
 the markers at one revision; a check or a compare-and-swap that fails returns the same fresh
@@ -13,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lessor.etcd import section
+from lessor.etcd.calls import Calls, Unary
 from lessor.etcd.keys import Owner, SectionKeys
-from lessor.etcd.transport import Transport
 
 __all__ = ["TOMBSTONE", "SectionTxns", "Snapshot"]
 
@@ -37,25 +41,28 @@ class Snapshot:
 
 
 class SectionTxns:
-    """The Txns on one section's keys."""
+    """The Txns on one section's keys, as calls (run them with :func:`lessor.etcd.calls.run`
+    or :func:`~lessor.etcd.calls.arun`). ``rpc`` is the module of etcd's generated messages
+    (a transport's ``rpc``)."""
 
-    def __init__(self, transport: Transport, keys: SectionKeys) -> None:
-        self._transport = transport
-        self._rpc = transport.rpc
+    def __init__(self, rpc: Any, keys: SectionKeys) -> None:
+        self._rpc = rpc
         self.keys = keys
         self._what = f"section {keys.section_id!r}"
         self._state = self._state_ops()  # the same two reads in every Txn: build them once
 
-    def read(self, timeout: float) -> Snapshot:
-        response = self._txn([], self._state, [], timeout)
+    def read(self, timeout: float) -> Calls[Snapshot]:
+        response = yield self._txn([], self._state, [], timeout)
         return self._parse(response.header.revision, response.responses)
 
     def check(
         self, snapshot: Snapshot, relied: Sequence[section.Entry], timeout: float
-    ) -> tuple[Snapshot, bool]:
+    ) -> Calls[tuple[Snapshot, bool]]:
         """Whether ``snapshot`` still holds for the entries ``relied`` on (no write); either
         way, the state as it is now."""
-        response = self._txn(self._compares(snapshot, relied), self._state, self._state, timeout)
+        response = yield self._txn(
+            self._compares(snapshot, relied), self._state, self._state, timeout
+        )
         return self._parse(response.header.revision, response.responses), response.succeeded
 
     def swap(
@@ -67,7 +74,7 @@ class SectionTxns:
         timeout: float,
         *,
         drop: Sequence[Owner] = (),
-    ) -> tuple[Snapshot, bool]:
+    ) -> Calls[tuple[Snapshot, bool]]:
         """Write the entries ``ours`` beside the ``live`` entries of ``snapshot``, with a marker
         for each, if what ``relied`` on holds, deleting the markers of the entries in ``drop``
         (left out of ``live``).
@@ -101,13 +108,13 @@ class SectionTxns:
             for marker in markers
         ]
         compares = [*self._compares(snapshot, relied), *fresh]
-        response = self._txn(compares, success, self._state, timeout)
+        response = yield self._txn(compares, success, self._state, timeout)
         revision = response.header.revision
         if not response.succeeded:
             return self._parse(revision, response.responses), False
         return Snapshot(revision, revision, entries, self._markers(response.responses[-1])), True
 
-    def abandon(self, lease: int, seq: int, timeout: float) -> None:
+    def abandon(self, lease: int, seq: int, timeout: float) -> Calls[None]:
         """Make sure acquisition ``seq`` holds nothing, whether or not its swap committed.
 
         A swap whose reply was lost may still be queued inside etcd (a paused member applies
@@ -129,19 +136,19 @@ class SectionTxns:
         tombstone = rpc.RequestOp(
             request_put=rpc.PutRequest(key=marker, value=TOMBSTONE, lease=lease)
         )
-        self._txn([committed], [delete], [tombstone], timeout)
+        yield self._txn([committed], [delete], [tombstone], timeout)
 
-    def delete_marker(self, lease: int, seq: int, timeout: float) -> None:
+    def delete_marker(self, lease: int, seq: int, timeout: float) -> Calls[None]:
         request = self._rpc.DeleteRangeRequest(key=self.keys.marker(lease, seq))
-        self._transport.kv("DeleteRange", request, timeout, f"{self._what}: releasing")
+        yield Unary("kv", "DeleteRange", request, timeout, f"{self._what}: releasing")
 
     # -- building and parsing ----------------------------------------------------------------
 
     def _txn(
         self, compare: list[Any], success: list[Any], failure: list[Any], timeout: float
-    ) -> Any:
+    ) -> Unary:
         request = self._rpc.TxnRequest(compare=compare, success=success, failure=failure)
-        return self._transport.kv("Txn", request, timeout, self._what)
+        return Unary("kv", "Txn", request, timeout, self._what)
 
     def _state_ops(self) -> list[Any]:
         rpc, keys = self._rpc, self.keys

@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from lessor.context import Context
+from lessor.etcd.calls import run
 from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.retry import Backoff
 from lessor.etcd.state import SectionTxns, Snapshot
@@ -137,7 +138,7 @@ class _Wait:
         self._ctx = ctx
         self._transport = transport
         self._keys = keys
-        self._txns = SectionTxns(transport, keys)
+        self._txns = SectionTxns(transport.rpc, keys)
         self._rpc_timeout = rpc_timeout
         self._watching = watching
         self._backoff = Backoff()
@@ -147,7 +148,7 @@ class _Wait:
         """The section now; None once ``ctx`` is done. Retryable failures are tried again."""
         while not self._ctx.done():
             try:
-                return self._txns.read(self._timeout())
+                return run(self._transport, self._txns.read(self._timeout()))
             except RetryableRpc as e:
                 log.debug("%s: reading the section failed (%s); trying again", self._what, e)
                 if self._pause():

@@ -19,7 +19,7 @@ from lessor.errors import Cancelled, DeadlineExceeded, Unavailable
 from lessor.etcd.keys import Owner
 from lessor.etcd.known import Known
 from lessor.etcd.leases import EtcdLease
-from lessor.etcd.retry import RETRYABLE, Backoff, call_timeout
+from lessor.etcd.retry import RETRYABLE, Backoff, call_timeout, retry_deadline
 from lessor.etcd.transport import RetryableRpc
 from lessor.partition import Partition
 
@@ -118,6 +118,35 @@ class Member:
         self.backoff = backoff if backoff is not None else Backoff()
         self.grant: Grant | None = None
         self.error: BaseException | None = None
+
+    @classmethod
+    def of(
+        cls,
+        ctx: Context,
+        part: Partition,
+        dur: float,
+        *,
+        seq: int,
+        acquire_timeout: float,
+        section_id: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Member:
+        """A caller's acquisition of ``part`` for ``dur`` seconds, starting now: its grant
+        ends by ``ctx``'s deadline, and no call is made for it after ``acquire_timeout``
+        (``retry.retry_deadline``)."""
+        now = clock()
+        until = now + dur
+        if ctx.deadline is not None:
+            until = min(until, ctx.deadline)
+        return cls(
+            part=part,
+            until=until,
+            deadline=retry_deadline(until, now, acquire_timeout),
+            seq=seq,
+            started=now,
+            ctx=ctx,
+            what=f"section {section_id!r}",
+        )
 
     @property
     def settled(self) -> bool:
