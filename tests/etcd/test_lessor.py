@@ -405,7 +405,7 @@ def test_the_section_cache_is_bounded(
     etcd_server: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A lessor that uses many sections keeps the state of only the most recently used."""
-    monkeypatch.setattr("lessor.etcd.lessor.MAX_CACHED_SECTIONS", 3)
+    monkeypatch.setattr("lessor.etcd.sections.MAX_CACHED_SECTIONS", 3)
     with EtcdLessor(etcd_server.endpoints, prefix=prefix) as it:
         for name in ("a", "b", "c", "a", "d", "e"):
             with it.lease(name, Partition(0, 10), 5) as lease:

@@ -20,42 +20,32 @@ it was checked at and is not meant for fencing.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-import socket
 import threading
-import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from lessor import checks
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
-from lessor.errors import LessorError
 from lessor.etcd import core
 from lessor.etcd.calls import run
-from lessor.etcd.channels import Channels, TLSConfig
+from lessor.etcd.channels import Channels
 from lessor.etcd.client_transport import ClientTransport
 from lessor.etcd.gate import Waiter
-from lessor.etcd.keys import SectionKeys, validate_prefix
+from lessor.etcd.keys import SectionKeys
 from lessor.etcd.leases import LeasePool
 from lessor.etcd.ops import CleanUp
+from lessor.etcd.options import Options
 from lessor.etcd.reaper import Reaper
+from lessor.etcd.sections import Sections
 from lessor.etcd.shell import CleanUps, SectionShell
-from lessor.etcd.state import TOMBSTONE
 from lessor.etcd.transport import Transport
+from lessor.etcd.usage import Usage
 from lessor.partition import Partition
 
 __all__ = ["EtcdLessor"]
 
 log = logging.getLogger("lessor")
-
-MAX_CACHED_SECTIONS = 1024
-"""Sections whose state a lessor keeps; past that, the least recently used idle one goes (its
-next acquisition reads the section afresh)."""
-
 
 class EtcdLessor(Lessor):
     """Leases ranges through an etcd cluster; see the module documentation.
@@ -106,58 +96,49 @@ class EtcdLessor(Lessor):
         share_leases: bool = True,
         lease_reuse: float | None = None,
     ) -> None:
-        self._prefix = validate_prefix(prefix)
-        self._rpc_timeout = checks.duration(rpc_timeout, "rpc_timeout")
-        self._release_timeout = checks.duration(release_timeout, "release_timeout")
-        self._acquire_timeout = checks.duration(acquire_timeout, "acquire_timeout")
-        margin = checks.duration(margin, "margin", zero=True)
-        checks.flag(share_leases, "share_leases")
-        if lease_reuse is not None:
-            lease_reuse = checks.duration(lease_reuse, "lease_reuse", zero=True)
-            warnings.warn(
-                "EtcdLessor(lease_reuse=...) is deprecated: etcd leases are shared by renewal, "
-                "with no slack; pass share_leases=False for one lease per acquisition",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            share_leases = share_leases and lease_reuse > 0
+        o = Options.check(
+            "EtcdLessor",
+            endpoints,
+            client=client,
+            prefix=prefix,
+            holder=holder,
+            ca_cert=ca_cert,
+            cert_cert=cert_cert,
+            cert_key=cert_key,
+            user=user,
+            password=password,
+            rpc_timeout=rpc_timeout,
+            release_timeout=release_timeout,
+            endpoint_order=endpoint_order,
+            acquire_timeout=acquire_timeout,
+            margin=margin,
+            share_leases=share_leases,
+            lease_reuse=lease_reuse,
+        )
+        self._prefix, self._rpc_timeout = o.prefix, o.rpc_timeout
+        self._release_timeout, self._acquire_timeout = o.release_timeout, o.acquire_timeout
         self._transport: Transport
-        if client is not None:
-            if endpoints is not None:
-                raise ValueError("give endpoints or client, not both")
-            if any(v is not None for v in (ca_cert, cert_cert, cert_key, user, password)):
-                raise ValueError("TLS and auth options apply to endpoints; configure the client")
-            self._transport = ClientTransport(client)
-        elif endpoints is not None:
-            tls = None
-            if any(v is not None for v in (ca_cert, cert_cert, cert_key)):
-                tls = TLSConfig(ca_cert, cert_cert, cert_key)
-            self._transport = Channels(endpoints, tls=tls, user=user, password=password,
-                                       endpoint_order=endpoint_order)  # fmt: skip
+        if o.endpoints is not None:
+            self._transport = Channels(o.endpoints, tls=o.tls, user=o.user, password=o.password,
+                                       endpoint_order=o.endpoint_order)  # fmt: skip
         else:
-            raise ValueError("EtcdLessor needs endpoints (['host:port', ...]) or a client")
-        if holder is not None:
-            checks.instance(holder, "holder", str, "a str or None")
-        if holder is not None and holder.encode("utf-8", "replace") == TOMBSTONE:
-            raise ValueError(f"holder must not be {holder!r}: that marks abandoned acquisitions")
-        self._holder = holder if holder is not None else f"{socket.gethostname()}:{os.getpid()}"
-        self._pool = LeasePool(self._transport.rpc, margin=margin, share=share_leases)
+            self._transport = ClientTransport(o.client)
+        self._holder = o.holder
+        self._pool = LeasePool(self._transport.rpc, margin=o.margin, share=o.share_leases)
         self._config = core.Config(
-            holder=self._holder,
-            rpc_timeout=self._rpc_timeout,
-            release_timeout=self._release_timeout,
+            holder=o.holder,
+            rpc_timeout=o.rpc_timeout,
+            release_timeout=o.release_timeout,
             endpoints=len(self._transport.endpoints),
         )
         self._lock = threading.Lock()
-        self._sections: OrderedDict[str, SectionShell] = OrderedDict()
+        self._sections = Sections(self._new_section, self._lock)
         self._seq = 0
         self._reaper = Reaper(self._expire)
         self._clean_ups = CleanUps()
-        self._closed = False
-        self._shut_down = False
         # Acquisitions under way, and grants handed out with a marker and not yet released:
         # close() shuts down when the last of them ends.
-        self._in_use = 0
+        self._usage = Usage(f"the etcd lessor for {o.prefix!r}")
 
     @property
     def max_duration(self) -> float:
@@ -188,11 +169,7 @@ class EtcdLessor(Lessor):
     # -- Lessor ------------------------------------------------------------------------------
 
     def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
-        with self._lock:
-            # Under the lock that close() takes: it either refuses this acquisition, or sees
-            # it under way and shuts down only once it has ended (or its grant is released).
-            self._check_open()
-            self._in_use += 1
+        self._usage.begin()
         grant: Grant | None = None
         try:
             grant = self._acquire_open(ctx, section_id, part, dur)
@@ -207,12 +184,12 @@ class EtcdLessor(Lessor):
         try:
             with self._lock:
                 self._seq += 1
-                section = self._section(section_id)
+                section = self._sections.get(section_id)
                 member = core.Member.of(ctx, part, dur, seq=self._seq, section_id=section_id,
                                         acquire_timeout=self._acquire_timeout)  # fmt: skip
                 waiter = Waiter(member, turn.set)
                 leads = section.gate.join(waiter)  # joined before any eviction sees the section
-                self._evict()
+                self._sections.evict()
             grant: Grant = section.drive(
                 core.acquire(
                     section.known, section.gate, waiter, leads=leads, turn=turn, config=self._config
@@ -225,30 +202,11 @@ class EtcdLessor(Lessor):
                 section.drive(core.give_up(section.known, section.gate, waiter, self._config))
             raise
 
-    def _section(self, section_id: str) -> SectionShell:
-        """The section's state, made if need be (under the lessor's lock)."""
-        section = self._sections.get(section_id)
-        if section is None:
-            keys = SectionKeys.of(self._prefix, section_id)
-            section = self._sections[section_id] = SectionShell(
-                self._transport, keys, self._pool, reaper=self._reaper, clean_ups=self._clean_ups
-            )
-        else:
-            self._sections.move_to_end(section_id)
-        return section
-
-    def _evict(self) -> None:
-        """Forget idle sections past :data:`MAX_CACHED_SECTIONS`, least recently used first.
-        A section that is being acquired, or has abandoned acquisitions to clean up, stays."""
-        excess = len(self._sections) - MAX_CACHED_SECTIONS
-        if excess <= 0:
-            return
-        idle = itertools.islice(
-            (section_id for section_id, section in self._sections.items() if section.idle),
-            excess,  # stop at the first few: this runs under the lessor's lock
+    def _new_section(self, section_id: str) -> SectionShell:
+        keys = SectionKeys.of(self._prefix, section_id)
+        return SectionShell(
+            self._transport, keys, self._pool, reaper=self._reaper, clean_ups=self._clean_ups
         )
-        for section_id in list(idle):
-            del self._sections[section_id]
 
     def _release(self, grant: Grant) -> None:
         held = grant.handle
@@ -256,7 +214,7 @@ class EtcdLessor(Lessor):
             return  # an empty lease wrote nothing
         assert isinstance(held, core.Held)
         with self._lock:
-            section = self._section(held.known.keys.section_id)
+            section = self._sections.get(held.known.keys.section_id)
         try:
             section.drive(core.release(held, self._config))
         finally:
@@ -265,17 +223,14 @@ class EtcdLessor(Lessor):
     def _done_with_one(self) -> None:
         """An acquisition ended without a grant to release, or a grant was released: the
         lessor shuts down if it was closed and this was the last."""
-        with self._lock:
-            self._in_use -= 1
-            last = self._closed and self._in_use == 0
-        if last:
+        if self._usage.end():
             self._shut()
 
     def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         """A read of the section, then a watch on its markers (:mod:`lessor.etcd.watch`)."""
         from lessor.etcd.watch import wait_free  # noqa: PLC0415  (only this method's import)
 
-        self._check_open()
+        self._usage.check_open()
         keys = SectionKeys.of(self._prefix, section_id)
         return wait_free(ctx, self._transport, keys, part, rpc_timeout=self._rpc_timeout)
 
@@ -283,21 +238,17 @@ class EtcdLessor(Lessor):
         """One read of the section (:func:`lessor.etcd.watch.is_held`)."""
         from lessor.etcd.watch import is_held  # noqa: PLC0415  (only this method's import)
 
-        self._check_open()
+        self._usage.check_open()
         keys = SectionKeys.of(self._prefix, section_id)
         return is_held(ctx, self._transport, keys, part, rpc_timeout=self._rpc_timeout)
 
     def _expire(self, held: core.Held) -> None:
         """The reaper's: ``held``'s deadline passed before its release; end it apart."""
         with self._lock:
-            section = self._section(held.known.keys.section_id)
+            section = self._sections.get(held.known.keys.section_id)
         section.perform(CleanUp(core.expire(held, self._config)))
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LessorError(f"the etcd lessor for {self._prefix!r} is closed")
 
     def close(self) -> None:
         """Refuse new acquisitions (and ``wait_free``). Leases still held stay valid: they end
@@ -309,22 +260,13 @@ class EtcdLessor(Lessor):
         open, and so may an exception delivered into this bookkeeping itself (a
         KeyboardInterrupt between counting an acquisition and its ``try``): leases still end
         as ever, by release, deadline or etcd lease, but the lessor then stays open."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            in_use = self._in_use
-        if in_use:
+        if self._usage.close():
+            self._shut()
+        elif self._usage.in_use:
             log.info("closing an etcd lessor once its %d leases held or being acquired have "
-                     "ended", in_use)  # fmt: skip
-            return
-        self._shut()
+                     "ended", self._usage.in_use)  # fmt: skip
 
     def _shut(self) -> None:
-        with self._lock:
-            if self._shut_down:
-                return
-            self._shut_down = True
         self._reaper.close()
         # A clean-up's bound: its deletion's tries (release_timeout), then giving back its
         # etcd lease (one more call of at most release_timeout).
