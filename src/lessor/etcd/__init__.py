@@ -2,7 +2,9 @@
 
 Importing this module registers the id ``"etcd"``; ``lessor.get(ctx, "etcd")`` also finds it
 through the ``lessor.backends`` entry point without an import. Nothing picks it unless that id
-is named. Local etcds for tests and demos are in :mod:`lessor.testing`: the names
+is named. Its asyncio counterpart, :class:`AsyncEtcdLessor` (loaded when first named), is
+``lessor.aio.get(ctx, "etcd")``'s, registered by :mod:`lessor.etcd.aio` through the
+``lessor.aio_backends`` entry point. Local etcds for tests and demos are in :mod:`lessor.testing`: the names
 ``LocalEtcd``, ``LocalEtcdCluster`` and ``find_etcd_binary`` here are deprecated aliases, kept
 for one release, that load it only when asked for.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from typing import TYPE_CHECKING
 
 from lessor.context import Context
 from lessor.etcd.core import SectionFull
@@ -20,10 +23,14 @@ from lessor.etcd.plan import MAX_LIVE_LEASES
 from lessor.etcd.settings import ENVIRONMENT, EtcdSettings
 from lessor.registry import register
 
+if TYPE_CHECKING:
+    from lessor.etcd.aio_lessor import AsyncEtcdLessor
+
 __all__ = [
     "ENVIRONMENT",
     "MAX_LIVE_LEASES",
     "MAX_SECTION_ID_BYTES",
+    "AsyncEtcdLessor",
     "EtcdLessor",
     "EtcdSettings",
     "SectionFull",
@@ -40,25 +47,11 @@ def factory(ctx: Context) -> EtcdLessor:
     One lessor per distinct settings is kept for the process, so its connections, etcd
     lease and cached section states are shared by every caller.
     """
-    settings = ctx.value(EtcdSettings)
-    if settings is None:
-        settings = EtcdSettings.from_environment()
-    elif not isinstance(settings, EtcdSettings):
-        raise TypeError(f"ctx value for EtcdSettings must be one, got a {type(settings).__name__}")
+    settings = EtcdSettings.of(ctx)
     with _lessors_lock:
         lessor = _lessors.get(settings)
         if lessor is None:
-            lessor = EtcdLessor(
-                list(settings.endpoints),
-                prefix=settings.prefix,
-                holder=settings.holder,
-                ca_cert=settings.ca_cert,
-                cert_cert=settings.cert_cert,
-                cert_key=settings.cert_key,
-                user=settings.user,
-                password=settings.password,
-            )
-            _lessors[settings] = lessor
+            lessor = _lessors[settings] = EtcdLessor(**settings.arguments())
         return lessor
 
 
@@ -73,6 +66,10 @@ _MOVED = {
 
 
 def __getattr__(name: str) -> object:
+    if name == "AsyncEtcdLessor":  # loaded when asked for: it brings in grpc.aio and lessor.aio
+        from lessor.etcd.aio_lessor import AsyncEtcdLessor  # noqa: PLC0415
+
+        return AsyncEtcdLessor
     if name in _MOVED:
         import importlib  # noqa: PLC0415
 

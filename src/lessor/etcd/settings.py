@@ -20,6 +20,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
+
+from lessor.context import Context
 
 from lessor.etcd.transport import parse_endpoint
 
@@ -66,6 +69,25 @@ class EtcdSettings:
                 value = _SECRET
             shown.append(f"{f.name}={value!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+    @classmethod
+    def of(cls, ctx: Context) -> EtcdSettings:
+        """The settings on ``ctx`` (``ctx.with_value(EtcdSettings, settings)``), or else those
+        in the environment."""
+        settings = ctx.value(EtcdSettings)
+        if settings is None:
+            return cls.from_environment()
+        if not isinstance(settings, EtcdSettings):
+            raise TypeError(
+                f"ctx value for EtcdSettings must be one, got a {type(settings).__name__}"
+            )
+        return settings
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments of an etcd lessor built with these settings."""
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {
+            "endpoints": list(self.endpoints)
+        }
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> EtcdSettings:

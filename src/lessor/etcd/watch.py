@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Any, Final
 
 from lessor.context import Context
 from lessor.etcd.calls import run
@@ -50,7 +52,7 @@ from lessor.etcd.state import SectionTxns, Snapshot
 from lessor.etcd.transport import Compacted, RetryableRpc, Transport, Watch
 from lessor.partition import Partition
 
-__all__ = ["holding", "is_held", "wait_free"]
+__all__ = ["READ", "Watching", "holding", "is_held", "wait_free", "waiting"]
 
 log = logging.getLogger("lessor")
 
@@ -73,24 +75,60 @@ def wait_free(
     """
     what = f"section {keys.section_id!r}: waiting for ranges to come free"
     wait = _Wait(ctx, transport, keys, rpc_timeout, watching=watching, what=what)
-    first = wait.read()
+    steps = waiting(part)
+    step = next(steps)
+    waker: _Waker | None = None  # started only when there is something to watch
+    try:
+        while True:
+            if isinstance(step, Watching):
+                if waker is None:
+                    waker = _Waker(ctx).__enter__()
+                step = steps.send(wait.watch(step.held, step.revision, waker))
+            else:
+                step = steps.send(wait.read())
+    except StopIteration as end:
+        return bool(end.value)
+    finally:
+        if waker is not None:
+            waker.__exit__(None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Watching:
+    """A step of :func:`waiting`: watch the markers from ``revision + 1`` until one of
+    ``held`` is deleted. Its answer: True (one was), False (``ctx`` is done) or None (the
+    stream broke: read the section again)."""
+
+    held: Mapping[Owner, int]
+    revision: int
+
+
+READ: Final = None
+"""A step of :func:`waiting`: read the section. Its answer: the state, or None once ``ctx``
+is done."""
+
+
+def waiting(part: Partition) -> Generator[Watching | None, Any, bool]:
+    """What ``wait_free`` does, steps 1 to 3 of the module documentation, without I/O: it
+    yields :data:`READ` or a :class:`Watching`, receives the answer, and returns the result.
+    The threaded ``wait_free`` here and the asyncio one (``aio_watch.py``) make the steps."""
+    first: Snapshot | None = yield READ
     if first is None:
         return False
     held = holding(first, part)
     if not held:
         return True
     revision = first.revision
-    with _Waker(ctx) as waker:
-        while True:
-            freed = wait.watch(held, revision, waker)
-            if freed is not None:
-                return freed
-            snapshot = wait.read()
-            if snapshot is None:
-                return False
-            if any(snapshot.markers.get(owner) != token for owner, token in held.items()):
-                return True  # freed while no watch was in place
-            revision = snapshot.revision
+    while True:
+        freed: bool | None = yield Watching(held, revision)
+        if freed is not None:
+            return freed
+        snapshot: Snapshot | None = yield READ
+        if snapshot is None:
+            return False
+        if any(snapshot.markers.get(owner) != token for owner, token in held.items()):
+            return True  # freed while no watch was in place
+        revision = snapshot.revision
 
 
 def is_held(
