@@ -21,7 +21,7 @@ from lessor import PermissionDenied
 from lessor.context import Context
 from lessor.etcd.channels import Channels
 from lessor.etcd.client_transport import ClientTransport
-from lessor.etcd.streams import _Refused
+from lessor.etcd.stream_messages import Refused
 from lessor.etcd.transport import (
     Compacted,
     LeaseNotFound,
@@ -284,5 +284,5 @@ def test_a_watch_with_a_wrong_password_is_permission_denied(auth_etcd: LocalEtcd
 def test_a_cancel_reason_is_read_as_a_status(
     reason: str, code: grpc.StatusCode, details: str
 ) -> None:
-    refused = _Refused.of_reason(reason)
+    refused = Refused.of_reason(reason)
     assert (refused.code(), refused.details()) == (code, details)
