@@ -37,7 +37,7 @@ from lessor.etcd.transport import (
     WatchEvent,
 )
 from lessor.testing import LocalEtcd
-from tests.support.aio_bridge import Blocking
+from tests.support.aio_bridge import KINDS, Blocking, our_channels
 from tests.support.etcd_admin import add_user
 
 TIMEOUT = 5.0  # per call: generous, for a loaded machine
@@ -47,17 +47,14 @@ class MakeChannels(Protocol):
     def __call__(self, endpoints: list[str], **options: Any) -> Transport: ...
 
 
-@pytest.fixture(params=["threads", "asyncio"])
+@pytest.fixture(params=KINDS)
 def channels_of(request: pytest.FixtureRequest) -> Iterator[MakeChannels]:
     """``make(endpoints, **options)``: our own channels (``Channels``, or ``AsyncChannels``
     called through ``Blocking``) with ``Channels``' options; all are closed at teardown."""
     made: list[Transport] = []
 
     def make(endpoints: list[str], **options: Any) -> Transport:
-        if request.param == "threads":
-            made.append(Channels(endpoints, **options))
-        else:
-            made.append(Blocking(lambda: AsyncChannels(endpoints, **options)))
+        made.append(our_channels(request.param, endpoints, **options))
         return made[-1]
 
     yield make

@@ -2,9 +2,10 @@
 
 :class:`Blocking` is a :class:`~lessor.etcd.transport.Transport` whose calls are an
 :class:`~lessor.etcd.aio_transport.AsyncTransport`'s, run in an event loop on a thread of its
-own: the threaded transport tests (``tests/etcd/test_transport_streams.py``) are parametrized
-with it instead of being copied for asyncio. What only asyncio has (cancelled tasks) is tested
-natively, in ``tests/etcd/test_aio_transport.py``.
+own: the threaded transport tests (``tests/etcd/test_transport_streams.py``, ``test_tls.py``)
+are parametrized with it instead of being copied for asyncio; :func:`our_channels` makes either
+kind of our own channels. What only asyncio has (cancelled tasks) is tested natively, in
+``tests/etcd/test_aio_transport.py``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,23 @@ from collections.abc import Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
+from lessor.etcd.aio_channels import AsyncChannels
 from lessor.etcd.aio_transport import AsyncTransport, AsyncWatch
-from lessor.etcd.transport import WatchEvent
+from lessor.etcd.channels import Channels
+from lessor.etcd.transport import Transport, WatchEvent
 
 T = TypeVar("T")
+
+KINDS = ("threads", "asyncio")
+"""The kinds of :func:`our_channels`: ``Channels``, or ``AsyncChannels`` through ``Blocking``."""
+
+
+def our_channels(kind: str, endpoints: list[str], **options: Any) -> Transport:
+    """Our own channels to ``endpoints``, with ``Channels``' options, of a kind of
+    :data:`KINDS`; the caller closes them."""
+    if kind == "threads":
+        return Channels(endpoints, **options)
+    return Blocking(lambda: AsyncChannels(endpoints, **options))
 
 
 class Blocking:
