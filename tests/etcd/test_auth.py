@@ -31,25 +31,12 @@ from lessor.etcd.rpc_errors import RetryableRpc, translate
 from lessor.observe import Observer, add_observer, remove_observer
 from lessor.testing import LocalEtcd
 from tests.support.etcd_admin import add_user
+from tests.support.fake_grpc import FakeRpcError, Reply
 
 P = Partition
 
 
 # -- pure logic: translate, and Channels against fake stubs -----------------------------------
-
-
-class FakeRpcError(grpc.RpcError):
-    """A failed call as gRPC reports one: a status code and its details."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
 
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -98,11 +85,6 @@ def test_an_old_token_from_a_users_own_client_is_permission_denied() -> None:
     assert "log in again" in str(e)
 
 
-class _Reply:
-    def __init__(self, **fields: Any) -> None:
-        self.__dict__.update(fields)
-
-
 def _fake_channels(kv: Any, auth: Any = None, endpoints: int = 1) -> Channels:
     """Channels whose stubs are ``kv`` and ``auth`` on every endpoint."""
     channels = Channels(
@@ -146,7 +128,7 @@ class FakeAuthStore:
             self.logins += 1
             revision = self.revision
         time.sleep(0.05)  # a login is a raft write: give the others time to pile up behind it
-        return _Reply(token=f"{request.name}@{revision}")
+        return Reply(token=f"{request.name}@{revision}")
 
     def Range(self, request: Any, timeout: float, metadata: Any) -> Any:
         token = dict(metadata)["token"]
@@ -156,7 +138,7 @@ class FakeAuthStore:
             raise FakeRpcError(
                 grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: revision of auth store is old"
             )
-        return _Reply(token=token)
+        return Reply(token=token)
 
 
 def test_threads_that_find_the_token_old_together_log_in_once() -> None:
@@ -202,7 +184,7 @@ def test_a_token_refused_again_after_a_new_login_is_not_retried_in_the_call(
 
         def Authenticate(self, request: Any, timeout: float) -> Any:
             self.logins += 1
-            return _Reply(token=f"t{self.logins}")
+            return Reply(token=f"t{self.logins}")
 
         def Range(self, request: Any, timeout: float, metadata: Any) -> Any:
             raise FakeRpcError(code, details)

@@ -15,7 +15,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lessor import Context, Partition, Unavailable
 from lessor.etcd import EtcdLessor
+from lessor.etcd.channels import TLSConfig
+from lessor.etcd.transport import RetryableRpc
 from lessor.testing import LocalEtcd, ServerTLS
+from tests.support.aio_bridge import KINDS, our_channels
 
 P = Partition
 
@@ -93,11 +96,12 @@ def test_leases_over_mutual_tls(tls_etcd: LocalEtcd, pki: Path) -> None:
         assert lease.partitions == [P(0, 10)]
 
 
-@pytest.mark.parametrize("who", ["no client certificate", "wrong CA", "plain text"])
-def test_refused_tls_is_unavailable_not_a_grpc_error(
-    tls_etcd: LocalEtcd, pki: Path, who: str
-) -> None:
-    options: dict[str, str] = {
+REFUSED = ["no client certificate", "wrong CA", "plain text"]
+
+
+def _refused(pki: Path, who: str) -> dict[str, str]:
+    """The TLS options (``EtcdLessor``'s) with which ``who`` is refused."""
+    return {
         "no client certificate": {"ca_cert": str(pki / "ca.pem")},
         "wrong CA": {
             "ca_cert": str(pki / "stranger-ca.pem"),
@@ -105,7 +109,44 @@ def test_refused_tls_is_unavailable_not_a_grpc_error(
             "cert_key": str(pki / "client.key"),
         },
         "plain text": {},
-    }[who]  # type: ignore[assignment]
+    }[who]
+
+
+@pytest.mark.parametrize("who", REFUSED)
+def test_refused_tls_is_unavailable_not_a_grpc_error(
+    tls_etcd: LocalEtcd, pki: Path, who: str
+) -> None:
+    options = _refused(pki, who)
     with EtcdLessor(tls_etcd.endpoints, acquire_timeout=1.0, **options) as it, \
             pytest.raises(Unavailable, match=tls_etcd.endpoint):  # fmt: skip
         it.with_lease(Context.background(), "s", P(0, 10), 5, lambda c, p: None)
+
+
+# -- our own channels, threaded and asyncio (the transports under EtcdLessor and AsyncEtcdLessor) --
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_channels_over_mutual_tls(tls_etcd: LocalEtcd, pki: Path, kind: str) -> None:
+    tls = TLSConfig(str(pki / "ca.pem"), str(pki / "client.pem"), str(pki / "client.key"))
+    channels = our_channels(kind, tls_etcd.endpoints, tls=tls)
+    try:
+        channels.kv("Put", channels.rpc.PutRequest(key=b"/tls", value=b"v"), 5.0, "t")
+        found = channels.kv("Range", channels.rpc.RangeRequest(key=b"/tls"), 5.0, "t")
+        assert [kv.value for kv in found.kvs] == [b"v"]
+    finally:
+        channels.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("who", REFUSED)
+def test_channels_refused_tls_is_retryable_naming_the_endpoint(
+    tls_etcd: LocalEtcd, pki: Path, who: str, kind: str
+) -> None:
+    options = _refused(pki, who)
+    tls = TLSConfig(**options) if options else None
+    channels = our_channels(kind, tls_etcd.endpoints, tls=tls)
+    try:
+        with pytest.raises(RetryableRpc, match=tls_etcd.endpoint):
+            channels.kv("Range", channels.rpc.RangeRequest(key=b"/tls"), 2.0, "t")
+    finally:
+        channels.close()

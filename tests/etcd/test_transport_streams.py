@@ -4,6 +4,9 @@
 cancel. Both are made by our own channels (``Channels``) and through a user's client
 (``ClientTransport``), and fail as unary calls do: translated, retryable or not, with a stale
 auth token replaced by a new login.
+
+The asyncio transports (``AsyncChannels``, ``AsyncClientTransport``) must behave the same: each
+test runs against them too, called from threads through ``tests.support.aio_bridge``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import grpc
 import pyetcd
@@ -19,9 +23,11 @@ import pytest
 
 from lessor import PermissionDenied
 from lessor.context import Context
+from lessor.etcd.aio_channels import AsyncChannels
+from lessor.etcd.aio_client_transport import AsyncClientTransport
 from lessor.etcd.channels import Channels
 from lessor.etcd.client_transport import ClientTransport
-from lessor.etcd.streams import _Refused
+from lessor.etcd.stream_messages import Refused
 from lessor.etcd.transport import (
     Compacted,
     LeaseNotFound,
@@ -31,22 +37,54 @@ from lessor.etcd.transport import (
     WatchEvent,
 )
 from lessor.testing import LocalEtcd
+from tests.support.aio_bridge import KINDS, Blocking, our_channels
 from tests.support.etcd_admin import add_user
 
 TIMEOUT = 5.0  # per call: generous, for a loaded machine
 
 
-@pytest.fixture(params=["channels", "client"])
-def transport(request: pytest.FixtureRequest, etcd_server: LocalEtcd) -> Iterator[Transport]:
-    """Our own channels, or a user's pyetcd client, to the session's etcd."""
-    if request.param == "channels":
-        channels = Channels(etcd_server.endpoints)
-        yield channels
+class MakeChannels(Protocol):
+    def __call__(self, endpoints: list[str], **options: Any) -> Transport: ...
+
+
+@pytest.fixture(params=KINDS)
+def channels_of(request: pytest.FixtureRequest) -> Iterator[MakeChannels]:
+    """``make(endpoints, **options)``: our own channels (``Channels``, or ``AsyncChannels``
+    called through ``Blocking``) with ``Channels``' options; all are closed at teardown."""
+    made: list[Transport] = []
+
+    def make(endpoints: list[str], **options: Any) -> Transport:
+        made.append(our_channels(request.param, endpoints, **options))
+        return made[-1]
+
+    yield make
+    for channels in made:
         channels.close()
-        return
+
+
+def _token(channels: Transport) -> str | None:
+    """The token our own channels logged in for (a private detail, for the tests only)."""
+    if isinstance(channels, Blocking):
+        return channels.inner._token  # type: ignore[attr-defined, no-any-return]
+    return channels._token  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture(params=["channels", "client", "aio-channels", "aio-client"])
+def transport(request: pytest.FixtureRequest, etcd_server: LocalEtcd) -> Iterator[Transport]:
+    """Our own channels, or a user's pyetcd client, to the session's etcd; threaded, or
+    asyncio called through ``Blocking``."""
     host, port = etcd_server.endpoint.rsplit(":", 1)
     client = pyetcd.client(host=host, port=int(port), timeout=5)
-    yield ClientTransport(client)
+    made: Transport = {
+        "channels": lambda: Channels(etcd_server.endpoints),
+        "client": lambda: ClientTransport(client),
+        "aio-channels": lambda: Blocking(lambda: AsyncChannels(etcd_server.endpoints)),
+        "aio-client": lambda: Blocking(lambda: AsyncClientTransport(client)),
+    }[request.param]()
+    # A first call: grpc.aio's poller thread then runs before any test counts threads.
+    made.kv("Range", made.rpc.RangeRequest(key=b"/"), TIMEOUT, "warming up")
+    yield made
+    made.close()
     client.close()
 
 
@@ -116,20 +154,17 @@ def test_keep_alive_of_a_revoked_lease_is_lease_not_found(transport: Transport) 
     assert "renewing" in str(e.value)
 
 
-def test_keep_alive_of_an_unreachable_endpoint_is_retryable_and_moves_on() -> None:
+def test_keep_alive_of_an_unreachable_endpoint_is_retryable_and_moves_on(
+    channels_of: MakeChannels,
+) -> None:
     with LocalEtcd() as server:
         # A port that refuses, then the real etcd: the failure moves calls to the next one.
-        channels = Channels(["127.0.0.1:9", *server.endpoints], endpoint_order="given")
-        try:
-            direct = Channels(server.endpoints)
-            lease_id = _grant(direct, 10)
-            direct.close()
-            with pytest.raises(RetryableRpc):
-                channels.keep_alive(lease_id, TIMEOUT, "renewing")
-            assert channels.endpoint == server.endpoint
-            assert channels.keep_alive(lease_id, TIMEOUT, "renewing") == 10
-        finally:
-            channels.close()
+        channels = channels_of(["127.0.0.1:9", *server.endpoints], endpoint_order="given")
+        lease_id = _grant(channels_of(server.endpoints), 10)
+        with pytest.raises(RetryableRpc):
+            channels.keep_alive(lease_id, TIMEOUT, "renewing")
+        assert channels.endpoint == server.endpoint
+        assert channels.keep_alive(lease_id, TIMEOUT, "renewing") == 10
 
 
 # -- watch ---------------------------------------------------------------------------------------
@@ -198,68 +233,56 @@ def test_cancel_from_another_thread_ends_the_iteration_promptly(
     print(f"\nwatch iteration ended {took * 1e3:.1f} ms after cancel()")
 
 
-def test_a_killed_member_breaks_the_watch_as_retryable() -> None:
+def test_a_killed_member_breaks_the_watch_as_retryable(channels_of: MakeChannels) -> None:
     with LocalEtcd() as server:
-        channels = Channels(server.endpoints)
-        try:
-            watch = channels.watch(b"/k/", b"/k0", 0, TIMEOUT, "t")
-            events = _events(watch)
-            server.kill()
-            broke = events.get(timeout=20)  # gRPC sees the connection close
-            assert isinstance(broke, RetryableRpc), broke
-            assert server.endpoint in str(broke)
-            assert watch.cancelled
-        finally:
-            channels.close()
+        channels = channels_of(server.endpoints)
+        watch = channels.watch(b"/k/", b"/k0", 0, TIMEOUT, "t")
+        events = _events(watch)
+        server.kill()
+        broke = events.get(timeout=20)  # gRPC sees the connection close
+        assert isinstance(broke, RetryableRpc), broke
+        assert server.endpoint in str(broke)
+        assert watch.cancelled
 
 
-def test_a_watch_to_nowhere_is_retryable_within_its_timeout() -> None:
-    channels = Channels(["127.0.0.1:9"])
-    try:
-        started = time.monotonic()
-        with pytest.raises(RetryableRpc):
-            channels.watch(b"/k/", b"/k0", 0, 1.0, "t")
-        assert time.monotonic() - started < 3.0
-    finally:
-        channels.close()
+def test_a_watch_to_nowhere_is_retryable_within_its_timeout(channels_of: MakeChannels) -> None:
+    channels = channels_of(["127.0.0.1:9"])
+    started = time.monotonic()
+    with pytest.raises(RetryableRpc):
+        channels.watch(b"/k/", b"/k0", 0, 1.0, "t")
+    assert time.monotonic() - started < 3.0
 
 
 # -- auth ----------------------------------------------------------------------------------------
 
 
-def test_streams_through_an_etcd_with_auth(auth_etcd: LocalEtcd) -> None:
-    channels = Channels(auth_etcd.endpoints, user="app", password="apppw")
-    try:
-        lease_id = _grant(channels, 10)
-        assert channels.keep_alive(lease_id, TIMEOUT, "renewing") == 10
-        start = _put(channels, b"/allowed/a")
-        with channels.watch(b"/allowed/", b"/allowed0", start + 1, TIMEOUT, "t") as watch:
-            deleted = _delete(channels, b"/allowed/a")
-            assert _events(watch).get(timeout=TIMEOUT) == WatchEvent(
-                "DELETE", b"/allowed/a", deleted
-            )
-        # An operator changes the users: a JWT token issued before is old. The watch logs in
-        # again and is made again, once, as a unary call is.
-        token = channels._token
-        add_user(auth_etcd, "reporting")
-        with channels.watch(b"/allowed/", b"/allowed0", 0, TIMEOUT, "t"):
-            pass
-        assert channels.keep_alive(lease_id, TIMEOUT, "renewing") == 10
-        if "--auth-token" in auth_etcd.extra_args:
-            assert channels._token != token
-        with pytest.raises(PermissionDenied, match="permission denied"):
-            channels.watch(b"/lessor/", b"/lessor0", 0, TIMEOUT, "watching")
-    finally:
-        channels.close()
+def test_streams_through_an_etcd_with_auth(auth_etcd: LocalEtcd, channels_of: MakeChannels) -> None:
+    channels = channels_of(auth_etcd.endpoints, user="app", password="apppw")
+    lease_id = _grant(channels, 10)
+    assert channels.keep_alive(lease_id, TIMEOUT, "renewing") == 10
+    start = _put(channels, b"/allowed/a")
+    with channels.watch(b"/allowed/", b"/allowed0", start + 1, TIMEOUT, "t") as watch:
+        deleted = _delete(channels, b"/allowed/a")
+        assert _events(watch).get(timeout=TIMEOUT) == WatchEvent("DELETE", b"/allowed/a", deleted)
+    # An operator changes the users: a JWT token issued before is old. The watch logs in
+    # again and is made again, once, as a unary call is.
+    token = _token(channels)
+    add_user(auth_etcd, "reporting")
+    with channels.watch(b"/allowed/", b"/allowed0", 0, TIMEOUT, "t"):
+        pass
+    assert channels.keep_alive(lease_id, TIMEOUT, "renewing") == 10
+    if "--auth-token" in auth_etcd.extra_args:
+        assert _token(channels) != token
+    with pytest.raises(PermissionDenied, match="permission denied"):
+        channels.watch(b"/lessor/", b"/lessor0", 0, TIMEOUT, "watching")
 
 
-def test_a_watch_with_a_wrong_password_is_permission_denied(auth_etcd: LocalEtcd) -> None:
-    channels = Channels(auth_etcd.endpoints, user="app", password="wrong")
-    try:
-        with pytest.raises(PermissionDenied, match="app"):
-            channels.watch(b"/allowed/", b"/allowed0", 0, TIMEOUT, "t")
-    finally:
-        channels.close()
+def test_a_watch_with_a_wrong_password_is_permission_denied(
+    auth_etcd: LocalEtcd, channels_of: MakeChannels
+) -> None:
+    channels = channels_of(auth_etcd.endpoints, user="app", password="wrong")
+    with pytest.raises(PermissionDenied, match="app"):
+        channels.watch(b"/allowed/", b"/allowed0", 0, TIMEOUT, "t")
 
 
 # -- what a cancelled watch's reason means ---------------------------------------------------------
@@ -284,5 +307,5 @@ def test_a_watch_with_a_wrong_password_is_permission_denied(auth_etcd: LocalEtcd
 def test_a_cancel_reason_is_read_as_a_status(
     reason: str, code: grpc.StatusCode, details: str
 ) -> None:
-    refused = _Refused.of_reason(reason)
+    refused = Refused.of_reason(reason)
     assert (refused.code(), refused.details()) == (code, details)

@@ -16,9 +16,10 @@ Both make unary calls, and etcd's two streaming ones (:mod:`lessor.etcd.streams`
 keep-alive round trip, and a watch another thread can cancel. Every failure leaves a
 transport translated (:mod:`lessor.etcd.rpc_errors`): as a :class:`~lessor.errors.LessorError`
 naming the endpoint, or as :class:`RetryableRpc` / :class:`LeaseNotFound` /
-:class:`~lessor.etcd.streams.Compacted`, which the lessor handles itself. The types this
-contract names are importable from here, beside the protocol, for code that only uses a
-transport; the transports themselves import from the modules that define them.
+:class:`~lessor.etcd.stream_messages.Compacted`, which the lessor handles itself. The types
+this contract names are importable from here, beside the protocol, for code that only uses a
+transport; the transports themselves import from the modules that define them. The asyncio
+counterpart of this contract is :class:`~lessor.etcd.aio_transport.AsyncTransport`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from lessor.etcd.rpc_errors import LeaseNotFound, RetryableRpc
-from lessor.etcd.streams import Compacted, Watch, WatchEvent
+from lessor.etcd.stream_messages import Compacted, WatchEvent
+from lessor.etcd.streams import Watch
 
 __all__ = [
     "Compacted",

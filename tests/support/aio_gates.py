@@ -1,0 +1,163 @@
+"""An asyncio transport whose calls pass gates a test controls: cancel a task at an exact await.
+
+:class:`GatedTransport` wraps an :class:`~lessor.etcd.aio_transport.AsyncTransport`. Before
+and after each call (``kv``, ``lease``, ``keep_alive``, the opening of a ``watch``) it passes a
+:class:`Point` through its :class:`Gates`, which records it and, at the point the test chose,
+holds the caller until the test releases it (or cancels the task). So a test can
+
+* run an acquisition once to learn its points (:attr:`Gates.passed`),
+* run it again once for each point ``n``, held at ``n`` (``Gates(hold_at=n)``), wait until it is
+  held there (:meth:`Gates.held`), and cancel the task: a cancellation at every await point;
+* or release it (:meth:`Gates.release`) after doing something else first: an injected delay.
+
+The product code knows nothing of this: the gates live in the wrapper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, TypeVar
+
+from lessor.etcd.aio_transport import AsyncTransport, AsyncWatch
+
+T = TypeVar("T")
+
+BEFORE, AFTER = "before", "after"
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """Where a caller of a :class:`GatedTransport` stands."""
+
+    call: str  # "kv.Txn", "lease.LeaseGrant", "keep_alive", "watch"
+    ordinal: int  # the call's number among the transport's calls, from 1
+    side: str  # BEFORE or AFTER the call
+
+    def __str__(self) -> str:
+        return f"{self.side} call {self.ordinal} ({self.call})"
+
+
+class Gates:
+    """The points a :class:`GatedTransport`'s callers passed, and where to hold one.
+
+    ``hold_at`` is the index, in :attr:`passed`, of the point to hold a caller at (0 is the
+    first point passed), or a predicate on points (the first point it accepts), or None (hold
+    nobody). ``sides`` are the points that count: BEFORE and AFTER each call, or one of them.
+    One caller is held, once; the others pass.
+    """
+
+    def __init__(
+        self,
+        hold_at: int | Callable[[Point], bool] | None = None,
+        *,
+        sides: tuple[str, ...] = (BEFORE, AFTER),
+    ) -> None:
+        self.passed: list[Point] = []
+        self._hold_at = hold_at
+        self._sides = sides
+        self._held: Point | None = None
+        self._reached = asyncio.Event()
+        self._release = asyncio.Event()
+
+    async def at(self, point: Point) -> None:
+        """Pass ``point``: recorded, and held there if it is the point to hold at."""
+        if point.side not in self._sides:
+            return
+        self.passed.append(point)
+        if self._held is None and self._holds(point):
+            self._held = point
+            self._reached.set()
+            await self._release.wait()
+
+    def _holds(self, point: Point) -> bool:
+        if self._hold_at is None:
+            return False
+        if isinstance(self._hold_at, int):
+            return len(self.passed) - 1 == self._hold_at
+        return self._hold_at(point)
+
+    async def held(self, task: asyncio.Task[Any]) -> Point | None:
+        """The point ``task`` is held at, once it is; None if ``task`` ended first."""
+        reached = asyncio.ensure_future(self._reached.wait())
+        try:
+            await asyncio.wait({reached, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reached.cancel()
+        return self._held
+
+    def release(self) -> None:
+        """Let the held caller (and any later one) go on."""
+        self._release.set()
+
+
+class GatedTransport:
+    """``inner``, with every call passing ``gates`` before and after it."""
+
+    def __init__(self, inner: AsyncTransport, gates: Gates) -> None:
+        self._inner = inner
+        self._gates = gates
+        self._calls = itertools.count(1)
+        self.rpc: ModuleType = inner.rpc
+
+    @property
+    def endpoint(self) -> str:
+        return self._inner.endpoint
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self._inner.endpoints
+
+    async def _gated(
+        self,
+        call: str,
+        make: Callable[[], Awaitable[T]],
+        drop: Callable[[T], None] = lambda result: None,
+    ) -> T:
+        """``await make()`` between the gates; ``drop(result)`` if the task does not get
+        past the gate after it (a watch nobody will cancel must not stay open)."""
+        ordinal = next(self._calls)
+        await self._gates.at(Point(call, ordinal, BEFORE))
+        result = await make()
+        try:
+            await self._gates.at(Point(call, ordinal, AFTER))
+        except BaseException:
+            drop(result)
+            raise
+        return result
+
+    async def kv(self, method: str, request: Any, timeout: float, what: str) -> Any:
+        return await self._gated(
+            f"kv.{method}", lambda: self._inner.kv(method, request, timeout, what)
+        )
+
+    async def lease(self, method: str, request: Any, timeout: float, what: str) -> Any:
+        return await self._gated(
+            f"lease.{method}", lambda: self._inner.lease(method, request, timeout, what)
+        )
+
+    async def keep_alive(self, lease_id: int, timeout: float, what: str) -> int:
+        return await self._gated(
+            "keep_alive", lambda: self._inner.keep_alive(lease_id, timeout, what)
+        )
+
+    async def watch(
+        self,
+        key: bytes,
+        range_end: bytes,
+        start_revision: int,
+        timeout: float,
+        what: str,
+        *,
+        no_put: bool = False,
+    ) -> AsyncWatch:
+        return await self._gated(
+            "watch",
+            lambda: self._inner.watch(key, range_end, start_revision, timeout, what, no_put=no_put),
+        )
+
+    async def close(self) -> None:
+        await self._inner.close()
