@@ -4,9 +4,9 @@ Importing this module registers the id ``"etcd"``; ``lessor.get(ctx, "etcd")`` a
 through the ``lessor.backends`` entry point without an import. Nothing picks it unless that id
 is named. Its asyncio counterpart, :class:`AsyncEtcdLessor` (loaded when first named), is
 ``lessor.aio.get(ctx, "etcd")``'s, registered by :mod:`lessor.etcd.aio` through the
-``lessor.aio_backends`` entry point. Local etcds for tests and demos are in :mod:`lessor.testing`: the names
-``LocalEtcd``, ``LocalEtcdCluster`` and ``find_etcd_binary`` here are deprecated aliases, kept
-for one release, that load it only when asked for.
+``lessor.aio_backends`` entry point. Local etcds for tests and demos are in
+:mod:`lessor.testing`: the names ``LocalEtcd``, ``LocalEtcdCluster`` and ``find_etcd_binary``
+here are deprecated aliases, kept for one release, that load it only when asked for.
 """
 
 from __future__ import annotations

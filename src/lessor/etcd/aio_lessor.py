@@ -27,8 +27,10 @@ from lessor.aio.contract import AsyncLessor
 from lessor.context import Context
 from lessor.contract import Grant
 from lessor.etcd import core
+from lessor.etcd.aio_channels import AsyncChannels
+from lessor.etcd.aio_client_transport import AsyncClientTransport
 from lessor.etcd.aio_shell import AsyncCleanUps, AsyncReaper, AsyncSectionShell
-from lessor.etcd.aio_transport import AsyncTransport, async_transport
+from lessor.etcd.aio_transport import AsyncTransport
 from lessor.etcd.calls import arun
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
@@ -73,7 +75,6 @@ class AsyncEtcdLessor(AsyncLessor):
         share_leases: bool = True,
         lease_reuse: float | None = None,
     ) -> None:
-        super().__init__()
         o = Options.check(
             "AsyncEtcdLessor",
             endpoints,
@@ -95,7 +96,13 @@ class AsyncEtcdLessor(AsyncLessor):
         )
         self._prefix, self._rpc_timeout = o.prefix, o.rpc_timeout
         self._release_timeout, self._acquire_timeout = o.release_timeout, o.acquire_timeout
-        self._transport: AsyncTransport = async_transport(o)
+        self._transport: AsyncTransport
+        if o.endpoints is not None:
+            self._transport = AsyncChannels(o.endpoints, tls=o.tls, user=o.user,
+                                            password=o.password,
+                                            endpoint_order=o.endpoint_order)  # fmt: skip
+        else:
+            self._transport = AsyncClientTransport(o.client)
         self._pool = LeasePool(self._transport.rpc, margin=o.margin, share=o.share_leases)
         self._config = core.Config(
             holder=o.holder,
@@ -111,7 +118,6 @@ class AsyncEtcdLessor(AsyncLessor):
         self._reaper = AsyncReaper(self._expire)
         self._clean_ups = AsyncCleanUps()
         self._usage = Usage(f"the asyncio etcd lessor for {o.prefix!r}")
-        self._shut_down: asyncio.Event | None = None
 
     @property
     def max_duration(self) -> float:
@@ -218,11 +224,10 @@ class AsyncEtcdLessor(AsyncLessor):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
+    async def _aclose(self) -> None:
         """Refuse new acquisitions (and ``wait_free``). As ``EtcdLessor.close()``: leases held
         and acquisitions under way stay valid, and the lessor shuts down when the last of them
         has ended: at once (awaited here) when there is none."""
-        await super().aclose()
         if self._usage.close():
             await self._shut()
         elif self._usage.in_use:

@@ -201,4 +201,3 @@ class AsyncSectionShell:
         except Exception:
             log.warning("section=%r: a clean-up failed", self.known.keys.section_id,
                         exc_info=True)  # fmt: skip
-

@@ -47,6 +47,7 @@ __all__ = ["EtcdLessor"]
 
 log = logging.getLogger("lessor")
 
+
 class EtcdLessor(Lessor):
     """Leases ranges through an etcd cluster; see the module documentation.
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from lessor.context import Context
-
 from lessor.etcd.transport import parse_endpoint
 
 __all__ = ["ENVIRONMENT", "EtcdSettings"]
