@@ -48,6 +48,12 @@ def _etcd(endpoints: Sequence[str]) -> AbstractContextManager[Lessor]:
     return EtcdLessor(endpoints)
 
 
+def _aio_etcd(endpoints: Sequence[str]) -> AsyncLessor:
+    from lessor.etcd import AsyncEtcdLessor  # noqa: PLC0415  (only sessions that need etcd pay)
+
+    return AsyncEtcdLessor(endpoints)
+
+
 def aio(make: Callable[[Sequence[str]], AsyncLessor]) -> Opener:
     """An asyncio backend, run through the sync contract by :class:`SyncOverAio`: ``make`` is
     called on its event loop with the endpoints."""
@@ -61,6 +67,14 @@ BACKENDS = [
     Backend(
         "etcd",
         _etcd,
+        deadline_slack=0.0,
+        unit=1.0,
+        expiry_bound=lambda dur: math.ceil(dur + 0.2) + 0.5,
+        etcd=True,
+    ),
+    Backend(
+        "aio-etcd",
+        aio(_aio_etcd),
         deadline_slack=0.0,
         unit=1.0,
         expiry_bound=lambda dur: math.ceil(dur + 0.2) + 0.5,
