@@ -33,8 +33,9 @@ import pytest
 
 from lessor import Context, DeadlineExceeded, LessorError, Partition
 from lessor.etcd import EtcdLessor, shell
-from lessor.etcd import lessor as lessor_module
+from lessor.etcd.core import acquire
 from lessor.testing import LocalEtcd
+from tests.support.interrupts import raising_once_at
 from tests.support.threads import ThreadsExhausted
 
 P = Partition
@@ -46,19 +47,13 @@ class Interrupt(BaseException):
 
 
 def _raising_once_at(text: str) -> Any:
-    """A tracer raising Interrupt once at the line of EtcdLessor._acquire_open holding ``text``:
-    the same as an asynchronous exception delivered just before that line."""
-    code, fired = lessor_module.EtcdLessor._acquire_open.__code__, []
-    src, first = inspect.getsourcelines(lessor_module.EtcdLessor._acquire_open)
+    """A tracer raising Interrupt once at the line of ``core.acquire`` (the acquisition's
+    steps, after its grant) holding ``text``: the same as an asynchronous exception delivered
+    just before that line."""
+    src, first = inspect.getsourcelines(acquire)
     line = first + next(i for i, text_line in enumerate(src) if text in text_line)
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        if event == "line" and frame.f_lineno == line and not fired:
-            fired.append(True)
-            raise Interrupt()
-        return local
-
-    return lambda frame, event, arg: local if frame.f_code is code else None
+    tracer, _ = raising_once_at(acquire, line, Interrupt())
+    return tracer
 
 
 class Renewing:
@@ -103,7 +98,7 @@ def test_an_exception_after_the_grant_leaves_nothing_held_past_its_deadline(
     a = EtcdLessor(etcd_server.endpoints, prefix=prefix, holder="A")
     b = EtcdLessor(etcd_server.endpoints, prefix=prefix, holder="B")
     try:
-        sys.settrace(_raising_once_at("if member.error is not None"))
+        sys.settrace(_raising_once_at("if m.error is not None"))
         try:
             with pytest.raises(Interrupt):
                 a.lease("s", P(0, 10), 1.0).__enter__()
