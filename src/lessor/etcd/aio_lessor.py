@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import Sequence
-from typing import Any
 
 from lessor.aio.contract import AsyncLessor
 from lessor.context import Context
@@ -31,13 +28,10 @@ from lessor.etcd.aio_channels import AsyncChannels
 from lessor.etcd.aio_client_transport import AsyncClientTransport
 from lessor.etcd.aio_shell import AsyncCleanUps, AsyncReaper, AsyncSectionShell
 from lessor.etcd.aio_transport import AsyncTransport
+from lessor.etcd.base import EtcdLessorBase
 from lessor.etcd.calls import arun
-from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
-from lessor.etcd.leases import LeasePool
 from lessor.etcd.options import Options
-from lessor.etcd.sections import Sections
-from lessor.etcd.usage import Usage
 from lessor.partition import Partition
 
 __all__ = ["AsyncEtcdLessor"]
@@ -45,7 +39,7 @@ __all__ = ["AsyncEtcdLessor"]
 log = logging.getLogger("lessor")
 
 
-class AsyncEtcdLessor(AsyncLessor):
+class AsyncEtcdLessor(EtcdLessorBase[AsyncTransport, AsyncSectionShell], AsyncLessor):
     """Leases ranges through an etcd cluster, for asyncio programs.
 
     Takes the same arguments, with the same meaning, defaults and errors, as
@@ -53,90 +47,22 @@ class AsyncEtcdLessor(AsyncLessor):
     acquisitions; the lessor shuts down once its leases held or being acquired have ended.
     """
 
-    backend = "etcd"
-
-    def __init__(
-        self,
-        endpoints: Sequence[str] | None = None,
-        *,
-        client: Any = None,
-        prefix: str = "/lessor/",
-        holder: str | None = None,
-        ca_cert: str | None = None,
-        cert_cert: str | None = None,
-        cert_key: str | None = None,
-        user: str | None = None,
-        password: str | None = None,
-        rpc_timeout: float = 1.0,
-        release_timeout: float = 1.0,
-        endpoint_order: str = "random",
-        acquire_timeout: float = 30.0,
-        margin: float = 0.2,
-        share_leases: bool = True,
-        lease_reuse: float | None = None,
-    ) -> None:
-        o = Options.check(
-            "AsyncEtcdLessor",
-            endpoints,
-            client=client,
-            prefix=prefix,
-            holder=holder,
-            ca_cert=ca_cert,
-            cert_cert=cert_cert,
-            cert_key=cert_key,
-            user=user,
-            password=password,
-            rpc_timeout=rpc_timeout,
-            release_timeout=release_timeout,
-            endpoint_order=endpoint_order,
-            acquire_timeout=acquire_timeout,
-            margin=margin,
-            share_leases=share_leases,
-            lease_reuse=lease_reuse,
-        )
-        self._prefix, self._rpc_timeout = o.prefix, o.rpc_timeout
-        self._release_timeout, self._acquire_timeout = o.release_timeout, o.acquire_timeout
-        self._transport: AsyncTransport
-        if o.endpoints is not None:
-            self._transport = AsyncChannels(o.endpoints, tls=o.tls, user=o.user,
-                                            password=o.password,
-                                            endpoint_order=o.endpoint_order)  # fmt: skip
-        else:
-            self._transport = AsyncClientTransport(o.client)
-        self._pool = LeasePool(self._transport.rpc, margin=o.margin, share=o.share_leases)
-        self._config = core.Config(
-            holder=o.holder,
-            rpc_timeout=o.rpc_timeout,
-            release_timeout=o.release_timeout,
-            endpoints=len(self._transport.endpoints),
-        )
-        # A threading lock, never held across an await: the bookkeeping it guards is shared
-        # with nothing but this loop's tasks, and the shared Sections takes a lock.
-        self._lock = threading.Lock()
-        self._sections = Sections(self._new_section, self._lock)
-        self._seq = 0
+    def _prepare(self) -> None:
         self._reaper = AsyncReaper(self._expire)
         self._clean_ups = AsyncCleanUps()
-        self._usage = Usage(f"the asyncio etcd lessor for {o.prefix!r}")
 
-    @property
-    def max_duration(self) -> float:
-        """As :attr:`EtcdLessor.max_duration <lessor.etcd.lessor.EtcdLessor.max_duration>`."""
-        return self._pool.max_duration
+    def _connect(self, options: Options) -> AsyncTransport:
+        if options.endpoints is None:
+            return AsyncClientTransport(options.client)
+        return AsyncChannels(options.endpoints, tls=options.tls, user=options.user,
+                             password=options.password,
+                             endpoint_order=options.endpoint_order)  # fmt: skip
 
-    @property
-    def prefix(self) -> str:
-        return self._prefix
-
-    @property
-    def endpoint(self) -> str:
-        """The etcd endpoint calls currently go to."""
-        return self._transport.endpoint
-
-    @property
-    def transport(self) -> AsyncTransport:
-        """The lessor's connection to etcd; it stays the lessor's to close."""
-        return self._transport
+    def _new_section(self, section_id: str) -> AsyncSectionShell:
+        keys = SectionKeys.of(self._prefix, section_id)
+        return AsyncSectionShell(
+            self._transport, keys, self._pool, reaper=self._reaper, clean_ups=self._clean_ups
+        )
 
     # -- AsyncLessor -------------------------------------------------------------------------
 
@@ -154,46 +80,29 @@ class AsyncEtcdLessor(AsyncLessor):
         self, ctx: Context, section_id: str, part: Partition, dur: float
     ) -> Grant:
         turn = asyncio.Event()
-        waiter: Waiter[core.Member] | None = None
+        waiter = self._waiter(ctx, section_id, part, dur, turn.set)
         try:
-            with self._lock:
-                self._seq += 1
-                section = self._sections.get(section_id)
-                member = core.Member.of(ctx, part, dur, seq=self._seq, section_id=section_id,
-                                        acquire_timeout=self._acquire_timeout)  # fmt: skip
-                waiter = Waiter(member, turn.set)
-                leads = section.gate.join(waiter)  # joined before any eviction sees the section
-                self._sections.evict()
+            section, leads = self._join(section_id, waiter)
             grant: Grant = await section.drive(
-                core.acquire(
-                    section.known, section.gate, waiter, leads=leads, turn=turn, config=self._config
-                )
+                self._acquisition(section, waiter, leads=leads, turn=turn)
             )
             return grant
         except BaseException:
-            # Wherever it arrived (a cancellation included), once the waiter exists: out of
-            # the gate, nothing held.
-            if waiter is not None:
-                await section.drive(core.give_up(section.known, section.gate, waiter, self._config))
+            # Wherever it arrived (a cancellation included): out of the gate, nothing held.
+            shell, steps = self._giving_up(section_id, waiter)
+            await shell.drive(steps)
             raise
 
-    def _new_section(self, section_id: str) -> AsyncSectionShell:
-        keys = SectionKeys.of(self._prefix, section_id)
-        return AsyncSectionShell(
-            self._transport, keys, self._pool, reaper=self._reaper, clean_ups=self._clean_ups
-        )
-
     async def _release(self, grant: Grant) -> None:
-        held = grant.handle
-        if held is None:
+        ending = self._ending(grant)
+        if ending is None:
             return  # an empty lease wrote nothing
-        assert isinstance(held, core.Held)
-        with self._lock:
-            section = self._sections.get(held.known.keys.section_id)
+        section, steps = ending
         try:
-            await section.drive(core.release(held, self._config))
+            await section.drive(steps)
         finally:
-            self._reaper.forget(held)
+            assert isinstance(grant.handle, core.Held)
+            self._reaper.forget(grant.handle)
             await self._done_with_one()
 
     async def _done_with_one(self) -> None:
@@ -202,9 +111,8 @@ class AsyncEtcdLessor(AsyncLessor):
 
     def _expire(self, held: core.Held) -> None:
         """The reaper's: ``held``'s deadline passed before its release; end it apart."""
-        with self._lock:
-            section = self._sections.get(held.known.keys.section_id)
-        section.clean_up(core.expire(held, self._config))
+        section, steps = self._expiry(held)
+        section.clean_up(steps)
 
     async def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         """A read of the section, then a watch on its markers (:mod:`lessor.etcd.aio_watch`)."""

@@ -22,25 +22,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
 
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
 from lessor.etcd import core
+from lessor.etcd.base import EtcdLessorBase
 from lessor.etcd.calls import run
 from lessor.etcd.channels import Channels
 from lessor.etcd.client_transport import ClientTransport
-from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
-from lessor.etcd.leases import LeasePool
 from lessor.etcd.ops import CleanUp
 from lessor.etcd.options import Options
 from lessor.etcd.reaper import Reaper
-from lessor.etcd.sections import Sections
 from lessor.etcd.shell import CleanUps, SectionShell
 from lessor.etcd.transport import Transport
-from lessor.etcd.usage import Usage
 from lessor.partition import Partition
 
 __all__ = ["EtcdLessor"]
@@ -48,7 +43,7 @@ __all__ = ["EtcdLessor"]
 log = logging.getLogger("lessor")
 
 
-class EtcdLessor(Lessor):
+class EtcdLessor(EtcdLessorBase[Transport, SectionShell], Lessor):
     """Leases ranges through an etcd cluster; see the module documentation.
 
     Give either ``endpoints`` (``["host:port", ...]``; calls fail over between them) or a
@@ -75,97 +70,22 @@ class EtcdLessor(Lessor):
     restarts every lease's countdown in full, so there add the time to elect a leader.
     """
 
-    backend = "etcd"
-
-    def __init__(
-        self,
-        endpoints: Sequence[str] | None = None,
-        *,
-        client: Any = None,
-        prefix: str = "/lessor/",
-        holder: str | None = None,
-        ca_cert: str | None = None,
-        cert_cert: str | None = None,
-        cert_key: str | None = None,
-        user: str | None = None,
-        password: str | None = None,
-        rpc_timeout: float = 1.0,
-        release_timeout: float = 1.0,
-        endpoint_order: str = "random",
-        acquire_timeout: float = 30.0,
-        margin: float = 0.2,
-        share_leases: bool = True,
-        lease_reuse: float | None = None,
-    ) -> None:
-        o = Options.check(
-            "EtcdLessor",
-            endpoints,
-            client=client,
-            prefix=prefix,
-            holder=holder,
-            ca_cert=ca_cert,
-            cert_cert=cert_cert,
-            cert_key=cert_key,
-            user=user,
-            password=password,
-            rpc_timeout=rpc_timeout,
-            release_timeout=release_timeout,
-            endpoint_order=endpoint_order,
-            acquire_timeout=acquire_timeout,
-            margin=margin,
-            share_leases=share_leases,
-            lease_reuse=lease_reuse,
-        )
-        self._prefix, self._rpc_timeout = o.prefix, o.rpc_timeout
-        self._release_timeout, self._acquire_timeout = o.release_timeout, o.acquire_timeout
-        self._transport: Transport
-        if o.endpoints is not None:
-            self._transport = Channels(o.endpoints, tls=o.tls, user=o.user, password=o.password,
-                                       endpoint_order=o.endpoint_order)  # fmt: skip
-        else:
-            self._transport = ClientTransport(o.client)
-        self._holder = o.holder
-        self._pool = LeasePool(self._transport.rpc, margin=o.margin, share=o.share_leases)
-        self._config = core.Config(
-            holder=o.holder,
-            rpc_timeout=o.rpc_timeout,
-            release_timeout=o.release_timeout,
-            endpoints=len(self._transport.endpoints),
-        )
-        self._lock = threading.Lock()
-        self._sections = Sections(self._new_section, self._lock)
-        self._seq = 0
+    def _prepare(self) -> None:
         self._reaper = Reaper(self._expire)
         self._clean_ups = CleanUps()
-        # Acquisitions under way, and grants handed out with a marker and not yet released:
-        # close() shuts down when the last of them ends.
-        self._usage = Usage(f"the etcd lessor for {o.prefix!r}")
 
-    @property
-    def max_duration(self) -> float:
-        """The longest lease: its etcd lease, ``dur + margin`` rounded up to whole seconds,
-        must not exceed etcd's maximum TTL (:data:`MAX_LEASE_TTL`)."""
-        return self._pool.max_duration
+    def _connect(self, options: Options) -> Transport:
+        if options.endpoints is None:
+            return ClientTransport(options.client)
+        return Channels(options.endpoints, tls=options.tls, user=options.user,
+                        password=options.password,
+                        endpoint_order=options.endpoint_order)  # fmt: skip
 
-    @property
-    def prefix(self) -> str:
-        return self._prefix
-
-    @property
-    def endpoint(self) -> str:
-        """The etcd endpoint calls currently go to."""
-        return self._transport.endpoint
-
-    @property
-    def transport(self) -> Transport:
-        """The lessor's connection to etcd, for the operator's tools (``admin.py``) to call
-        etcd through; it stays the lessor's to close."""
-        return self._transport
-
-    @property
-    def rpc_timeout(self) -> float:
-        """The longest any one call to etcd may take."""
-        return self._rpc_timeout
+    def _new_section(self, section_id: str) -> SectionShell:
+        keys = SectionKeys.of(self._prefix, section_id)
+        return SectionShell(
+            self._transport, keys, self._pool, reaper=self._reaper, clean_ups=self._clean_ups
+        )
 
     # -- Lessor ------------------------------------------------------------------------------
 
@@ -181,43 +101,24 @@ class EtcdLessor(Lessor):
 
     def _acquire_open(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
         turn = threading.Event()
-        waiter: Waiter[core.Member] | None = None
+        waiter = self._waiter(ctx, section_id, part, dur, turn.set)
         try:
-            with self._lock:
-                self._seq += 1
-                section = self._sections.get(section_id)
-                member = core.Member.of(ctx, part, dur, seq=self._seq, section_id=section_id,
-                                        acquire_timeout=self._acquire_timeout)  # fmt: skip
-                waiter = Waiter(member, turn.set)
-                leads = section.gate.join(waiter)  # joined before any eviction sees the section
-                self._sections.evict()
-            grant: Grant = section.drive(
-                core.acquire(
-                    section.known, section.gate, waiter, leads=leads, turn=turn, config=self._config
-                )
-            )
+            section, leads = self._join(section_id, waiter)
+            grant: Grant = section.drive(self._acquisition(section, waiter, leads=leads, turn=turn))
             return grant
         except BaseException:
-            # Wherever it arrived, once the waiter exists: out of the gate, nothing held.
-            if waiter is not None:
-                section.drive(core.give_up(section.known, section.gate, waiter, self._config))
+            # Wherever it arrived: out of the gate, nothing held.
+            shell, steps = self._giving_up(section_id, waiter)
+            shell.drive(steps)
             raise
 
-    def _new_section(self, section_id: str) -> SectionShell:
-        keys = SectionKeys.of(self._prefix, section_id)
-        return SectionShell(
-            self._transport, keys, self._pool, reaper=self._reaper, clean_ups=self._clean_ups
-        )
-
     def _release(self, grant: Grant) -> None:
-        held = grant.handle
-        if held is None:
+        ending = self._ending(grant)
+        if ending is None:
             return  # an empty lease wrote nothing
-        assert isinstance(held, core.Held)
-        with self._lock:
-            section = self._sections.get(held.known.keys.section_id)
+        section, steps = ending
         try:
-            section.drive(core.release(held, self._config))
+            section.drive(steps)
         finally:
             self._done_with_one()
 
@@ -245,9 +146,8 @@ class EtcdLessor(Lessor):
 
     def _expire(self, held: core.Held) -> None:
         """The reaper's: ``held``'s deadline passed before its release; end it apart."""
-        with self._lock:
-            section = self._sections.get(held.known.keys.section_id)
-        section.perform(CleanUp(core.expire(held, self._config)))
+        section, steps = self._expiry(held)
+        section.perform(CleanUp(steps))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
