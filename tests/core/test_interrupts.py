@@ -20,6 +20,7 @@ import pytest
 
 from lessor import Partition
 from lessor.etcd import core
+from lessor.etcd import drive as drive_module
 from lessor.etcd.gate import Gate, Waiter
 from lessor.etcd.ops import CleanUp, DeleteMarker, GiveBack, Swap
 from lessor.etcd.shell import SectionShell
@@ -32,14 +33,14 @@ class Interrupt(BaseException):
 
 
 def line_of(text: str) -> int:
-    src, first = inspect.getsourcelines(SectionShell._drive)
+    src, first = inspect.getsourcelines(drive_module._drive)
     return first + next(i for i, line in enumerate(src) if text in line)
 
 
 def raising_at(line: int, error: BaseException, *, after_swap: bool) -> Any:
     """A tracer that raises ``error`` once, at ``line`` of the shell's loop, while the current
     operation is a Swap (``after_swap``: once its result is in)."""
-    code, fired = SectionShell._drive.__code__, []
+    code, fired = drive_module._drive.__code__, []
 
     def local(frame: Any, event: str, arg: Any) -> Any:
         f = frame.f_locals
@@ -133,7 +134,7 @@ def test_a_release_interrupted_before_its_marker_is_deleted_deletes_it_apart() -
 def on_line(line: int, op_type: type, error: BaseException, code: Any = None) -> Any:
     """A tracer raising ``error`` once at ``line`` (of the shell's loop, or of ``code``) while
     the current operation is an ``op_type`` (any, for another function's frame)."""
-    code = code if code is not None else SectionShell._drive.__code__
+    code = code if code is not None else drive_module._drive.__code__
     fired: list[bool] = []
 
     def local(frame: Any, event: str, arg: Any) -> Any:

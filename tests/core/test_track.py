@@ -25,6 +25,7 @@ import pytest
 
 from lessor import Context, Partition
 from lessor.etcd import core
+from lessor.etcd import drive as drive_module
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.ops import Track
@@ -50,14 +51,14 @@ class RecordingReaper:
 
 
 def line_of(text: str) -> int:
-    src, first = inspect.getsourcelines(SectionShell._drive)
+    src, first = inspect.getsourcelines(drive_module._drive)
     return first + next(i for i, line in enumerate(src) if text in line)
 
 
 def raising_at_track_of(seq: int, error: BaseException) -> Any:
     """A tracer raising ``error`` once, after ``steps.send`` returned the ``Track`` of
     acquisition ``seq`` and before the shell performed it."""
-    code, line, fired = SectionShell._drive.__code__, line_of("result, error = None, None"), []
+    code, line, fired = drive_module._drive.__code__, line_of("result, error = None, None"), []
 
     def local(frame: Any, event: str, arg: Any) -> Any:
         op = frame.f_locals.get("op")

@@ -1,5 +1,5 @@
 """Regression (found in review of the acquisition core): an exception that reaches the leading
-thread *between two operations* of the core (in the shell's loop, ``SectionShell._drive``, after
+thread *between two operations* of the core (in the shell's loop, ``drive_module._drive``, after
 ``steps.send`` returned and before ``perform``) left the lead generator suspended: the gate
 stayed "led" by a thread that was gone.
 
@@ -41,6 +41,7 @@ import pytest
 
 from lessor import Context, Partition
 from lessor.etcd import EtcdLessor
+from lessor.etcd import drive as drive_module
 from lessor.etcd.ops import Swap
 from lessor.etcd.shell import SectionShell
 from lessor.testing import FaultProxy
@@ -68,9 +69,9 @@ def test_an_exception_between_two_operations_goes_to_the_core(etcd_server: Any, 
             pass  # cached, with an etcd lease at hand
         section: SectionShell = lessor._sections["s"]
         gate = section.gate
-        drive_code = SectionShell._drive.__code__
+        drive_code = drive_module._drive.__code__
         # the line right after `op = steps.send(...)` in drive
-        src, first = __import__("inspect").getsourcelines(SectionShell._drive)
+        src, first = __import__("inspect").getsourcelines(drive_module._drive)
         after_send = first + next(
             i for i, line in enumerate(src) if "result, error = None, None" in line
         )

@@ -13,7 +13,6 @@ are thrown back into the core, which knows what they mean.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -24,6 +23,7 @@ from lessor.context import Context
 from lessor.etcd import core
 from lessor.etcd.aio_transport import AsyncTransport
 from lessor.etcd.calls import arun
+from lessor.etcd.drive import drive
 from lessor.etcd.gate import Gate
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.known import Known
@@ -126,36 +126,10 @@ class AsyncSectionShell:
         return not self.gate.leading and self.known.idle
 
     async def drive(self, steps: Steps) -> Any:
-        """Await ``steps``' operations until it ends; return what it returns.
-
-        As in the threaded shell (``SectionShell.drive``): a failed operation is thrown into
-        ``steps``, and so is a cancellation of this task (or any exception) that arrives
-        while ``steps`` waits for an operation, so that the core's own way out runs. Only a
-        second exception on that way out closes ``steps`` unfinished.
-        """
-        try:
-            return await self._drive(steps, None)
-        except BaseException as e:
-            if inspect.getgeneratorstate(steps) != inspect.GEN_SUSPENDED:
-                raise  # it came out of steps: steps has ended
-            return await self._drive(steps, e)  # it arrived here, between two operations
-        finally:
-            steps.close()  # a no-op once steps has ended
-
-    async def _drive(self, steps: Steps, error: BaseException | None) -> Any:
-        result: Any = None
-        while True:
-            try:
-                while True:  # the loop's every instruction inside the try
-                    op = steps.send(result) if error is None else steps.throw(error)
-                    result, error = None, None
-                    result = await self.perform(op)
-            except StopIteration as end:
-                return end.value
-            except BaseException as e:
-                if inspect.getgeneratorstate(steps) != inspect.GEN_SUSPENDED:
-                    raise  # it came out of steps: steps has ended
-                result, error = None, e  # the core decides what every failure means
+        """Await ``steps``' operations until it ends; return what it returns
+        (:func:`lessor.etcd.drive.drive`: a failure, or a cancellation of this task that
+        arrives while an operation is awaited, is thrown into ``steps``)."""
+        return await drive(steps, self.perform)
 
     async def perform(self, op: Op) -> Any:
         """Carry out one operation; its result, or its failure raised."""

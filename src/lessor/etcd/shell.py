@@ -9,7 +9,6 @@ of an operation is thrown back into the core, which knows what it means.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
@@ -18,7 +17,8 @@ from typing import Any
 
 from lessor.context import Context
 from lessor.etcd import core
-from lessor.etcd.calls import Calls, run
+from lessor.etcd.calls import Calls, blocking, run
+from lessor.etcd.drive import drive
 from lessor.etcd.gate import Gate
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.known import Known
@@ -112,38 +112,13 @@ class SectionShell:
         return not self.gate.leading and self.known.idle
 
     def drive(self, steps: Steps) -> Any:
-        """Perform ``steps``' operations until it ends; return what it returns.
+        """Perform ``steps``' operations on this thread until it ends; return what it returns
+        (:func:`lessor.etcd.drive.drive`: a failure, or an exception that reaches this thread
+        between two operations, is thrown into ``steps``)."""
+        return blocking(drive(steps, self._perform_now))
 
-        A failed operation is thrown into ``steps``, which handles it or lets it out. So is an
-        exception that reaches this thread *between* two operations (KeyboardInterrupt, a
-        signal handler's, one set by ``PyThreadState_SetAsyncExc``): whatever arrives while
-        ``steps`` waits for an operation goes to ``steps``, so that the core's own way out
-        runs (leaving the gate, handing the lead on, giving back what its members got). Only
-        a second exception on that way out closes ``steps`` unfinished.
-        """
-        try:
-            return self._drive(steps, None)
-        except BaseException as e:
-            if inspect.getgeneratorstate(steps) != inspect.GEN_SUSPENDED:
-                raise  # it came out of steps: steps has ended
-            return self._drive(steps, e)  # it arrived here, between two operations
-        finally:
-            steps.close()  # a no-op once steps has ended
-
-    def _drive(self, steps: Steps, error: BaseException | None) -> Any:
-        result: Any = None
-        while True:
-            try:
-                while True:  # the loop's every instruction inside the try
-                    op = steps.send(result) if error is None else steps.throw(error)
-                    result, error = None, None
-                    result = self.perform(op)
-            except StopIteration as end:
-                return end.value
-            except BaseException as e:
-                if inspect.getgeneratorstate(steps) != inspect.GEN_SUSPENDED:
-                    raise  # it came out of steps: steps has ended
-                result, error = None, e  # the core decides what every failure means
+    async def _perform_now(self, op: Op) -> Any:  # never suspends: the operation blocks
+        return self._handlers[type(op)](op)
 
     def perform(self, op: Op) -> Any:
         """Carry out one operation; its result, or its failure raised."""
