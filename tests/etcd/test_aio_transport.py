@@ -248,6 +248,34 @@ def test_a_cancelled_watch_ends_its_reading_without_an_error(
     run(main)
 
 
+def test_cancel_ends_a_watch_at_once_when_etcd_does_not_answer(
+    make_transport: MakeTransport, quiet_etcd: LocalEtcd
+) -> None:
+    """The stream is cancelled here, not ended by etcd (which hears nothing through a cut
+    link); when the link delivers again, etcd serves no stream of it."""
+    with FaultProxy(quiet_etcd.endpoint) as proxy:
+
+        async def main() -> None:
+            transport = make_transport(proxy.address)
+            try:
+                await _until(lambda: _calls_open(quiet_etcd.endpoint) == 0, 10, "a quiet etcd")
+                watch = await transport.watch(b"/k/", b"/k0", 0, TIMEOUT, "watching")
+                reader = asyncio.create_task(anext(watch))
+                proxy.blackhole()
+                await asyncio.sleep(0)  # one turn: the reader waits on its stream
+                watch.cancel()
+                async with asyncio.timeout(1.0):
+                    with pytest.raises(StopAsyncIteration):
+                        await reader
+                proxy.heal()
+                await _until(lambda: _calls_open(quiet_etcd.endpoint) == 0, 10, "no call open")
+            finally:
+                proxy.heal()
+                await transport.close()
+
+        run(main)
+
+
 def _sequence_points() -> list[Point]:
     """The points of :func:`_sequence`, in order: before and after each of its five calls."""
     calls = ["lease.LeaseGrant", "kv.Put", "keep_alive", "watch", "lease.LeaseRevoke"]
@@ -485,6 +513,52 @@ def test_closing_fails_the_calls_in_flight_but_does_not_cancel_their_tasks(
 def test_a_users_client_must_be_a_pyetcd_or_etcd3_one() -> None:
     with pytest.raises(TypeError, match="pass a pyetcd or etcd3 client"):
         AsyncClientTransport(object())
+
+
+class _Pending:
+    """A threaded gRPC call that never ends by itself (a ``grpc.Future``'s part of it)."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        pass  # never done, unless cancelled (a cancelled one is not read any more)
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+class _ClientOfPendingCalls:
+    """A pyetcd-like client whose unary calls never end."""
+
+    __module__ = "pyetcd.client"  # its generated messages are pyetcd's
+
+    def __init__(self) -> None:
+        self.calls: list[_Pending] = []
+        self.host, self.port = "127.0.0.1", 2379
+
+    def _start(self, *args: Any, **kwargs: Any) -> _Pending:
+        self.calls.append(_Pending())
+        return self.calls[-1]
+
+    @property
+    def kvstub(self) -> Any:
+        return Reply(Range=Reply(future=self._start))
+
+    leasestub = kvstub
+
+
+def test_a_cancelled_task_cancels_its_call_through_a_users_client() -> None:
+    async def main() -> None:
+        client = _ClientOfPendingCalls()
+        task = asyncio.create_task(_range(AsyncClientTransport(client), timeout=LONG))
+        await asyncio.sleep(0)  # one turn: the call is made, and waits
+        assert [call.cancelled for call in client.calls] == [False]
+        await _cancelled(task)
+        assert [call.cancelled for call in client.calls] == [True]
+
+    run(main)
 
 
 def test_a_users_client_stays_open_after_the_transport_closes(etcd_server: LocalEtcd) -> None:
