@@ -78,8 +78,8 @@ def transport(request: pytest.FixtureRequest, etcd_server: LocalEtcd) -> Iterato
     made: Transport = {
         "channels": lambda: Channels(etcd_server.endpoints),
         "client": lambda: ClientTransport(client),
-        "aio-channels": lambda: Blocking(lambda: AsyncChannels(etcd_server.endpoints)),
-        "aio-client": lambda: Blocking(lambda: AsyncClientTransport(client)),
+        "aio-channels": lambda: Blocking(AsyncChannels(etcd_server.endpoints)),
+        "aio-client": lambda: Blocking(AsyncClientTransport(client)),
     }[request.param]()
     # A first call: grpc.aio's poller thread then runs before any test counts threads.
     made.kv("Range", made.rpc.RangeRequest(key=b"/"), TIMEOUT, "warming up")

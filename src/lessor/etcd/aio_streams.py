@@ -40,6 +40,7 @@ from lessor.etcd.stream_messages import (
     WATCH_UNANSWERED,
     Refused,
     WatchEvent,
+    WatchStream,
     watch_created,
     watch_events,
     watch_timed_out,
@@ -189,18 +190,11 @@ async def open_watch(responses: Responses, timeout: float) -> int:
         raise
 
 
-class AsyncWatch:
-    """One watch stream: iterate it with ``async for`` for its events
-    (:class:`~lessor.etcd.stream_messages.WatchEvent`); :meth:`cancel` it from any task, which
-    ends the iteration at once, without an error.
-
-    The iteration raises :class:`~lessor.etcd.rpc_errors.RetryableRpc` when the stream breaks
-    (its member died, lost its leader, or the connection dropped),
-    :class:`~lessor.etcd.stream_messages.Compacted` when etcd no longer has the revisions asked
-    for, and a :class:`~lessor.errors.LessorError` when etcd refused it. Either way the stream
-    is over: watch again, from a revision read afresh. When the iterating task is cancelled,
-    the stream is cancelled too. Use it as an async context manager, or call :meth:`cancel`,
-    so that its stream ends.
+class AsyncWatch(WatchStream):
+    """A watch stream (see :class:`~lessor.etcd.stream_messages.WatchStream`) read in asyncio:
+    iterate it with ``async for``, :meth:`cancel` it from any task. When the iterating task is
+    cancelled, the stream is cancelled too. Use it as an async context manager, or call
+    :meth:`cancel`, so that its stream ends.
     """
 
     def __init__(
@@ -210,12 +204,9 @@ class AsyncWatch:
         revision: int,
         failed: Callable[[grpc.RpcError], Exception],
     ) -> None:
+        super().__init__(endpoint, revision, failed)
         self._responses = responses
-        self._failed = failed
-        self._cancelled = False
         self._events: deque[WatchEvent] = deque()
-        self.endpoint = endpoint
-        self.revision = revision  # etcd's revision when it confirmed the watch
 
     def __aiter__(self) -> AsyncWatch:
         return self
@@ -244,13 +235,8 @@ class AsyncWatch:
         return response
 
     def cancel(self) -> None:
-        """End the watch: the stream is cancelled, and an iteration in progress ends."""
-        self._cancelled = True
+        super().cancel()
         self._responses.cancel()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
 
     async def __aenter__(self) -> AsyncWatch:
         return self
