@@ -89,22 +89,26 @@ class Responses(Protocol):
         ...
 
 
-class AioResponses:
-    """A ``grpc.aio`` stream's answers; ``stop``, if given, ends its sending side
-    (:func:`watch_requests`) when it is cancelled."""
+class _Call:
+    """A stream's call, and what ends its sending side when it is cancelled (if anything)."""
 
-    def __init__(self, call: Any, stop: asyncio.Event | None = None) -> None:
+    def __init__(self, call: Any, stop: asyncio.Event | threading.Event | None = None) -> None:
         self._call = call
         self._stop = stop
-
-    async def read(self) -> Any | None:
-        response = await awaited(self._call.read())
-        return None if response is grpc.aio.EOF else response
 
     def cancel(self) -> None:
         if self._stop is not None:
             self._stop.set()
         self._call.cancel()
+
+
+class AioResponses(_Call):
+    """A ``grpc.aio`` stream's answers; ``stop``, if given, ends its sending side
+    (:func:`watch_requests`) when it is cancelled."""
+
+    async def read(self) -> Any | None:
+        response = await awaited(self._call.read())
+        return None if response is grpc.aio.EOF else response
 
 
 async def watch_requests(first: Any, stop: asyncio.Event) -> AsyncIterator[Any]:
@@ -114,7 +118,7 @@ async def watch_requests(first: Any, stop: asyncio.Event) -> AsyncIterator[Any]:
     await stop.wait()
 
 
-class ThreadedResponses:
+class ThreadedResponses(_Call):
     """A threaded gRPC stream's answers (a user's client's channel is not a ``grpc.aio`` one),
     read on a thread of its own and handed to the event loop.
 
@@ -124,8 +128,7 @@ class ThreadedResponses:
     """
 
     def __init__(self, call: Any, stop: threading.Event | None = None) -> None:
-        self._call = call
-        self._stop = stop
+        super().__init__(call, stop)
         self._loop = asyncio.get_running_loop()
         self._answers: asyncio.Queue[Any] = asyncio.Queue()
         self._end: Any = None  # what ended the stream (None, or its failure), once read
@@ -151,11 +154,6 @@ class ThreadedResponses:
         if isinstance(item, Exception):
             raise item
         return item
-
-    def cancel(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-        self._call.cancel()
 
 
 async def keep_alive_once(responses: Responses) -> Any:

@@ -104,9 +104,11 @@ class WatchEvent:
 
 
 class Refused(grpc.RpcError):
-    """A failure that reached us inside a stream's answer rather than as the call's status,
-    shaped as a failed call so that it meets the same handling (stale token, rotation,
-    translation)."""
+    """A failure that reached us other than as a call's status, shaped as a failed call so
+    that it meets the same handling (stale token, rotation, translation): inside a stream's
+    answer (a refused watch, a stream ended unanswered), or, in asyncio, as the cancellation of
+    a call that something else than its task cancelled
+    (:func:`~lessor.etcd.aio_streams.awaited`)."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(f"{code.name}: {details}")
