@@ -490,6 +490,14 @@ def test_closing_fails_the_calls_in_flight_but_does_not_cancel_their_tasks(
     run(main)
 
 
+def test_channels_serve_the_event_loop_of_their_first_call(etcd_server: LocalEtcd) -> None:
+    channels = AsyncChannels(etcd_server.endpoints)
+    run(lambda: _range(channels))
+    with pytest.raises(RuntimeError, match="serve the event loop of their first call"):
+        run(lambda: _range(channels))
+    run(channels.close)
+
+
 # -- a user's client -----------------------------------------------------------------------------
 
 
