@@ -70,6 +70,21 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(main())
 
 
+Body = Callable[[Any], Coroutine[Any, Any, None]]
+
+
+def run_with(transport: AsyncTransport, body: Body) -> None:
+    """``body(transport)`` in an event loop of its own; the transport is closed after it."""
+
+    async def main() -> None:
+        try:
+            await body(transport)
+        finally:
+            await transport.close()
+
+    asyncio.run(main())
+
+
 async def _put(transport: AsyncTransport, key: bytes, lease: int = 0) -> int:
     request = transport.rpc.PutRequest(key=key, value=b"v", lease=lease)
     return int((await transport.kv("Put", request, TIMEOUT, "t")).header.revision)
@@ -94,24 +109,20 @@ async def _cancelled(task: asyncio.Task[Any]) -> float:
 def test_many_tasks_call_at_once(
     make_transport: MakeTransport, etcd_server: LocalEtcd, prefix: str
 ) -> None:
-    async def main() -> None:
-        transport = make_transport(etcd_server.endpoint)
+    async def body(transport: Any) -> None:
         p = prefix.encode()
-        try:
-            revisions = await asyncio.gather(*(_put(transport, p + b"%d" % i) for i in range(100)))
-            assert len(set(revisions)) == 100  # a write each
-            request = transport.rpc.RangeRequest(key=p, range_end=p + b"\xff", count_only=True)
-            assert (await transport.kv("Range", request, TIMEOUT, "t")).count == 100
-            grant = await transport.lease("LeaseGrant", transport.rpc.LeaseGrantRequest(TTL=10),
-                                          TIMEOUT, "t")  # fmt: skip
-            ttls = await asyncio.gather(
-                *(transport.keep_alive(grant.ID, TIMEOUT, "renewing") for _ in range(20))
-            )
-            assert ttls == [10] * 20
-        finally:
-            await transport.close()
+        revisions = await asyncio.gather(*(_put(transport, p + b"%d" % i) for i in range(100)))
+        assert len(set(revisions)) == 100  # a write each
+        request = transport.rpc.RangeRequest(key=p, range_end=p + b"\xff", count_only=True)
+        assert (await transport.kv("Range", request, TIMEOUT, "t")).count == 100
+        grant = await transport.lease("LeaseGrant", transport.rpc.LeaseGrantRequest(TTL=10),
+                                      TIMEOUT, "t")  # fmt: skip
+        ttls = await asyncio.gather(
+            *(transport.keep_alive(grant.ID, TIMEOUT, "renewing") for _ in range(20))
+        )
+        assert ttls == [10] * 20
 
-    run(main)
+    run_with(make_transport(etcd_server.endpoint), body)
 
 
 # -- cancellation --------------------------------------------------------------------------------
@@ -151,6 +162,13 @@ def quiet_etcd() -> Iterator[LocalEtcd]:
         yield server
 
 
+@pytest.fixture
+def proxy(quiet_etcd: LocalEtcd) -> Iterator[FaultProxy]:
+    """A link to the module's etcd that a test can cut (``blackhole()``)."""
+    with FaultProxy(quiet_etcd.endpoint) as link:
+        yield link
+
+
 async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Wait for a condition that only a poll can see (etcd's metrics), with a bound."""
     deadline = time.monotonic() + timeout
@@ -159,93 +177,107 @@ async def _until(condition: Callable[[], bool], timeout: float, what: str) -> No
         await asyncio.sleep(0.05)
 
 
+async def _serves_none(endpoint: str, what: str) -> None:
+    """Wait until etcd serves no call (an earlier test's included), at most 10 s."""
+    await _until(lambda: _calls_open(endpoint) == 0, 10, what)
+
+
 @pytest.mark.parametrize("which", CALLS)
 def test_a_cancelled_task_cancels_the_call_it_awaits(
-    make_transport: MakeTransport, quiet_etcd: LocalEtcd, which: str
+    make_transport: MakeTransport, quiet_etcd: LocalEtcd, proxy: FaultProxy, which: str
 ) -> None:
     """Through a link that delivers nothing, a call never ends by itself: cancelling its task
     ends it at once, and the cancellation propagates as it is. Once the link delivers again,
     etcd serves no call of it (an open stream would stay)."""
-    with FaultProxy(quiet_etcd.endpoint) as proxy:
 
-        async def main() -> None:
-            gates = Gates(hold_at=0)  # before the call
-            transport = make_transport(proxy.address)
-            gated = GatedTransport(transport, gates)
-            try:
-                await _until(lambda: _calls_open(quiet_etcd.endpoint) == 0, 10, "a quiet etcd")
-                grant = await transport.lease(
-                    "LeaseGrant", transport.rpc.LeaseGrantRequest(TTL=10), TIMEOUT, "t"
-                )  # fmt: skip  (connected)
-                proxy.blackhole()
-                task = asyncio.create_task(_call(gated, which, grant.ID))
-                held = await gates.held(task)
-                assert held is not None and held.call.startswith(which), held
-                gates.release()
-                await asyncio.sleep(0)  # one turn: the task goes on into its call, and waits
-                assert not task.done()
-                took = await _cancelled(task)
-                assert took < 1.0, took
-                assert [p.side for p in gates.passed] == [BEFORE]  # never came back from it
-                proxy.heal()
-                assert (await _range(transport)).header.revision > 0  # the transport is fine
-                await _until(lambda: _calls_open(quiet_etcd.endpoint) == 0, 10, "no call open")
-            finally:
-                proxy.heal()
-                await transport.close()
+    async def body(transport: Any) -> None:
+        gates = Gates(hold_at=0)  # before the call
+        gated = GatedTransport(transport, gates)
+        await _serves_none(quiet_etcd.endpoint, "a quiet etcd")
+        grant = await transport.lease(
+            "LeaseGrant", transport.rpc.LeaseGrantRequest(TTL=10), TIMEOUT, "t"
+        )  # fmt: skip  (connected)
+        proxy.blackhole()
+        task = asyncio.create_task(_call(gated, which, grant.ID))
+        held = await gates.held(task)
+        assert held is not None and held.call.startswith(which), held
+        gates.release()
+        await asyncio.sleep(0)  # one turn: the task goes on into its call, and waits
+        assert not task.done()
+        took = await _cancelled(task)
+        assert took < 1.0, took
+        assert [p.side for p in gates.passed] == [BEFORE]  # never came back from it
+        proxy.heal()
+        assert (await _range(transport)).header.revision > 0  # the transport is fine
+        await _serves_none(quiet_etcd.endpoint, "no call open")
 
-        run(main)
+    run_with(make_transport(proxy.address), body)
 
 
 def test_a_task_cancelled_while_it_reads_a_watch_ends_the_stream_at_etcd(
     make_transport: MakeTransport, quiet_etcd: LocalEtcd
 ) -> None:
-    async def main() -> None:
-        endpoint = quiet_etcd.endpoint
-        transport = make_transport(endpoint)
-        try:
-            await _until(lambda: _calls_open(endpoint) == 0, 10, "a quiet etcd")
-            watch = await transport.watch(b"/k/", b"/k0", 0, TIMEOUT, "watching")
-            assert _calls_open(endpoint) == 1
+    endpoint = quiet_etcd.endpoint
 
-            async def read() -> list[WatchEvent]:
-                return [event async for event in watch]
+    async def body(transport: Any) -> None:
+        await _serves_none(endpoint, "a quiet etcd")
+        watch = await transport.watch(b"/k/", b"/k0", 0, TIMEOUT, "watching")
+        assert _calls_open(endpoint) == 1
 
-            task = asyncio.create_task(read())
-            await _put(transport, b"/other")  # a round trip: the reader waits on its stream
-            assert not task.done()
-            assert await _cancelled(task) < 1.0
-            assert watch.cancelled  # the watch is over with its reader
-            await _until(lambda: _calls_open(endpoint) == 0, 10, "etcd ends the stream")
-        finally:
-            await transport.close()
+        async def read() -> list[WatchEvent]:
+            return [event async for event in watch]
 
-    run(main)
+        task = asyncio.create_task(read())
+        await _put(transport, b"/other")  # a round trip: the reader waits on its stream
+        assert not task.done()
+        assert await _cancelled(task) < 1.0
+        assert watch.cancelled  # the watch is over with its reader
+        await _serves_none(endpoint, "etcd ends the stream")
+
+    run_with(make_transport(endpoint), body)
 
 
 def test_a_cancelled_watch_ends_its_reading_without_an_error(
     make_transport: MakeTransport, etcd_server: LocalEtcd, prefix: str
 ) -> None:
-    async def main() -> None:
-        transport = make_transport(etcd_server.endpoint)
+    async def body(transport: Any) -> None:
         p = prefix.encode()
-        try:
-            start = await _put(transport, p + b"a")
-            events = []
-            async with await transport.watch(p, p + b"\xff", start, TIMEOUT, "t") as watch:
-                async for event in watch:
-                    events.append(event)
-                    watch.cancel()  # the iteration ends: no error, nothing more
-            assert events == [WatchEvent("PUT", p + b"a", start)]
-            async with await transport.watch(p, p + b"\xff", start, TIMEOUT, "t") as watch:
-                reader = asyncio.create_task(anext(watch))
-                watch.cancel()
-                with pytest.raises(StopAsyncIteration):
-                    await reader
-        finally:
-            await transport.close()
+        start = await _put(transport, p + b"a")
+        events = []
+        async with await transport.watch(p, p + b"\xff", start, TIMEOUT, "t") as watch:
+            async for event in watch:
+                events.append(event)
+                watch.cancel()  # the iteration ends: no error, nothing more
+        assert events == [WatchEvent("PUT", p + b"a", start)]
+        async with await transport.watch(p, p + b"\xff", start, TIMEOUT, "t") as watch:
+            reader = asyncio.create_task(anext(watch))
+            watch.cancel()
+            with pytest.raises(StopAsyncIteration):
+                await reader
 
-    run(main)
+    run_with(make_transport(etcd_server.endpoint), body)
+
+
+def test_cancel_ends_a_watch_at_once_when_etcd_does_not_answer(
+    make_transport: MakeTransport, quiet_etcd: LocalEtcd, proxy: FaultProxy
+) -> None:
+    """The stream is cancelled here, not ended by etcd (which hears nothing through a cut
+    link); when the link delivers again, etcd serves no stream of it."""
+
+    async def body(transport: Any) -> None:
+        await _serves_none(quiet_etcd.endpoint, "a quiet etcd")
+        watch = await transport.watch(b"/k/", b"/k0", 0, TIMEOUT, "watching")
+        reader = asyncio.create_task(anext(watch))
+        proxy.blackhole()
+        await asyncio.sleep(0)  # one turn: the reader waits on its stream
+        watch.cancel()
+        async with asyncio.timeout(1.0):
+            with pytest.raises(StopAsyncIteration):
+                await reader
+        proxy.heal()
+        await _serves_none(quiet_etcd.endpoint, "no call open")
+
+    run_with(make_transport(proxy.address), body)
 
 
 def _sequence_points() -> list[Point]:
@@ -268,70 +300,54 @@ async def _sequence(transport: AsyncTransport, key: bytes) -> None:
 def test_a_task_cancelled_at_every_await_point_ends_cancelled(
     make_transport: MakeTransport, etcd_server: LocalEtcd, prefix: str
 ) -> None:
-    async def main() -> None:
-        transport = make_transport(etcd_server.endpoint)
+    async def body(transport: Any) -> None:
         key = prefix.encode() + b"k"
-        try:
-            gates = Gates()
-            await _sequence(GatedTransport(transport, gates), key)
-            assert gates.passed == _sequence_points()
-            for n, point in enumerate(gates.passed):
-                held = Gates(hold_at=n)
-                task = asyncio.create_task(_sequence(GatedTransport(transport, held), key))
-                assert await held.held(task) == point
-                await _cancelled(task)
-                assert held.passed == gates.passed[: n + 1]
-            await _range(transport)  # and the transport is fine
-        finally:
-            await transport.close()
+        gates = Gates()
+        await _sequence(GatedTransport(transport, gates), key)
+        assert gates.passed == _sequence_points()
+        for n, point in enumerate(gates.passed):
+            held = Gates(hold_at=n)
+            task = asyncio.create_task(_sequence(GatedTransport(transport, held), key))
+            assert await held.held(task) == point
+            await _cancelled(task)
+            assert held.passed == gates.passed[: n + 1]
+        await _range(transport)  # and the transport is fine
 
-    run(main)
+    run_with(make_transport(etcd_server.endpoint), body)
 
 
 # -- fail-over -----------------------------------------------------------------------------------
 
 
 def test_an_unreachable_endpoint_is_retryable_and_moves_calls_on(etcd_server: LocalEtcd) -> None:
-    async def main() -> None:
-        channels = AsyncChannels(["127.0.0.1:9", *etcd_server.endpoints], endpoint_order="given")
-        try:
-            with pytest.raises(RetryableRpc, match=r"etcd 127\.0\.0\.1:9: UNAVAILABLE") as e:
-                await _range(channels)
-            assert e.value.endpoint == "127.0.0.1:9"
-            assert e.value.code == grpc.StatusCode.UNAVAILABLE
-            assert channels.endpoint == etcd_server.endpoint
-            assert (await _range(channels)).header.revision > 0
-        finally:
-            await channels.close()
+    async def body(channels: Any) -> None:
+        with pytest.raises(RetryableRpc, match=r"etcd 127\.0\.0\.1:9: UNAVAILABLE") as e:
+            await _range(channels)
+        assert e.value.endpoint == "127.0.0.1:9"
+        assert e.value.code == grpc.StatusCode.UNAVAILABLE
+        assert channels.endpoint == etcd_server.endpoint
+        assert (await _range(channels)).header.revision > 0
 
-    run(main)
+    run_with(AsyncChannels(["127.0.0.1:9", *etcd_server.endpoints], endpoint_order="given"), body)
 
 
 def test_an_endpoint_that_stops_answering_is_left_after_one_call_timeout(
-    etcd_server: LocalEtcd,
+    quiet_etcd: LocalEtcd, proxy: FaultProxy
 ) -> None:
-    with FaultProxy(etcd_server.endpoint) as proxy:
+    async def body(channels: Any) -> None:
+        await _range(channels)  # connected through the proxy
+        proxy.blackhole()
+        started = time.monotonic()
+        with pytest.raises(RetryableRpc) as e:
+            await _range(channels, timeout=0.5)
+        assert time.monotonic() - started < 2.0
+        assert (e.value.endpoint, e.value.code) == (
+            proxy.address, grpc.StatusCode.DEADLINE_EXCEEDED
+        )  # fmt: skip
+        assert channels.endpoint == quiet_etcd.endpoint
+        assert (await _range(channels)).header.revision > 0
 
-        async def main() -> None:
-            channels = AsyncChannels([proxy.address, *etcd_server.endpoints],
-                                     endpoint_order="given")  # fmt: skip
-            try:
-                await _range(channels)  # connected through the proxy
-                proxy.blackhole()
-                started = time.monotonic()
-                with pytest.raises(RetryableRpc) as e:
-                    await _range(channels, timeout=0.5)
-                assert time.monotonic() - started < 2.0
-                assert (e.value.endpoint, e.value.code) == (
-                    proxy.address, grpc.StatusCode.DEADLINE_EXCEEDED
-                )  # fmt: skip
-                assert channels.endpoint == etcd_server.endpoint
-                assert (await _range(channels)).header.revision > 0
-            finally:
-                proxy.heal()
-                await channels.close()
-
-        run(main)
+    run_with(AsyncChannels([proxy.address, quiet_etcd.endpoint], endpoint_order="given"), body)
 
 
 # -- auth: one login for every task, a stale token replaced once (etcd's auth as fakes) ----------
@@ -453,30 +469,33 @@ def test_a_closed_transport_opens_no_channel() -> None:
 
 
 def test_closing_fails_the_calls_in_flight_but_does_not_cancel_their_tasks(
-    etcd_server: LocalEtcd,
+    proxy: FaultProxy,
 ) -> None:
-    with FaultProxy(etcd_server.endpoint) as proxy:
+    async def main() -> None:
+        channels = AsyncChannels([proxy.address])
+        watch = await channels.watch(b"/k/", b"/k0", 0, TIMEOUT, "watching")
+        reader = asyncio.create_task(anext(watch))
+        proxy.blackhole()
+        call = asyncio.create_task(_range(channels, timeout=LONG))
+        await asyncio.sleep(0)  # one turn: the call is made, and waits
+        await channels.close()
+        with pytest.raises(LessorError, match=f"reading: etcd {proxy.address} failed: CANC"):
+            await call
+        with pytest.raises(LessorError, match=f"watching: etcd {proxy.address} failed: CANC"):
+            await reader
+        assert watch.cancelled
+        with pytest.raises(LessorError, match="the connection was closed"):
+            await _range(channels)
 
-        async def main() -> None:
-            channels = AsyncChannels([proxy.address])
-            watch = await channels.watch(b"/k/", b"/k0", 0, TIMEOUT, "watching")
-            reader = asyncio.create_task(anext(watch))
-            proxy.blackhole()
-            call = asyncio.create_task(_range(channels, timeout=LONG))
-            await asyncio.sleep(0)  # one turn: the call is made, and waits
-            await channels.close()
-            with pytest.raises(LessorError, match=f"reading: etcd {proxy.address} failed: CANC"):
-                await call
-            with pytest.raises(LessorError, match=f"watching: etcd {proxy.address} failed: CANC"):
-                await reader
-            assert watch.cancelled
-            with pytest.raises(LessorError, match="the connection was closed"):
-                await _range(channels)
+    run(main)
 
-        try:
-            run(main)
-        finally:
-            proxy.heal()
+
+def test_channels_serve_the_event_loop_of_their_first_call(etcd_server: LocalEtcd) -> None:
+    channels = AsyncChannels(etcd_server.endpoints)
+    run(lambda: _range(channels))
+    with pytest.raises(RuntimeError, match="serve the event loop of their first call"):
+        run(lambda: _range(channels))
+    run(channels.close)
 
 
 # -- a user's client -----------------------------------------------------------------------------
@@ -485,6 +504,52 @@ def test_closing_fails_the_calls_in_flight_but_does_not_cancel_their_tasks(
 def test_a_users_client_must_be_a_pyetcd_or_etcd3_one() -> None:
     with pytest.raises(TypeError, match="pass a pyetcd or etcd3 client"):
         AsyncClientTransport(object())
+
+
+class _Pending:
+    """A threaded gRPC call that never ends by itself (a ``grpc.Future``'s part of it)."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        pass  # never done, unless cancelled (a cancelled one is not read any more)
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+class _ClientOfPendingCalls:
+    """A pyetcd-like client whose unary calls never end."""
+
+    __module__ = "pyetcd.client"  # its generated messages are pyetcd's
+
+    def __init__(self) -> None:
+        self.calls: list[_Pending] = []
+        self.host, self.port = "127.0.0.1", 2379
+
+    def _start(self, *args: Any, **kwargs: Any) -> _Pending:
+        self.calls.append(_Pending())
+        return self.calls[-1]
+
+    @property
+    def kvstub(self) -> Any:
+        return Reply(Range=Reply(future=self._start))
+
+    leasestub = kvstub
+
+
+def test_a_cancelled_task_cancels_its_call_through_a_users_client() -> None:
+    async def main() -> None:
+        client = _ClientOfPendingCalls()
+        task = asyncio.create_task(_range(AsyncClientTransport(client), timeout=LONG))
+        await asyncio.sleep(0)  # one turn: the call is made, and waits
+        assert [call.cancelled for call in client.calls] == [False]
+        await _cancelled(task)
+        assert [call.cancelled for call in client.calls] == [True]
+
+    run(main)
 
 
 def test_a_users_client_stays_open_after_the_transport_closes(etcd_server: LocalEtcd) -> None:

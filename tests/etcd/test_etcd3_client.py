@@ -11,6 +11,7 @@ messages into one process (both register ``rpc.proto``), so everything here goes
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,8 @@ import pytest
 
 from lessor import Context, Partition, Unavailable
 from lessor.etcd import EtcdLessor
+from lessor.etcd.aio_client_transport import AsyncClientTransport
+from lessor.etcd.transport import WatchEvent
 from lessor.testing import LocalEtcd
 
 etcd3 = pytest.importorskip("etcd3", reason="runs in `nox -s etcd3_client` (needs etcd3 0.12)")
@@ -66,3 +69,26 @@ def test_etcd3_client_errors_are_lessors() -> None:
             with pytest.raises(Unavailable):
                 it.with_lease(Context.background(), "s", P(0, 1), 5, lambda c, p: None)
         client.close()
+
+
+def test_etcd3_client_from_asyncio(etcd3_client: Any, prefix: str) -> None:
+    """What ``AsyncEtcdLessor(client=...)`` calls etcd through: the same client, from asyncio."""
+    key = prefix.encode() + b"k"
+
+    async def main() -> None:
+        transport = AsyncClientTransport(etcd3_client)
+        rpc = transport.rpc
+        grant = await transport.lease("LeaseGrant", rpc.LeaseGrantRequest(TTL=10), 5.0, "t")
+        put = await transport.kv("Put", rpc.PutRequest(key=key, value=b"v", lease=grant.ID),
+                                 5.0, "t")  # fmt: skip
+        assert await transport.keep_alive(grant.ID, 5.0, "renewing") == 10
+        revision = int(put.header.revision)
+        async with await transport.watch(key, key + b"\x00", revision + 1, 5.0, "t") as watch:
+            await transport.lease("LeaseRevoke", rpc.LeaseRevokeRequest(ID=grant.ID), 5.0, "t")
+            event = await anext(watch)
+            assert (event.kind, event.key) == ("DELETE", key)
+            assert isinstance(event, WatchEvent)
+        await transport.close()
+
+    asyncio.run(main())
+    assert "pyetcd" not in sys.modules

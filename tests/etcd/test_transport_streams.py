@@ -36,7 +36,7 @@ from lessor.etcd.transport import (
     Watch,
     WatchEvent,
 )
-from lessor.testing import LocalEtcd
+from lessor.testing import FaultProxy, LocalEtcd
 from tests.support.aio_bridge import KINDS, Blocking, our_channels
 from tests.support.etcd_admin import add_user
 
@@ -78,8 +78,8 @@ def transport(request: pytest.FixtureRequest, etcd_server: LocalEtcd) -> Iterato
     made: Transport = {
         "channels": lambda: Channels(etcd_server.endpoints),
         "client": lambda: ClientTransport(client),
-        "aio-channels": lambda: Blocking(lambda: AsyncChannels(etcd_server.endpoints)),
-        "aio-client": lambda: Blocking(lambda: AsyncClientTransport(client)),
+        "aio-channels": lambda: Blocking(AsyncChannels(etcd_server.endpoints)),
+        "aio-client": lambda: Blocking(AsyncClientTransport(client)),
     }[request.param]()
     # A first call: grpc.aio's poller thread then runs before any test counts threads.
     made.kv("Range", made.rpc.RangeRequest(key=b"/"), TIMEOUT, "warming up")
@@ -251,6 +251,19 @@ def test_a_watch_to_nowhere_is_retryable_within_its_timeout(channels_of: MakeCha
     with pytest.raises(RetryableRpc):
         channels.watch(b"/k/", b"/k0", 0, 1.0, "t")
     assert time.monotonic() - started < 3.0
+
+
+def test_a_watch_etcd_does_not_confirm_in_time_is_retryable(
+    channels_of: MakeChannels, etcd_server: LocalEtcd
+) -> None:
+    with FaultProxy(etcd_server.endpoint) as proxy:
+        channels = channels_of([proxy.address])
+        _put(channels, b"/warm")  # connected through the proxy
+        proxy.blackhole()  # the watch is sent, and never answered
+        started = time.monotonic()
+        with pytest.raises(RetryableRpc, match=r"no answer to a watch in 0\.500s"):
+            channels.watch(b"/k/", b"/k0", 0, 0.5, "t")
+        assert time.monotonic() - started < 2.0
 
 
 # -- auth ----------------------------------------------------------------------------------------

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterator
-from types import TracebackType
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from lessor.etcd.aio_channels import AsyncChannels
@@ -32,25 +31,21 @@ def our_channels(kind: str, endpoints: list[str], **options: Any) -> Transport:
     :data:`KINDS`; the caller closes them."""
     if kind == "threads":
         return Channels(endpoints, **options)
-    return Blocking(lambda: AsyncChannels(endpoints, **options))
+    return Blocking(AsyncChannels(endpoints, **options))
 
 
 class Blocking:
-    """``make()``'s asyncio transport, called from threads; :meth:`close` closes it and ends
-    its loop and thread."""
+    """An asyncio transport, called from threads; :meth:`close` closes it and ends its loop
+    and thread."""
 
-    def __init__(self, make: Callable[[], AsyncTransport]) -> None:
+    def __init__(self, inner: AsyncTransport) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="asyncio transport", daemon=True
         )
         self._thread.start()
-
-        async def made() -> AsyncTransport:
-            return make()
-
-        self.inner = self.run(made())  # made in its loop (a user's client's streams need it)
-        self.rpc = self.inner.rpc
+        self.inner = inner
+        self.rpc = inner.rpc
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` in the transport's loop, and wait for its outcome."""
@@ -73,18 +68,10 @@ class Blocking:
     def keep_alive(self, lease_id: int, timeout: float, what: str) -> int:
         return self.run(self.inner.keep_alive(lease_id, timeout, what))
 
-    def watch(
-        self,
-        key: bytes,
-        range_end: bytes,
-        start_revision: int,
-        timeout: float,
-        what: str,
-        *,
-        no_put: bool = False,
-    ) -> BlockingWatch:
-        opened = self.inner.watch(key, range_end, start_revision, timeout, what, no_put=no_put)
-        return BlockingWatch(self, self.run(opened))
+    def watch(self, *args: Any, **kwargs: Any) -> BlockingWatch:
+        """The transport's ``watch(key, range_end, start_revision, timeout, what, *,
+        no_put=False)``."""
+        return BlockingWatch(self, self.run(self.inner.watch(*args, **kwargs)))
 
     def close(self) -> None:
         if not self._thread.is_alive():
@@ -130,10 +117,5 @@ class BlockingWatch:
     def __enter__(self) -> BlockingWatch:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exception: object) -> None:
         self.cancel()

@@ -144,19 +144,11 @@ class GatedTransport:
             "keep_alive", lambda: self._inner.keep_alive(lease_id, timeout, what)
         )
 
-    async def watch(
-        self,
-        key: bytes,
-        range_end: bytes,
-        start_revision: int,
-        timeout: float,
-        what: str,
-        *,
-        no_put: bool = False,
-    ) -> AsyncWatch:
+    async def watch(self, *args: Any, **kwargs: Any) -> AsyncWatch:
+        """The transport's ``watch(key, range_end, start_revision, timeout, what, *,
+        no_put=False)``."""
         return await self._gated(
-            "watch",
-            lambda: self._inner.watch(key, range_end, start_revision, timeout, what, no_put=no_put),
+            "watch", lambda: self._inner.watch(*args, **kwargs), lambda watch: watch.cancel()
         )
 
     async def close(self) -> None:

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
+from lessor.etcd.stream_messages import Refused
 
-
-class FakeRpcError(grpc.RpcError):
-    """A failed call as gRPC reports one: a status code and its details."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
+FakeRpcError = Refused
+"""A failed call as gRPC reports one, a status code and its details: ``FakeRpcError(code,
+details)``. The transports' own stand-in for a failure inside a stream's answer serves."""
 
 
 class Reply:

@@ -17,7 +17,9 @@ and :class:`asyncio.CancelledError` propagates, never translated. A call in flig
 channels close fails as a :class:`~lessor.errors.LessorError` (``CANCELLED``), as in
 :class:`~lessor.etcd.channels.Channels`.
 
-Use it from one event loop: a ``grpc.aio`` channel belongs to the loop of its first call.
+**One event loop.** A ``grpc.aio`` channel belongs to the loop it was opened in, so
+``AsyncChannels`` serve the event loop of their first call; a call from another loop raises
+:class:`RuntimeError` (make one ``AsyncChannels`` per loop).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from lessor.etcd.aio_streams import (
     open_watch,
     watch_requests,
 )
-from lessor.etcd.connection import AUTH, KV, LEASE, WATCH, Connection
+from lessor.etcd.connection import AUTH, KV, LEASE, WATCH, Connection, Stubs
 from lessor.etcd.stream_messages import (
     Compacted,
     CompactedAtStart,
@@ -61,9 +63,21 @@ class AsyncChannels(Connection[asyncio.Lock]):
     """
 
     _grpc: ClassVar[Any] = grpc.aio
+    _loop: asyncio.AbstractEventLoop | None = None  # the loop of the first call
 
     def _new_login_lock(self) -> asyncio.Lock:
         return asyncio.Lock()
+
+    def _stubs(self, endpoint: str) -> Stubs:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise RuntimeError(
+                f"AsyncChannels to {', '.join(self._endpoints)} serve the event loop of their "
+                "first call, not this one: make one per event loop"
+            )
+        return super()._stubs(endpoint)
 
     async def _token_for(self, endpoint: str, timeout: float, stale: str | None = None) -> str:
         """The auth token to send: the current one, or a new login's if there is none yet

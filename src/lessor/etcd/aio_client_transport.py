@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable
-from types import ModuleType
 from typing import Any, TypeVar
 
 import grpc
@@ -69,35 +68,22 @@ async def _outcome(future: grpc.Future[Any]) -> Any:
     return future.result()  # a failed call raises itself: it is a grpc.RpcError
 
 
-class AsyncClientTransport:
+class AsyncClientTransport(UserClient):
     """A user's python-etcd3-style client (``pyetcd``'s or ``etcd3``'s), used from asyncio."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = UserClient(client)
-        self.rpc: ModuleType = self._client.rpc
-
-    @property
-    def endpoint(self) -> str:
-        return self._client.endpoint
-
-    @property
-    def endpoints(self) -> list[str]:
-        """One: the client chooses its endpoint itself."""
-        return [self.endpoint]
 
     async def _through_client(self, invoke: Callable[[Any, Any], Awaitable[T]], what: str) -> T:
         """``await invoke(credentials, metadata)`` with the client's auth; failures
         translated. The client logs in and picks its endpoint itself."""
         try:
-            return await invoke(*self._client.auth())
-        except self._client.failures as e:
-            raise self._client.failed(e, what) from None
+            return await invoke(*self._auth())
+        except self._failures as e:
+            raise self._failed(e, what) from None
 
     async def _unary(
         self, stub_name: str, method: str, request: Any, timeout: float, what: str
     ) -> Any:
         def invoke(credentials: Any, metadata: Any) -> Awaitable[Any]:
-            start = getattr(self._client.stub(stub_name), method).future
+            start = getattr(self._stub(stub_name), method).future
             return _outcome(
                 start(request, timeout=timeout, credentials=credentials, metadata=metadata)
             )
@@ -114,7 +100,7 @@ class AsyncClientTransport:
         request = keep_alive_request(self.rpc, lease_id)
 
         def invoke(credentials: Any, metadata: Any) -> Awaitable[Any]:
-            call = self._client.stub("leasestub").LeaseKeepAlive(
+            call = self._stub("leasestub").LeaseKeepAlive(
                 iter((request,)), timeout=timeout, metadata=stream_metadata(metadata),
                 credentials=credentials,
             )  # fmt: skip
@@ -137,7 +123,7 @@ class AsyncClientTransport:
 
         async def invoke(credentials: Any, metadata: Any) -> tuple[ThreadedResponses, int]:
             stop = threading.Event()
-            call = self._client.watch_stub().Watch(
+            call = self._watch_stub().Watch(
                 sending(request, stop), metadata=stream_metadata(metadata),
                 credentials=credentials,
             )  # fmt: skip

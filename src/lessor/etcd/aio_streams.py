@@ -40,6 +40,7 @@ from lessor.etcd.stream_messages import (
     WATCH_UNANSWERED,
     Refused,
     WatchEvent,
+    WatchStream,
     watch_created,
     watch_events,
     watch_timed_out,
@@ -88,22 +89,26 @@ class Responses(Protocol):
         ...
 
 
-class AioResponses:
-    """A ``grpc.aio`` stream's answers; ``stop``, if given, ends its sending side
-    (:func:`watch_requests`) when it is cancelled."""
+class _Call:
+    """A stream's call, and what ends its sending side when it is cancelled (if anything)."""
 
-    def __init__(self, call: Any, stop: asyncio.Event | None = None) -> None:
+    def __init__(self, call: Any, stop: asyncio.Event | threading.Event | None = None) -> None:
         self._call = call
         self._stop = stop
-
-    async def read(self) -> Any | None:
-        response = await awaited(self._call.read())
-        return None if response is grpc.aio.EOF else response
 
     def cancel(self) -> None:
         if self._stop is not None:
             self._stop.set()
         self._call.cancel()
+
+
+class AioResponses(_Call):
+    """A ``grpc.aio`` stream's answers; ``stop``, if given, ends its sending side
+    (:func:`watch_requests`) when it is cancelled."""
+
+    async def read(self) -> Any | None:
+        response = await awaited(self._call.read())
+        return None if response is grpc.aio.EOF else response
 
 
 async def watch_requests(first: Any, stop: asyncio.Event) -> AsyncIterator[Any]:
@@ -113,7 +118,7 @@ async def watch_requests(first: Any, stop: asyncio.Event) -> AsyncIterator[Any]:
     await stop.wait()
 
 
-class ThreadedResponses:
+class ThreadedResponses(_Call):
     """A threaded gRPC stream's answers (a user's client's channel is not a ``grpc.aio`` one),
     read on a thread of its own and handed to the event loop.
 
@@ -123,8 +128,7 @@ class ThreadedResponses:
     """
 
     def __init__(self, call: Any, stop: threading.Event | None = None) -> None:
-        self._call = call
-        self._stop = stop
+        super().__init__(call, stop)
         self._loop = asyncio.get_running_loop()
         self._answers: asyncio.Queue[Any] = asyncio.Queue()
         self._end: Any = None  # what ended the stream (None, or its failure), once read
@@ -150,11 +154,6 @@ class ThreadedResponses:
         if isinstance(item, Exception):
             raise item
         return item
-
-    def cancel(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-        self._call.cancel()
 
 
 async def keep_alive_once(responses: Responses) -> Any:
@@ -189,18 +188,11 @@ async def open_watch(responses: Responses, timeout: float) -> int:
         raise
 
 
-class AsyncWatch:
-    """One watch stream: iterate it with ``async for`` for its events
-    (:class:`~lessor.etcd.stream_messages.WatchEvent`); :meth:`cancel` it from any task, which
-    ends the iteration at once, without an error.
-
-    The iteration raises :class:`~lessor.etcd.rpc_errors.RetryableRpc` when the stream breaks
-    (its member died, lost its leader, or the connection dropped),
-    :class:`~lessor.etcd.stream_messages.Compacted` when etcd no longer has the revisions asked
-    for, and a :class:`~lessor.errors.LessorError` when etcd refused it. Either way the stream
-    is over: watch again, from a revision read afresh. When the iterating task is cancelled,
-    the stream is cancelled too. Use it as an async context manager, or call :meth:`cancel`,
-    so that its stream ends.
+class AsyncWatch(WatchStream):
+    """A watch stream (see :class:`~lessor.etcd.stream_messages.WatchStream`) read in asyncio:
+    iterate it with ``async for``, :meth:`cancel` it from any task. When the iterating task is
+    cancelled, the stream is cancelled too. Use it as an async context manager, or call
+    :meth:`cancel`, so that its stream ends.
     """
 
     def __init__(
@@ -210,12 +202,9 @@ class AsyncWatch:
         revision: int,
         failed: Callable[[grpc.RpcError], Exception],
     ) -> None:
+        super().__init__(endpoint, revision, failed)
         self._responses = responses
-        self._failed = failed
-        self._cancelled = False
         self._events: deque[WatchEvent] = deque()
-        self.endpoint = endpoint
-        self.revision = revision  # etcd's revision when it confirmed the watch
 
     def __aiter__(self) -> AsyncWatch:
         return self
@@ -244,13 +233,8 @@ class AsyncWatch:
         return response
 
     def cancel(self) -> None:
-        """End the watch: the stream is cancelled, and an iteration in progress ends."""
-        self._cancelled = True
+        super().cancel()
         self._responses.cancel()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
 
     async def __aenter__(self) -> AsyncWatch:
         return self

@@ -1,7 +1,8 @@
 """The asyncio lessor's connection to etcd: the :class:`AsyncTransport` interface.
 
 It is :class:`~lessor.etcd.transport.Transport` with awaitable calls: the same calls, the same
-timeouts, the same errors with the same messages. Two transports implement it, one module each:
+timeouts, the same errors with the same messages; what each call does is said there, once. Two
+transports implement it, one module each:
 
 * :class:`~lessor.etcd.aio_channels.AsyncChannels`: our own ``grpc.aio`` channels, one per
   endpoint, with fail-over rotation and auth login, over the same generated stubs as the
@@ -52,10 +53,7 @@ class AsyncTransport(Protocol):
     async def lease(self, method: str, request: Any, timeout: float, what: str) -> Any: ...
 
     async def keep_alive(self, lease_id: int, timeout: float, what: str) -> int:
-        """Renew a lease once (one ``LeaseKeepAlive`` round trip); the TTL etcd answered.
-
-        Raises :class:`LeaseNotFound` when etcd does not know the lease.
-        """
+        """As :meth:`Transport.keep_alive <lessor.etcd.transport.Transport.keep_alive>`."""
         ...
 
     async def watch(
@@ -68,11 +66,8 @@ class AsyncTransport(Protocol):
         *,
         no_put: bool = False,
     ) -> AsyncWatch:
-        """Watch ``[key, range_end)`` from ``start_revision`` (``no_put``: deletions only).
-
-        Returns once etcd has confirmed the watch, within ``timeout``; the :class:`AsyncWatch`
-        then runs until cancelled or broken.
-        """
+        """As :meth:`Transport.watch <lessor.etcd.transport.Transport.watch>`, the watch an
+        :class:`AsyncWatch`."""
         ...
 
     async def close(self) -> None: ...

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any, TypeVar
 
 from lessor.etcd.rpc_errors import translate
@@ -32,33 +31,20 @@ __all__ = ["ClientTransport"]
 T = TypeVar("T")
 
 
-class ClientTransport:
+class ClientTransport(UserClient):
     """A user's python-etcd3-style client (``pyetcd``'s or ``etcd3``'s), used through its stubs."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = UserClient(client)
-        self.rpc: ModuleType = self._client.rpc
-
-    @property
-    def endpoint(self) -> str:
-        return self._client.endpoint
-
-    @property
-    def endpoints(self) -> list[str]:
-        """One: the client chooses its endpoint itself."""
-        return [self.endpoint]
 
     def _through_client(self, invoke: Callable[[Any, Any], T], what: str) -> T:
         """``invoke(credentials, metadata)`` with the client's auth; failures translated.
         The client logs in and picks its endpoint itself."""
         try:
-            return invoke(*self._client.auth())
-        except self._client.failures as e:
-            raise self._client.failed(e, what) from None
+            return invoke(*self._auth())
+        except self._failures as e:
+            raise self._failed(e, what) from None
 
     def _unary(self, stub_name: str, method: str, request: Any, timeout: float, what: str) -> Any:
         def invoke(credentials: Any, metadata: Any) -> Any:
-            return getattr(self._client.stub(stub_name), method)(
+            return getattr(self._stub(stub_name), method)(
                 request, timeout=timeout, credentials=credentials, metadata=metadata
             )
 
@@ -74,7 +60,7 @@ class ClientTransport:
         request = keep_alive_request(self.rpc, lease_id)
 
         def invoke(credentials: Any, metadata: Any) -> Any:
-            method = self._client.stub("leasestub").LeaseKeepAlive
+            method = self._stub("leasestub").LeaseKeepAlive
             return keep_alive_once(method, request, timeout, metadata, credentials)
 
         return renewed_ttl(self._through_client(invoke, what), self.endpoint, lease_id, what)
@@ -92,7 +78,7 @@ class ClientTransport:
         request = watch_request(self.rpc, key, range_end, start_revision, no_put)
 
         def invoke(credentials: Any, metadata: Any) -> tuple[Any, threading.Event, int]:
-            return open_watch(self._client.watch_stub(), request, timeout, metadata, credentials)
+            return open_watch(self._watch_stub(), request, timeout, metadata, credentials)
 
         try:
             call, stop, revision = self._through_client(invoke, what)

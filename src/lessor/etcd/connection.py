@@ -224,9 +224,7 @@ class Connection(Generic[L]):
     def _login_failed(self, err: grpc.RpcError, endpoint: str) -> Exception:
         """What a failed login raises; a retryable one moves later calls (and logins) on,
         or every retry would log in at the same member."""
-        if retryable(*status_of(err)):
-            self._rotate(endpoint)
-        return translate(err, endpoint, f"authenticating as {self._user!r}")
+        return self._failed(err, endpoint, f"authenticating as {self._user!r}")
 
     def _login_busy(self, endpoint: str, timeout: float) -> RetryableRpc:
         """What a caller raises that waited ``timeout`` for another caller's login."""

@@ -8,7 +8,8 @@ No I/O here: :mod:`lessor.etcd.streams` makes the calls on gRPC's threads and
 * **Watch**: one :func:`watch_request`; its first answer confirms it (:func:`watch_created`:
   the revision, or a refusal), and each later answer is a batch of :class:`WatchEvent` s
   (:func:`watch_events`), or the news that the revisions asked for are compacted
-  (:class:`Compacted`) or that etcd ended the watch.
+  (:class:`Compacted`) or that etcd ended the watch. What a confirmed watch promises its reader
+  is :class:`WatchStream`'s, the base of the threaded and the asyncio watch.
 
 Both streams carry ``hasleader`` metadata (:func:`stream_metadata`), as etcd's Go client does: a
 member that loses its leader ends them instead of leaving them silent. A failure that arrives
@@ -20,6 +21,7 @@ stale-token login, rotation, translation.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -37,6 +39,7 @@ __all__ = [
     "Metadata",
     "Refused",
     "WatchEvent",
+    "WatchStream",
     "keep_alive_request",
     "renewed_ttl",
     "stream_metadata",
@@ -101,9 +104,11 @@ class WatchEvent:
 
 
 class Refused(grpc.RpcError):
-    """A failure that reached us inside a stream's answer rather than as the call's status,
-    shaped as a failed call so that it meets the same handling (stale token, rotation,
-    translation)."""
+    """A failure that reached us other than as a call's status, shaped as a failed call so
+    that it meets the same handling (stale token, rotation, translation): inside a stream's
+    answer (a refused watch, a stream ended unanswered), or, in asyncio, as the cancellation of
+    a call that something else than its task cancelled
+    (:func:`~lessor.etcd.aio_streams.awaited`)."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(f"{code.name}: {details}")
@@ -193,3 +198,32 @@ def watch_events(response: Any, endpoint: str) -> list[WatchEvent]:
         )
         for event in response.events
     ]
+
+
+class WatchStream:
+    """One watch stream etcd confirmed, for a subclass that reads it: iterate it for its
+    events (:class:`WatchEvent`); :meth:`cancel` it, which ends the iteration at once, without
+    an error.
+
+    The iteration raises :class:`~lessor.etcd.rpc_errors.RetryableRpc` when the stream breaks
+    (its member died, lost its leader, or the connection dropped), :class:`Compacted` when etcd
+    no longer has the revisions asked for, and a :class:`~lessor.errors.LessorError` when etcd
+    refused it. Either way the stream is over: watch again, from a revision read afresh.
+    ``failed`` translates a failure of the stream into what the iteration raises.
+    """
+
+    def __init__(
+        self, endpoint: str, revision: int, failed: Callable[[grpc.RpcError], Exception]
+    ) -> None:
+        self._failed = failed
+        self._cancelled = False
+        self.endpoint = endpoint
+        self.revision = revision  # etcd's revision when it confirmed the watch
+
+    def cancel(self) -> None:
+        """End the watch: the stream is cancelled, and an iteration in progress ends."""
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled

@@ -34,6 +34,7 @@ from lessor.etcd.stream_messages import (
     Metadata,
     Refused,
     WatchEvent,
+    WatchStream,
     stream_metadata,
     watch_created,
     watch_events,
@@ -116,17 +117,10 @@ def open_watch(
         raise
 
 
-class Watch:
-    """One watch stream: iterate it for its events
-    (:class:`~lessor.etcd.stream_messages.WatchEvent`); :meth:`cancel` it from any thread, which
-    ends the iteration at once, without an error.
-
-    The iteration raises :class:`~lessor.etcd.rpc_errors.RetryableRpc` when the stream breaks
-    (its member died, lost its leader, or the connection dropped),
-    :class:`~lessor.etcd.stream_messages.Compacted` when etcd no longer has the revisions asked
-    for, and a :class:`~lessor.errors.LessorError` when etcd refused it. Either way the stream
-    is over: watch again, from a revision read afresh. Use it as a context manager, or call
-    :meth:`cancel`, so that its stream and gRPC's thread end.
+class Watch(WatchStream):
+    """A watch stream (see :class:`~lessor.etcd.stream_messages.WatchStream`) read on gRPC's
+    threads: iterate it with ``for``, :meth:`cancel` it from any thread. Use it as a context
+    manager, or call :meth:`cancel`, so that its stream and gRPC's thread end.
     """
 
     def __init__(
@@ -137,12 +131,9 @@ class Watch:
         revision: int,
         failed: Callable[[grpc.RpcError], Exception],
     ) -> None:
+        super().__init__(endpoint, revision, failed)
         self._call = call
         self._stop = stop
-        self._failed = failed
-        self._cancelled = False
-        self.endpoint = endpoint
-        self.revision = revision  # etcd's revision when it confirmed the watch
 
     def __iter__(self) -> Iterator[WatchEvent]:
         try:
@@ -165,14 +156,9 @@ class Watch:
             raise Refused(grpc.StatusCode.UNAVAILABLE, WATCH_ENDED) from None
 
     def cancel(self) -> None:
-        """End the watch: the stream is cancelled, and an iteration in progress ends."""
-        self._cancelled = True
+        super().cancel()
         self._stop.set()
         self._call.cancel()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
 
     def __enter__(self) -> Watch:
         return self
