@@ -26,6 +26,7 @@ import pytest
 from lessor import Context, Partition
 from lessor.etcd import core
 from lessor.etcd import drive as drive_module
+from lessor.etcd import reaper as reaper_module
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.ops import Track
@@ -233,11 +234,11 @@ def test_a_second_interrupt_on_the_leaders_way_out_leaves_no_entry_held_by_nobod
     )
 
 
-@pytest.mark.parametrize("line", code_lines(SectionShell._track))
+@pytest.mark.parametrize("line", code_lines(reaper_module.track))
 def test_an_interrupt_anywhere_in_the_track_of_a_staying_member_loses_no_grant(
     line: int,
 ) -> None:
-    """Third review: ``_track`` marked a grant tracked before it gave it to the reaper, and
+    """Third review: ``track`` marked a grant tracked before it gave it to the reaper, and
     an exception between the two left it marked and never watched (an overrun would then
     keep its marker alive with the shared lease's renewals)."""
     w = World()
@@ -246,7 +247,7 @@ def test_an_interrupt_anywhere_in_the_track_of_a_staying_member_loses_no_grant(
         held = frame.f_locals.get("held")
         return held is not None and held.seq == w.b.seq
 
-    tracer, _ = raising_once_at(SectionShell._track, line, Interrupt(), of_b)
+    tracer, _ = raising_once_at(reaper_module.track, line, Interrupt(), of_b)
     try:
         sys.settrace(tracer)
         try:

@@ -30,6 +30,7 @@ from lessor.etcd.known import Known
 from lessor.etcd.leases import LeasePool
 from lessor.etcd.op_calls import etcd_calls
 from lessor.etcd.ops import CleanUp, Op, Steps, Track, Wait, WaitTurn
+from lessor.etcd.reaper import track
 from lessor.etcd.state import SectionTxns
 
 __all__ = ["AsyncCleanUps", "AsyncReaper", "AsyncSectionShell"]
@@ -157,13 +158,7 @@ class AsyncSectionShell:
         raise TypeError(f"not an operation of the acquisition core: {op!r}")
 
     def _track(self, op: Track) -> None:
-        # Watched first, marked after, as the threaded shell does (nothing can arrive between
-        # the two here: no await).
-        for held in op.helds:
-            if not held.tracked.claimed:
-                if self._reaper is not None:
-                    self._reaper.watch(held)
-                held.tracked.claim()
+        track(op.helds, self._reaper)
 
     def clean_up(self, steps: Steps) -> None:
         """Drive ``steps`` to its end in a task of its own (a failure is logged)."""

@@ -32,7 +32,7 @@ from lessor.etcd.ops import (
     Wait,
     WaitTurn,
 )
-from lessor.etcd.reaper import Reaper
+from lessor.etcd.reaper import Reaper, track
 from lessor.etcd.state import SectionTxns
 from lessor.etcd.transport import Transport
 
@@ -142,14 +142,7 @@ class SectionShell:
         ctx.wait(op.seconds)  # wakes early when the caller cancels
 
     def _track(self, op: Track) -> None:
-        # Watched first, marked after: an exception between the two leaves a grant watched
-        # and unmarked, which the next Track watches again (harmless: only one end claims
-        # it), never one marked and unwatched, which no later Track would give the reaper.
-        for held in op.helds:
-            if not held.tracked.claimed:
-                if self._reaper is not None:
-                    self._reaper.watch(held)
-                held.tracked.claim()
+        track(op.helds, self._reaper)
 
     def _clean_up(self, op: CleanUp) -> None:
         steps = op.steps
