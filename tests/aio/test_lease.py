@@ -35,6 +35,9 @@ P = Partition
 LATE = 0.05
 """How long after its deadline a body that overruns it may still run (the issue's bound)."""
 
+BOUND = 30.0
+"""How long a test waits for a task that must end: a regression fails, it does not hang."""
+
 
 async def forever() -> None:
     """A body that never ends by itself."""
@@ -174,7 +177,7 @@ async def test_cancelling_the_task_propagates_and_gives_the_grant_back() -> None
     assert lessor.held("s") != {}
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, BOUND)
     assert lessor.held("s") == {}
 
 
@@ -193,7 +196,7 @@ async def test_a_cancel_of_the_task_beside_the_ctx_cancel_stays_a_cancelled_erro
     ctx.cancel()  # the scope's own cancel is queued first...
     task.cancel()  # ...and one from outside comes with it: that one wins
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, BOUND)
     assert lessor.held("s") == {}
 
 
@@ -213,7 +216,7 @@ async def test_a_second_cancel_during_the_give_back_does_not_cut_it_off() -> Non
     await lessor.releasing.wait()  # the task is giving back...
     task.cancel()  # ...and is cancelled again
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, BOUND)
     assert lessor.released == []  # still under way, apart from the task
     lessor.release.set()
     await lessor.aclose()  # waits for it
@@ -227,7 +230,7 @@ async def test_a_task_cancelled_mid_acquisition_holds_nothing() -> None:
     await lessor.acquiring.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, BOUND)
     await lessor.aclose()
     assert lessor.granted == [] and lessor.held("s") == {}
 
@@ -239,7 +242,7 @@ async def test_a_grant_that_completes_after_its_caller_was_cancelled_is_given_ba
     await lessor.acquiring.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task  # the caller is gone at once, the acquisition still under way
+        await asyncio.wait_for(task, BOUND)  # the caller is gone at once, the acquisition on
     assert lessor.cancels_swallowed == 1
     lessor.grant.set()  # now it grants anyway...
     await lessor.aclose()
@@ -256,7 +259,7 @@ async def test_a_grant_and_a_cancel_in_the_same_step_leave_nothing_held() -> Non
     lessor.grant.set()  # the grant is on its way back to the caller...
     task.cancel()  # ...which is cancelled before it arrives
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, BOUND)
     await lessor.aclose()
     assert lessor.released == lessor.granted and lessor.held("s") == {}
 
@@ -284,7 +287,7 @@ async def test_aclose_waits_for_the_give_backs_under_way() -> None:
     await lessor.releasing.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, BOUND)
     closing = asyncio.create_task(lessor.aclose())
     done, _ = await asyncio.wait({closing}, timeout=0.2)
     assert not done and not lessor.closed  # it waits for the give-back
