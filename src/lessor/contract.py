@@ -94,7 +94,7 @@ from typing import ClassVar, TypeVar
 from lessor import checks, probes
 from lessor.context import Context
 from lessor.errors import ContextError
-from lessor.lease import Lease, LeaseScope, fencing_token, lease_arguments
+from lessor.lease import Lease, LeaseScope, fencing_token, lease_request
 from lessor.partition import Partition, SortedPartitions
 from lessor.wait_backoff import WAIT_FREE_FIRST, WAIT_FREE_MAX, backoffs
 
@@ -168,8 +168,7 @@ class Lessor(abc.ABC):
         ctx: Context | None = None,
     ) -> LeaseScope:
         """``with lessor.lease(...) as lease:`` — the context-manager form of :meth:`with_lease`."""
-        ctx, seconds = lease_arguments(section_id, part, dur, ctx)
-        return LeaseScope(self, ctx, section_id, part, seconds)
+        return LeaseScope(self, lease_request(section_id, part, dur, ctx))
 
     def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         """Wait until some key of ``part`` held now comes free; False once ``ctx`` is done.

@@ -6,7 +6,7 @@ stated once, in :mod:`lessor.contract`.
 The steps of a scope that do not depend on how the backend is called — checking the
 arguments, refusing a duration the backend cannot grant, making the lease's context, telling
 the observers (:mod:`lessor.observe`) and the log — are the functions below
-(:func:`lease_arguments`, :func:`check_grantable`, :func:`acquisition_failed`,
+(:func:`lease_request`, :func:`check_grantable`, :func:`acquisition_failed`,
 :func:`granted`, :func:`given_back`), called by this scope and by :mod:`lessor.aio`'s alike.
 """
 
@@ -28,13 +28,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Lease",
+    "LeaseRequest",
     "LeaseScope",
     "acquisition_failed",
     "check_grantable",
     "fencing_token",
     "given_back",
     "granted",
-    "lease_arguments",
+    "lease_request",
 ]
 
 log = logging.getLogger("lessor")
@@ -80,52 +81,59 @@ class Lease:
 # -- the steps every scope takes, sync or async ------------------------------------------------
 
 
-def lease_arguments(
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    """The checked arguments of one ``lease(...)`` call: what a scope asks its backend for."""
+
+    ctx: Context
+    section_id: str
+    part: Partition
+    dur: float
+    """Seconds."""
+
+
+def lease_request(
     section_id: str, part: Partition, dur: float | timedelta, ctx: Context | None
-) -> tuple[Context, float]:
-    """Check the arguments of a ``lease(section_id, part, dur, ctx=None)`` call; return its
-    context (a new background one for None) and its duration in seconds."""
+) -> LeaseRequest:
+    """Check the arguments of a ``lease(section_id, part, dur, ctx=None)`` call (a new
+    background context for None)."""
     if ctx is None:
         ctx = Context.background()
     checks.instance(ctx, "ctx", Context, "a lessor.Context or None")
     checks.section_id(section_id)
     checks.partition(part, "part")
-    return ctx, checks.duration(dur, "dur")
+    return LeaseRequest(ctx, section_id, part, checks.duration(dur, "dur"))
 
 
-def check_grantable(backend: str, max_duration: float, ctx: Context, dur: float) -> None:
-    """Refuse, before acquiring, a ``ctx`` that is done and a duration (capped by ``ctx``'s
-    deadline) longer than the backend's ``max_duration``."""
-    ctx.raise_if_done()
-    if min(dur, ctx.remaining()) > max_duration:
+def check_grantable(backend: str, max_duration: float, request: LeaseRequest) -> None:
+    """Refuse, before acquiring, a context that is done and a duration (capped by the
+    context's deadline) longer than the backend's ``max_duration``."""
+    request.ctx.raise_if_done()
+    if min(request.dur, request.ctx.remaining()) > max_duration:
         raise ValueError(
-            f"lease duration {dur!r}s is longer than the {max_duration:.0f}s the "
+            f"lease duration {request.dur!r}s is longer than the {max_duration:.0f}s the "
             f"{backend!r} lessor can grant (a shorter ctx deadline also caps it)"
         )
 
 
-def acquisition_failed(backend: str, section_id: str, error: BaseException, start: float) -> None:
+def acquisition_failed(
+    backend: str, request: LeaseRequest, error: BaseException, start: float
+) -> None:
     """Tell the log and the observers that an acquisition begun at ``start`` raised ``error``."""
-    log.debug("lease section=%r: acquisition failed: %s", section_id, error)
-    observe.acquire_failed(backend, section_id, error, time.monotonic() - start)
+    log.debug("lease section=%r: acquisition failed: %s", request.section_id, error)
+    observe.acquire_failed(backend, request.section_id, error, time.monotonic() - start)
 
 
 def granted(
-    backend: str,
-    ctx: Context,
-    section_id: str,
-    part: Partition,
-    grant: Grant,
-    *,
-    start: float,
-    granted_at: float,
+    backend: str, request: LeaseRequest, grant: Grant, *, start: float, granted_at: float
 ) -> Lease:
     """The :class:`Lease` of ``grant`` (asked at ``start``, granted at ``granted_at``): its
-    context is a child of ``ctx`` with the grant's deadline and fencing token. Tells the
-    observers and the log; raises the context's error when acquiring used up the caller's
+    context is a child of the request's with the grant's deadline and fencing token. Tells
+    the observers and the log; raises the context's error when acquiring used up the caller's
     time (a lease nobody can use: the caller gives the grant back)."""
-    observe.acquired(backend, section_id, part, grant.partitions, granted_at - start)
-    lease_ctx = Context(ctx, deadline=grant.deadline, key=_TOKEN_KEY, value=grant.token)
+    section_id = request.section_id
+    observe.acquired(backend, section_id, request.part, grant.partitions, granted_at - start)
+    lease_ctx = Context(request.ctx, deadline=grant.deadline, key=_TOKEN_KEY, value=grant.token)
     err = lease_ctx.err
     if err is not None:
         raise err
@@ -135,7 +143,7 @@ def granted(
             section_id,
             grant.token,
             grant.partitions.to_strings(),
-            part,
+            request.part,
             lease_ctx.remaining(),
         )
     return Lease(section_id, grant.partitions, lease_ctx, grant.token)
@@ -158,26 +166,11 @@ def given_back(
 class LeaseScope:
     """The context manager :meth:`Lessor.lease` returns; acquires on entry, releases on exit."""
 
-    __slots__ = (
-        "_ctx",
-        "_dur",
-        "_entered",
-        "_grant",
-        "_granted_at",
-        "_lease",
-        "_lessor",
-        "_part",
-        "_section_id",
-    )
+    __slots__ = ("_entered", "_grant", "_granted_at", "_lease", "_lessor", "_request")
 
-    def __init__(
-        self, lessor: Lessor, ctx: Context, section_id: str, part: Partition, dur: float
-    ) -> None:
+    def __init__(self, lessor: Lessor, request: LeaseRequest) -> None:
         self._lessor = lessor
-        self._ctx = ctx
-        self._section_id = section_id
-        self._part = part
-        self._dur = dur
+        self._request = request
         self._entered = False
         self._grant: Grant | None = None
         self._lease: Lease | None = None
@@ -187,25 +180,17 @@ class LeaseScope:
         if self._entered:
             raise RuntimeError("a LeaseScope can be entered only once")
         self._entered = True
-        backend = self._lessor.backend
-        check_grantable(backend, self._lessor.max_duration, self._ctx, self._dur)
+        backend, r = self._lessor.backend, self._request
+        check_grantable(backend, self._lessor.max_duration, r)
         start = time.monotonic()
         try:
-            self._grant = self._lessor._acquire(self._ctx, self._section_id, self._part, self._dur)
+            self._grant = self._lessor._acquire(r.ctx, r.section_id, r.part, r.dur)
         except BaseException as e:
-            acquisition_failed(backend, self._section_id, e, start)
+            acquisition_failed(backend, r, e, start)
             raise
         try:
             self._granted_at = time.monotonic()
-            self._lease = granted(
-                backend,
-                self._ctx,
-                self._section_id,
-                self._part,
-                self._grant,
-                start=start,
-                granted_at=self._granted_at,
-            )
+            self._lease = granted(backend, r, self._grant, start=start, granted_at=self._granted_at)
         except BaseException:
             # Anything that stops the lease from reaching the caller (its time used up, an
             # exception arriving here) gives the grant back: nobody else would.
@@ -227,9 +212,10 @@ class LeaseScope:
             return
         if self._lease is not None:
             self._lease.ctx.cancel()
+        section_id = self._request.section_id
         try:
             self._lessor._release(grant)
         except Exception as e:
-            given_back(self._lessor.backend, self._section_id, grant, self._granted_at, e)
+            given_back(self._lessor.backend, section_id, grant, self._granted_at, e)
         else:
-            given_back(self._lessor.backend, self._section_id, grant, self._granted_at, None)
+            given_back(self._lessor.backend, section_id, grant, self._granted_at, None)

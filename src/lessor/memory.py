@@ -16,26 +16,19 @@ from __future__ import annotations
 
 from lessor.context import Context
 from lessor.contract import Grant, Lessor
-from lessor.memory_table import SHARED, LeaseTable
-from lessor.partition import Partition, SortedPartitions
+from lessor.memory_table import SHARED, OnTable
+from lessor.partition import Partition
 from lessor.registry import register
 
 __all__ = ["MemoryLessor", "factory"]
 
 
-class MemoryLessor(Lessor):
-    """An in-process lessor; thread-safe. Over a private table unless given one (a lessor of
-    another world over the same table excludes this one's holders)."""
+class MemoryLessor(OnTable, Lessor):
+    """An in-process lessor; thread-safe. Over a private table unless given one (an
+    :class:`~lessor.aio.memory.AsyncMemoryLessor` over the same table excludes this one's
+    holders, and they its)."""
 
     backend = "memory"
-
-    def __init__(self, table: LeaseTable | None = None) -> None:
-        self._table = LeaseTable() if table is None else table
-
-    @property
-    def table(self) -> LeaseTable:
-        """The table of leases this lessor decides with."""
-        return self._table
 
     def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
         return self._table.acquire(ctx, section_id, part, dur)
@@ -48,16 +41,10 @@ class MemoryLessor(Lessor):
 
     def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         with self._table.watch(ctx, section_id, part) as wake:
-            if wake is None:
-                return True
-            while not wake.wait():
+            while wake is not None and not wake.wait():
                 pass  # an event wait that returned before its deadline: wait again
-        # It ended: a watched lease was given back or expired, or ctx is done.
+        # Nothing was held, or a watched lease was given back or expired, or ctx is done.
         return not ctx.done()
-
-    def held(self, section_id: str) -> dict[int, SortedPartitions]:
-        """Live leases of a section by token; for inspection and tests."""
-        return self._table.held(section_id)
 
 
 _SHARED = MemoryLessor(SHARED)

@@ -33,7 +33,7 @@ from lessor.context import Context
 from lessor.contract import Grant
 from lessor.partition import Partition, SortedPartitions, SortedPartitionsBuilder
 
-__all__ = ["SHARED", "LeaseTable", "Waiter"]
+__all__ = ["SHARED", "LeaseTable", "OnTable", "Waiter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +141,23 @@ class LeaseTable:
         with self._lock:
             entries = self._sections.get(section_id, {})
             return {t: e.partitions for t, e in entries.items() if e.expiry > now}
+
+
+class OnTable:
+    """What the sync and the asyncio memory lessor share: the table they decide with (a
+    private one unless given one) and a look at it."""
+
+    def __init__(self, table: LeaseTable | None = None) -> None:
+        self._table = LeaseTable() if table is None else table
+
+    @property
+    def table(self) -> LeaseTable:
+        """The table of leases this lessor decides with."""
+        return self._table
+
+    def held(self, section_id: str) -> dict[int, SortedPartitions]:
+        """Live leases of a section by token; for inspection and tests."""
+        return self._table.held(section_id)
 
 
 SHARED = LeaseTable()

@@ -14,7 +14,8 @@ class Gated(AsyncMemoryLessor):
     closed by the test); ``acquiring`` and ``releasing`` are set when each has begun.
 
     A ``stubborn`` acquisition cannot be called off once begun (an RPC on the wire): it
-    swallows a cancel and still grants when ``grant`` opens. ``granted`` and ``released`` list
+    swallows the first cancel and still grants when ``grant`` opens (a second cancel, such as
+    the one :func:`asyncio.run` sends on its way out, ends it). ``granted`` and ``released`` list
     the tokens in order.
     """
 
@@ -37,7 +38,7 @@ class Gated(AsyncMemoryLessor):
                 await self.grant.wait()
                 break
             except asyncio.CancelledError:
-                if not self.stubborn:
+                if not self.stubborn or self.cancels_swallowed:
                     raise
                 self.cancels_swallowed += 1
         grant = await super()._acquire(ctx, section_id, part, dur)

@@ -27,6 +27,7 @@ from lessor import (
     observe,
 )
 from lessor.aio import AsyncLessor, AsyncMemoryLessor
+from tests.test_observe import Recorder
 
 from .gated import Gated
 
@@ -34,6 +35,9 @@ P = Partition
 
 LATE = 0.05
 """How long after its deadline a body that overruns it may still run (the issue's bound)."""
+
+BOUND = 30.0
+"""How long a test waits for a task that must end: a regression fails, it does not hang."""
 
 
 async def forever() -> None:
@@ -160,27 +164,9 @@ async def test_cancelling_the_lease_ctx_from_the_body_cancels_it_at_its_next_awa
 # -- a cancel of the task propagates, and the grant is given back --------------------------------
 
 
-async def test_cancelling_the_task_propagates_and_gives_the_grant_back() -> None:
-    lessor = AsyncMemoryLessor()
-    inside = asyncio.Event()
-
-    async def hold() -> None:
-        async with lessor.lease("s", P(0, 10), 60):
-            inside.set()
-            await forever()
-
-    task = asyncio.create_task(hold())
-    await inside.wait()
-    assert lessor.held("s") != {}
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert lessor.held("s") == {}
-
-
-async def test_a_cancel_of_the_task_beside_the_ctx_cancel_stays_a_cancelled_error() -> None:
-    lessor = AsyncMemoryLessor()
-    ctx = Context.background()
+async def holding(lessor: AsyncLessor, ctx: Context | None = None) -> asyncio.Task[None]:
+    """A task holding a lease on [0, 10) of section "s" until it is cancelled; returned when
+    its body runs."""
     inside = asyncio.Event()
 
     async def hold() -> None:
@@ -190,30 +176,60 @@ async def test_a_cancel_of_the_task_beside_the_ctx_cancel_stays_a_cancelled_erro
 
     task = asyncio.create_task(hold())
     await inside.wait()
+    return task
+
+
+async def ends_cancelled(task: asyncio.Task[None]) -> None:
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, BOUND)
+
+
+async def cancelled_twice(lessor: Gated) -> None:
+    """A holder of ``lessor`` is cancelled, and cancelled again while it gives back (which
+    waits for ``lessor.release``)."""
+    lessor.release.clear()
+    task = await holding(lessor)
+    task.cancel()
+    await lessor.releasing.wait()  # the task is giving back...
+    task.cancel()  # ...and is cancelled again
+    await ends_cancelled(task)
+
+
+async def acquiring(lessor: Gated) -> asyncio.Task[None]:
+    """A with_lease on ``lessor`` whose acquisition waits for ``lessor.grant``; returned once
+    the acquisition has begun."""
+    lessor.grant.clear()
+    task = asyncio.create_task(lessor.with_lease(Context.background(), "s", P(0, 10), 60, _never))
+    await lessor.acquiring.wait()
+    return task
+
+
+async def _never(ctx: Context, parts: SortedPartitions) -> None:
+    raise AssertionError("the callback must not run")
+
+
+async def test_cancelling_the_task_propagates_and_gives_the_grant_back() -> None:
+    lessor = AsyncMemoryLessor()
+    task = await holding(lessor)
+    assert lessor.held("s") != {}
+    task.cancel()
+    await ends_cancelled(task)
+    assert lessor.held("s") == {}
+
+
+async def test_a_cancel_of_the_task_beside_the_ctx_cancel_stays_a_cancelled_error() -> None:
+    lessor = AsyncMemoryLessor()
+    ctx = Context.background()
+    task = await holding(lessor, ctx)
     ctx.cancel()  # the scope's own cancel is queued first...
     task.cancel()  # ...and one from outside comes with it: that one wins
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await ends_cancelled(task)
     assert lessor.held("s") == {}
 
 
 async def test_a_second_cancel_during_the_give_back_does_not_cut_it_off() -> None:
     lessor = Gated()
-    lessor.release.clear()
-    inside = asyncio.Event()
-
-    async def hold() -> None:
-        async with lessor.lease("s", P(0, 10), 60):
-            inside.set()
-            await forever()
-
-    task = asyncio.create_task(hold())
-    await inside.wait()
-    task.cancel()
-    await lessor.releasing.wait()  # the task is giving back...
-    task.cancel()  # ...and is cancelled again
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancelled_twice(lessor)
     assert lessor.released == []  # still under way, apart from the task
     lessor.release.set()
     await lessor.aclose()  # waits for it
@@ -222,24 +238,18 @@ async def test_a_second_cancel_during_the_give_back_does_not_cut_it_off() -> Non
 
 async def test_a_task_cancelled_mid_acquisition_holds_nothing() -> None:
     lessor = Gated()
-    lessor.grant.clear()
-    task = asyncio.create_task(lessor.with_lease(Context.background(), "s", P(0, 10), 60, _never))
-    await lessor.acquiring.wait()
+    task = await acquiring(lessor)
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await ends_cancelled(task)
     await lessor.aclose()
     assert lessor.granted == [] and lessor.held("s") == {}
 
 
 async def test_a_grant_that_completes_after_its_caller_was_cancelled_is_given_back() -> None:
     lessor = Gated(stubborn=True)  # the acquisition cannot be called off once begun
-    lessor.grant.clear()
-    task = asyncio.create_task(lessor.with_lease(Context.background(), "s", P(0, 10), 60, _never))
-    await lessor.acquiring.wait()
+    task = await acquiring(lessor)
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task  # the caller is gone at once, the acquisition still under way
+    await ends_cancelled(task)  # the caller is gone at once, the acquisition still on
     assert lessor.cancels_swallowed == 1
     lessor.grant.set()  # now it grants anyway...
     await lessor.aclose()
@@ -250,19 +260,12 @@ async def test_a_grant_that_completes_after_its_caller_was_cancelled_is_given_ba
 
 async def test_a_grant_and_a_cancel_in_the_same_step_leave_nothing_held() -> None:
     lessor = Gated(stubborn=True)
-    lessor.grant.clear()
-    task = asyncio.create_task(lessor.with_lease(Context.background(), "s", P(0, 10), 60, _never))
-    await lessor.acquiring.wait()
+    task = await acquiring(lessor)
     lessor.grant.set()  # the grant is on its way back to the caller...
     task.cancel()  # ...which is cancelled before it arrives
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await ends_cancelled(task)
     await lessor.aclose()
     assert lessor.released == lessor.granted and lessor.held("s") == {}
-
-
-async def _never(ctx: Context, parts: SortedPartitions) -> None:
-    raise AssertionError("the callback must not run")
 
 
 # -- aclose --------------------------------------------------------------------------------------
@@ -270,21 +273,7 @@ async def _never(ctx: Context, parts: SortedPartitions) -> None:
 
 async def test_aclose_waits_for_the_give_backs_under_way() -> None:
     lessor = Gated()
-    lessor.release.clear()
-    inside = asyncio.Event()
-
-    async def hold() -> None:
-        async with lessor.lease("s", P(0, 10), 60):
-            inside.set()
-            await forever()
-
-    task = asyncio.create_task(hold())
-    await inside.wait()
-    task.cancel()
-    await lessor.releasing.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancelled_twice(lessor)
     closing = asyncio.create_task(lessor.aclose())
     done, _ = await asyncio.wait({closing}, timeout=0.2)
     assert not done and not lessor.closed  # it waits for the give-back
@@ -433,30 +422,11 @@ async def test_bad_ctx_and_callback_raise_what_the_sync_lessor_raises() -> None:
 # -- the log and the observers -------------------------------------------------------------------
 
 
-class Recording(observe.Observer):
-    def __init__(self) -> None:
-        self.events: list[str] = []
-
-    def acquired(
-        self,
-        backend: str,
-        section_id: str,
-        asked: Partition,
-        granted: SortedPartitions,
-        seconds: float,
-    ) -> None:
-        self.events.append(f"acquired {backend} {section_id} {granted.to_strings()}")
-
-    def acquire_failed(
-        self, backend: str, section_id: str, error: BaseException, seconds: float
-    ) -> None:
-        self.events.append(f"acquire_failed {backend} {type(error).__name__}")
-
-    def released(self, backend: str, section_id: str, held_seconds: float) -> None:
-        self.events.append(f"released {backend} {section_id}")
+class Recording(Recorder):
+    """The sync observer tests' recorder, hearing failed give-backs too."""
 
     def release_failed(self, backend: str, section_id: str, error: BaseException) -> None:
-        self.events.append(f"release_failed {backend} {error}")
+        self.events.append(("release_failed", backend, section_id, str(error)))
 
 
 class FailingRelease(AsyncMemoryLessor):
@@ -486,12 +456,13 @@ async def test_observers_and_the_log_hear_what_they_hear_from_a_sync_lease(
                     pass
     finally:
         observe.remove_observer(recording)
+    failure = "etcd did not answer; the lease ends at its expiry, 3.0s from now"
     assert recording.events == [
-        "acquired memory s ['0_a']",
-        "released memory s",
-        "acquired memory s ['0_a']",
-        "release_failed memory etcd did not answer; the lease ends at its expiry, 3.0s from now",
-        "acquire_failed memory Unavailable",
+        ("acquired", "memory", "s", "0_a", ["0_a"]),
+        ("released", "memory", "s"),
+        ("acquired", "memory", "s", "0_a", ["0_a"]),
+        ("release_failed", "memory", "s", failure),
+        ("acquire_failed", "memory", "s", "Unavailable"),
     ]
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     (warning,) = warnings

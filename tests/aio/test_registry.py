@@ -4,7 +4,6 @@ entry-point group: the sync registry's mechanism (lessor.registry.Registry), for
 from __future__ import annotations
 
 import sys
-import textwrap
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import lessor.aio
 from lessor import Context, LessorNotRegistered, MemoryLessor
 from lessor.aio import AsyncMemoryLessor
 from lessor.aio import registry as aio_registry
+from tests.support.plugins import install_plugin
 
 
 @pytest.fixture(autouse=True)
@@ -90,48 +90,26 @@ def test_the_project_declares_its_aio_backends() -> None:
     assert groups["lessor.backends"].keys() == groups["lessor.aio_backends"].keys()
 
 
-def _install_plugin(root: Path, module: str, source: str, entry: str) -> None:
-    """A real installed distribution: a module plus dist-info with an entry_points.txt."""
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{module}_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[lessor.aio_backends]\n{entry}\n")
-
-
-def test_entry_point_naming_a_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _install_plugin(
-        tmp_path,
-        "aioepfactory",
-        """
-        from lessor.aio import AsyncMemoryLessor
-        def make(ctx):
-            return AsyncMemoryLessor()
-        """,
-        "aioepfactory = aioepfactory:make",
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "aioepfactory", raising=False)
-    assert "aioepfactory" in lessor.aio.registered()
-    assert "aioepfactory" not in lessor.registered()  # another group
-    assert isinstance(lessor.aio.get(Context.background(), "aioepfactory"), AsyncMemoryLessor)
-
-
-def test_entry_point_naming_a_module_that_registers(
+def test_entry_points_name_a_factory_or_a_module_that_registers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _install_plugin(
-        tmp_path,
-        "aioepmodule",
-        """
+    group = aio_registry.ENTRY_POINT_GROUP
+    factory = "from lessor.aio import AsyncMemoryLessor\nmake = lambda ctx: AsyncMemoryLessor()\n"
+    install_plugin(
+        tmp_path, "aioepfactory", factory, "aioepfactory = aioepfactory:make", group=group
+    )
+    registers = """
         import lessor.aio
         SHARED = lessor.aio.AsyncMemoryLessor()
         lessor.aio.register("aioepmodule", lambda ctx: SHARED)
-        """,
-        "aioepmodule = aioepmodule",
-    )
+        """
+    install_plugin(tmp_path, "aioepmodule", registers, "aioepmodule = aioepmodule", group=group)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "aioepmodule", raising=False)
+    for module in ("aioepfactory", "aioepmodule"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    assert {"aioepfactory", "aioepmodule"} <= set(lessor.aio.registered())
+    assert "aioepfactory" not in lessor.registered()  # another group
+    assert isinstance(lessor.aio.get(Context.background(), "aioepfactory"), AsyncMemoryLessor)
     got = lessor.aio.get(Context.background(), "aioepmodule")
     assert got is sys.modules["aioepmodule"].SHARED
 
@@ -139,7 +117,8 @@ def test_entry_point_naming_a_module_that_registers(
 def test_an_entry_point_that_is_neither_names_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _install_plugin(tmp_path, "aioepjunk", "VALUE = 3\n", "aioepjunk = aioepjunk:VALUE")
+    group = aio_registry.ENTRY_POINT_GROUP
+    install_plugin(tmp_path, "aioepjunk", "VALUE = 3\n", "aioepjunk = aioepjunk:VALUE", group=group)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "aioepjunk", raising=False)
     with pytest.raises(TypeError, match="entry point 'aioepjunk:VALUE' for aio lessor 'aioepjunk'"):

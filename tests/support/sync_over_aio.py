@@ -20,7 +20,6 @@ import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from types import TracebackType
 from typing import Any, TypeVar
 
 from lessor import Context, ContextError, Grant, Lease, Lessor, Partition
@@ -140,12 +139,7 @@ class _HeldOnLoop:
                 return
             raise
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         assert self._task is not None and self._exited is not None
         self._loop.loop.call_soon_threadsafe(_resolve, self._exited)
         # An interrupted body (deadline, ctx cancel) before the thread left: sync leases only

@@ -49,7 +49,6 @@ import abc
 import math
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from types import TracebackType
 from typing import ClassVar, TypeVar
 
 from lessor import checks, probes
@@ -59,7 +58,7 @@ from lessor.aio.wait import wait
 from lessor.context import Context
 from lessor.contract import Grant
 from lessor.errors import ContextError
-from lessor.lease import lease_arguments
+from lessor.lease import lease_request
 from lessor.partition import Partition, SortedPartitions
 from lessor.wait_backoff import backoffs
 
@@ -111,8 +110,7 @@ class AsyncLessor(abc.ABC):
     ) -> AsyncLeaseScope:
         """``async with lessors.lease(...) as lease:`` — the context-manager form of
         :meth:`with_lease`; its body is cancelled at ``lease.deadline``."""
-        ctx, seconds = lease_arguments(section_id, part, dur, ctx)
-        return AsyncLeaseScope(self, ctx, section_id, part, seconds)
+        return AsyncLeaseScope(self, lease_request(section_id, part, dur, ctx))
 
     async def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         """Wait until some key of ``part`` held now comes free; False once ``ctx`` is done.
@@ -147,12 +145,7 @@ class AsyncLessor(abc.ABC):
     async def __aenter__(self) -> AsyncLessor:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     # -- what a backend implements -----------------------------------------------------------

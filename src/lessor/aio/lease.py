@@ -20,11 +20,16 @@ from typing import TYPE_CHECKING
 
 from lessor.aio.give_backs import give_backs
 from lessor.aio.wait import call_on_cancel
-from lessor.context import Context
 from lessor.contract import Grant
 from lessor.errors import Cancelled, ContextError, DeadlineExceeded
-from lessor.lease import Lease, acquisition_failed, check_grantable, given_back, granted
-from lessor.partition import Partition
+from lessor.lease import (
+    Lease,
+    LeaseRequest,
+    acquisition_failed,
+    check_grantable,
+    given_back,
+    granted,
+)
 
 if TYPE_CHECKING:
     from lessor.aio.contract import AsyncLessor
@@ -44,29 +49,21 @@ class AsyncLeaseScope:
 
     __slots__ = (
         "_cancelling",
-        "_ctx",
-        "_dur",
         "_grant",
         "_granted_at",
         "_interrupted",
         "_lease",
         "_lessor",
-        "_part",
-        "_section_id",
+        "_request",
         "_state",
         "_task",
         "_timer",
         "_unsubscribe",
     )
 
-    def __init__(
-        self, lessor: AsyncLessor, ctx: Context, section_id: str, part: Partition, dur: float
-    ) -> None:
+    def __init__(self, lessor: AsyncLessor, request: LeaseRequest) -> None:
         self._lessor = lessor
-        self._ctx = ctx
-        self._section_id = section_id
-        self._part = part
-        self._dur = dur
+        self._request = request
         self._state = _State.NEW
         self._interrupted: ContextError | None = None
 
@@ -78,22 +75,14 @@ class AsyncLeaseScope:
         if task is None:
             raise RuntimeError("a lessor.aio lease must be entered from an asyncio task")
         backend = self._lessor.backend
-        check_grantable(backend, self._lessor.max_duration, self._ctx, self._dur)
+        check_grantable(backend, self._lessor.max_duration, self._request)
         start = time.monotonic()
         grant = await self._acquire(start)
         # No await from here to the body: no cancel can come between the grant and the
         # scope that gives it back.
         granted_at = time.monotonic()
         try:
-            lease = granted(
-                backend,
-                self._ctx,
-                self._section_id,
-                self._part,
-                grant,
-                start=start,
-                granted_at=granted_at,
-            )
+            lease = granted(backend, self._request, grant, start=start, granted_at=granted_at)
         except BaseException:
             # Its time used up before the body could start: nobody else would give it back.
             await self._give_back(grant, granted_at)
@@ -106,13 +95,12 @@ class AsyncLeaseScope:
         """The backend's acquisition, as a task of its own that a grant cannot be lost from:
         when the caller is cancelled, so is the acquisition, and whatever it still grants is
         given back at once."""
-        acquiring = asyncio.create_task(
-            self._lessor._acquire(self._ctx, self._section_id, self._part, self._dur)
-        )
+        r = self._request
+        acquiring = asyncio.create_task(self._lessor._acquire(r.ctx, r.section_id, r.part, r.dur))
         try:
             return await asyncio.shield(acquiring)
         except BaseException as e:
-            acquisition_failed(self._lessor.backend, self._section_id, e, start)
+            acquisition_failed(self._lessor.backend, r, e, start)
             if not acquiring.done() or (
                 not acquiring.cancelled() and acquiring.exception() is None
             ):
@@ -140,9 +128,9 @@ class AsyncLeaseScope:
         if self._state is not _State.INSIDE or self._interrupted is not None:
             return  # the body has ended, or was interrupted already
         why = "reached its deadline" if kind is DeadlineExceeded else "had its context cancelled"
+        section, token = self._request.section_id, self._lease.token
         self._interrupted = kind(
-            f"the lease on section {self._section_id!r} (token {self._lease.token}) {why}: "
-            "its body was cancelled"
+            f"the lease on section {section!r} (token {token}) {why}: its body was cancelled"
         )
         self._task.cancel(str(self._interrupted))
 
@@ -158,28 +146,33 @@ class AsyncLeaseScope:
         self._timer.cancel()
         self._unsubscribe()
         try:
-            interrupted = self._interrupted
-            # Take our cancel back; the body's CancelledError is ours only when no cancel
-            # from outside is pending (asyncio.timeout's rule).
-            ours = interrupted is not None and self._task.uncancel() <= self._cancelling
-            if ours and exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-                assert interrupted is not None
-                raise interrupted from exc
+            error = self._take_back(exc)
+            if error is not None:
+                raise error from exc
         finally:
             self._lease.ctx.cancel()
             await self._give_back(self._grant, self._granted_at)
+
+    def _take_back(self, exc: BaseException | None) -> ContextError | None:
+        """Take back our cancel of the task, if we made one; return the lease's error when the
+        body ended by it: ``exc`` is a CancelledError and no cancel from outside is pending
+        (:func:`asyncio.timeout`'s rule). None leaves ``exc`` to propagate as it came."""
+        interrupted = self._interrupted
+        if interrupted is None or self._task.uncancel() > self._cancelling:
+            return None
+        return interrupted if isinstance(exc, asyncio.CancelledError) else None
 
     async def _give_back(self, grant: Grant, granted_at: float) -> None:
         """Give ``grant`` back in a task of its own, out of reach of a cancel of this one."""
         await asyncio.shield(give_backs(self._lessor).start(self._release(grant, granted_at)))
 
     async def _release(self, grant: Grant, granted_at: float) -> None:
+        error: Exception | None = None
         try:
             await self._lessor._release(grant)
         except Exception as e:
-            given_back(self._lessor.backend, self._section_id, grant, granted_at, e)
-        else:
-            given_back(self._lessor.backend, self._section_id, grant, granted_at, None)
+            error = e
+        given_back(self._lessor.backend, self._request.section_id, grant, granted_at, error)
 
     async def _give_back_late(self, acquiring: asyncio.Task[Grant]) -> None:
         """Give back what an acquisition whose caller went away still grants."""

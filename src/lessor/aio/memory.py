@@ -15,25 +15,18 @@ from lessor.aio.registry import register
 from lessor.aio.wait import wait
 from lessor.context import Context
 from lessor.contract import Grant
-from lessor.memory_table import SHARED, LeaseTable
-from lessor.partition import Partition, SortedPartitions
+from lessor.memory_table import SHARED, OnTable
+from lessor.partition import Partition
 
 __all__ = ["AsyncMemoryLessor", "factory"]
 
 
-class AsyncMemoryLessor(AsyncLessor):
+class AsyncMemoryLessor(OnTable, AsyncLessor):
     """An in-process asyncio lessor; usable from several event loops and threads. Over a
-    private table unless given one."""
+    private table unless given one (a :class:`~lessor.memory.MemoryLessor` over the same
+    table excludes this one's holders, and they its)."""
 
     backend = "memory"
-
-    def __init__(self, table: LeaseTable | None = None) -> None:
-        self._table = LeaseTable() if table is None else table
-
-    @property
-    def table(self) -> LeaseTable:
-        """The table of leases this lessor decides with."""
-        return self._table
 
     async def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
         return self._table.acquire(ctx, section_id, part, dur)
@@ -46,15 +39,10 @@ class AsyncMemoryLessor(AsyncLessor):
 
     async def _wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         with self._table.watch(ctx, section_id, part) as wake:
-            if wake is None:
-                return True
-            await wait(wake)
-        # It ended: a watched lease was given back or expired, or ctx is done.
+            if wake is not None:
+                await wait(wake)  # returns once wake is done
+        # Nothing was held, or a watched lease was given back or expired, or ctx is done.
         return not ctx.done()
-
-    def held(self, section_id: str) -> dict[int, SortedPartitions]:
-        """Live leases of a section by token; for inspection and tests."""
-        return self._table.held(section_id)
 
 
 _SHARED = AsyncMemoryLessor(SHARED)

@@ -25,10 +25,7 @@ from ctx."""
 
 _factories: dict[str, AsyncFactory] = {}
 
-_lessors: Registry[AsyncLessor] = Registry(
+_lessors = Registry[AsyncLessor](
     ENTRY_POINT_GROUP, AsyncLessor, "lessor.aio.AsyncLessor", "aio lessor", lambda: _factories
 )
-
-register = _lessors.register
-get = _lessors.get
-registered = _lessors.registered
+register, get, registered = _lessors.register, _lessors.get, _lessors.registered
