@@ -19,6 +19,8 @@ import pytest
 from lessor.testing import LocalEtcd
 from lessor.testing.child import Child, Children
 from tests.support.etcd_admin import admin_client, etcd_with_auth
+from tests.support.etcd_flavours import FLAVOURS, Flavour
+from tests.support.etcd_flavours import flavour as flavour_named
 from tests.support.programs import ROOT, python_module
 
 CHILD = Path(__file__).with_name("lessor_child.py")
@@ -51,6 +53,14 @@ _prefixes = itertools.count()
 def prefix() -> str:
     """A key prefix of its own for each test that shares the session's etcd."""
     return f"/t{next(_prefixes)}/"
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    """``make(endpoints, **options)``: an ``EtcdLessor``, or an ``AsyncEtcdLessor`` driven
+    through the sync interface (:mod:`tests.support.etcd_flavours`); a test that takes it runs
+    once with each."""
+    return flavour_named(request.param)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from lessor.etcd.keys import SectionKeys
 from lessor.etcd.transport import RetryableRpc
 from lessor.testing import LocalEtcd
 from tests.support.etcd_admin import enable_auth
+from tests.support.etcd_flavours import Flavour
 
 P = Partition
 
@@ -324,8 +325,8 @@ def test_lease_reuse_is_deprecated() -> None:
         EtcdLessor(["127.0.0.1:1"], lease_reuse=-1)
 
 
-def test_stopped_etcd_is_unavailable_by_the_deadline() -> None:
-    with LocalEtcd() as server, EtcdLessor(server.endpoints, acquire_timeout=1.5) as it:
+def test_stopped_etcd_is_unavailable_by_the_deadline(flavour: Flavour) -> None:
+    with LocalEtcd() as server, flavour(server.endpoints, acquire_timeout=1.5) as it:
         with it.lease("s", P(0, 10), 5) as lease:
             assert lease.partitions == [P(0, 10)]
         server.stop()
@@ -345,9 +346,9 @@ def test_stopped_etcd_is_unavailable_by_the_deadline() -> None:
             assert lease.partitions == [P(0, 10)]
 
 
-def test_unresolvable_name_is_unavailable() -> None:
+def test_unresolvable_name_is_unavailable(flavour: Flavour) -> None:
     with (
-        EtcdLessor(["no-such-host.invalid:2379"], acquire_timeout=1.0) as it,
+        flavour(["no-such-host.invalid:2379"], acquire_timeout=1.0) as it,
         pytest.raises(Unavailable, match=r"no-such-host\.invalid"),
     ):
         it.with_lease(Context.background(), "s", P(0, 10), 5, lambda c, p: None)

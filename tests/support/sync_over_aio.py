@@ -20,7 +20,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from lessor import Context, ContextError, Grant, Lease, Lessor, Partition
 from lessor.aio import AsyncLeaseScope, AsyncLessor
@@ -28,6 +28,7 @@ from lessor.aio import AsyncLeaseScope, AsyncLessor
 __all__ = ["LoopThread", "SyncOverAio"]
 
 T = TypeVar("T")
+A = TypeVar("A", bound=AsyncLessor)
 
 
 class LoopThread:
@@ -54,13 +55,13 @@ async def _call(make: Callable[[], T]) -> T:
     return make()  # on the loop: a lessor may bind to the loop it is made on
 
 
-class SyncOverAio(Lessor):
+class SyncOverAio(Lessor, Generic[A]):
     """The async lessor ``make()`` builds (on the loop), as a sync one; a context manager that
-    closes it and its loop."""
+    closes it and its loop. The async lessor itself is :attr:`aio`."""
 
     backend = "aio"
 
-    def __init__(self, make: Callable[[], AsyncLessor]) -> None:
+    def __init__(self, make: Callable[[], A]) -> None:
         self._loop = LoopThread()
         try:
             self.aio = self._loop.run(_call(make))
@@ -106,7 +107,7 @@ class SyncOverAio(Lessor):
         finally:
             self._loop.close()
 
-    def __enter__(self) -> SyncOverAio:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
