@@ -8,9 +8,13 @@ holds the caller until the test releases it (or cancels the task). So a test can
 * run an acquisition once to learn its points (:attr:`Gates.passed`),
 * run it again once for each point ``n``, held at ``n`` (``Gates(hold_at=n)``), wait until it is
   held there (:meth:`Gates.held`), and cancel the task: a cancellation at every await point;
-* or release it (:meth:`Gates.release`) after doing something else first: an injected delay.
+* or release it (:meth:`Gates.release`) after doing something else first: an injected delay;
+* or lose the reply of a call that etcd applied (``Gates(lose=...)``): the caller gets the
+  :class:`~lessor.etcd.rpc_errors.RetryableRpc` a timeout would give it.
 
-The product code knows nothing of this: the gates live in the wrapper.
+:class:`GatedLessor` is an :class:`~lessor.etcd.AsyncEtcdLessor` whose transport is gated: a
+test-only subclass, through the lessor's own hooks for its connection and its sections'
+shells. The product code knows nothing of this: the gates live in the wrapper.
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
-from lessor.etcd.aio_transport import AsyncTransport, AsyncWatch
+import grpc
+
+from lessor.etcd.aio_lessor import AsyncEtcdLessor
+from lessor.etcd.aio_shell import AsyncSectionShell
+from lessor.etcd.aio_transport import AsyncTransport, AsyncWatch, RetryableRpc
+from lessor.etcd.options import Options
 
 T = TypeVar("T")
 
@@ -47,7 +56,9 @@ class Gates:
     ``hold_at`` is the index, in :attr:`passed`, of the point to hold a caller at (0 is the
     first point passed), or a predicate on points (the first point it accepts), or None (hold
     nobody). ``sides`` are the points that count: BEFORE and AFTER each call, or one of them.
-    One caller is held, once; the others pass.
+    One caller is held, once; the others pass. ``lose`` picks a call whose reply is lost: the
+    first whose AFTER point it accepts (once past any hold there) fails as a timeout would,
+    though etcd applied it.
     """
 
     def __init__(
@@ -55,10 +66,13 @@ class Gates:
         hold_at: int | Callable[[Point], bool] | None = None,
         *,
         sides: tuple[str, ...] = (BEFORE, AFTER),
+        lose: Callable[[Point], bool] | None = None,
     ) -> None:
         self.passed: list[Point] = []
+        self.lost: Point | None = None
         self._hold_at = hold_at
         self._sides = sides
+        self._lose = lose
         self._held: Point | None = None
         self._reached = asyncio.Event()
         self._release = asyncio.Event()
@@ -72,6 +86,13 @@ class Gates:
             self._held = point
             self._reached.set()
             await self._release.wait()
+
+    def loses(self, point: Point) -> bool:
+        """Whether the reply of the call ``point`` (an AFTER point) is to be lost."""
+        if self.lost is not None or self._lose is None or not self._lose(point):
+            return False
+        self.lost = point
+        return True
 
     def _holds(self, point: Point) -> bool:
         if self._hold_at is None:
@@ -95,11 +116,13 @@ class Gates:
 
 
 class GatedTransport:
-    """``inner``, with every call passing ``gates`` before and after it."""
+    """``inner``, with every call passing :attr:`gates` before and after it. A test may put
+    new gates in place between two runs; the calls are numbered on from where they were."""
 
     def __init__(self, inner: AsyncTransport, gates: Gates) -> None:
         self._inner = inner
-        self._gates = gates
+        self.gates = gates
+        self.closed = False
         self._calls = itertools.count(1)
         self.rpc: ModuleType = inner.rpc
 
@@ -120,10 +143,15 @@ class GatedTransport:
         """``await make()`` between the gates; ``drop(result)`` if the task does not get
         past the gate after it (a watch nobody will cancel must not stay open)."""
         ordinal = next(self._calls)
-        await self._gates.at(Point(call, ordinal, BEFORE))
+        gates = self.gates
+        await gates.at(Point(call, ordinal, BEFORE))
         result = await make()
+        after = Point(call, ordinal, AFTER)
         try:
-            await self._gates.at(Point(call, ordinal, AFTER))
+            await gates.at(after)
+            if gates.loses(after):
+                lost = f"the reply was lost ({after}: a test's gate dropped it)"
+                raise RetryableRpc(self.endpoint, grpc.StatusCode.DEADLINE_EXCEEDED, lost)
         except BaseException:
             drop(result)
             raise
@@ -152,4 +180,28 @@ class GatedTransport:
         )
 
     async def close(self) -> None:
+        self.closed = True
         await self._inner.close()
+
+
+class GatedLessor(AsyncEtcdLessor):
+    """An :class:`~lessor.etcd.AsyncEtcdLessor` (same arguments) whose calls to etcd pass
+    :attr:`gated`'s gates (none held at first: put a :class:`Gates` of the test's in
+    ``gated.gates``), and whose sections' shells are in :attr:`shells`, for a test to see
+    who waits at a section's gate (``shells[section_id].gate.queued``)."""
+
+    gated: GatedTransport
+    shells: dict[str, AsyncSectionShell]
+
+    def _connect(self, options: Options) -> AsyncTransport:
+        self.gated = GatedTransport(super()._connect(options), Gates())
+        return self.gated
+
+    def _new_section(self, section_id: str) -> AsyncSectionShell:
+        shell = super()._new_section(section_id)
+        self.shells[section_id] = shell
+        return shell
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        self.shells = {}
