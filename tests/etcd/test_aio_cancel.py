@@ -2,7 +2,7 @@
 
 The lessor under test is an :class:`~lessor.etcd.AsyncEtcdLessor` whose calls to etcd pass
 gates (:class:`tests.support.aio_gates.GatedLessor`). One uncancelled run of an acquisition
-lists its await points: before and after each of its calls. Then, for each point, a fresh run
+lists its await points: before and after each of its calls and waits. Then, for each point, a fresh run
 of the same acquisition is held there and its task cancelled: at a BEFORE point the call has
 not been sent; at an AFTER point etcd has applied it and its reply is not yet delivered (in
 flight). Each time:
@@ -24,9 +24,9 @@ attempt adopts the entry). And a
 task cancelled while it waits at its section's gate behind a leader, or the leader cancelled
 while a task waits behind it.
 
-The waits between calls (a queued acquisition's turn, a back-off) are not transport calls; a
-cancel there finds nothing in flight, as at the BEFORE point of the next call. The queued case
-below cancels a task in the first of them.
+The waits between two calls (a pause between two attempts, a queued acquisition's turn) pass
+the gates too (``GatedLessor``): a task held at a wait's BEFORE point is cancelled as it
+waits.
 """
 
 from __future__ import annotations
@@ -201,13 +201,8 @@ def test_a_task_cancelled_at_every_await_point_of_an_acquisition_leaves_nothing_
     run(main())
 
 
-async def _queued(lessor: GatedLessor, section: str) -> None:
-    """Until one acquisition waits at ``section``'s gate (a bounded poll of the lessor's own
-    queue: nothing tells)."""
-    deadline = time.monotonic() + 5.0
-    while not (section in lessor.shells and lessor.shells[section].gate.queued == 1):
-        assert time.monotonic() < deadline, "the second acquisition never queued"
-        await asyncio.sleep(0.001)
+def _queues(point: Point) -> bool:
+    return point.call == "wait.WaitTurn" and point.side == BEFORE
 
 
 def _txn_at(side: str, nth: int = 1) -> Callable[[Point], bool]:
@@ -262,7 +257,7 @@ def test_a_task_cancelled_at_the_gate_behind_a_leader_leaves_nothing_of_it_held(
             leader = asyncio.create_task(hold("leader", first))
             assert await gates.held(leader) is not None
             queued = asyncio.create_task(hold("queued", second))
-            await _queued(case.lessor, section)
+            await gates.reached(_queues)  # it waits for its turn behind the leader
             if grouped:  # the first swap fails; hold the next, which carries both
                 held, gates = gates, case.gates(hold_at=_txn_at(side))
                 held.release()

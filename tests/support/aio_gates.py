@@ -31,6 +31,7 @@ import grpc
 from lessor.etcd.aio_lessor import AsyncEtcdLessor
 from lessor.etcd.aio_shell import AsyncSectionShell
 from lessor.etcd.aio_transport import AsyncTransport, AsyncWatch, RetryableRpc
+from lessor.etcd.ops import Op, Wait, WaitTurn
 from lessor.etcd.options import Options
 
 T = TypeVar("T")
@@ -42,7 +43,7 @@ BEFORE, AFTER = "before", "after"
 class Point:
     """Where a caller of a :class:`GatedTransport` stands."""
 
-    call: str  # "kv.Txn", "lease.LeaseGrant", "keep_alive", "watch"
+    call: str  # "kv.Txn", "lease.LeaseGrant", "keep_alive", "watch"; GatedLessor's "wait.Wait"
     ordinal: int  # the call's number among the transport's calls, from 1
     side: str  # BEFORE or AFTER the call
 
@@ -76,12 +77,16 @@ class Gates:
         self._held: Point | None = None
         self._reached = asyncio.Event()
         self._release = asyncio.Event()
+        self._awaited: list[tuple[Callable[[Point], bool], asyncio.Future[Point]]] = []
 
     async def at(self, point: Point) -> None:
         """Pass ``point``: recorded, and held there if it is the point to hold at."""
         if point.side not in self._sides:
             return
         self.passed.append(point)
+        for accepts, passed in self._awaited:
+            if not passed.done() and accepts(point):
+                passed.set_result(point)
         if self._held is None and self._holds(point):
             self._held = point
             self._reached.set()
@@ -110,6 +115,13 @@ class Gates:
             reached.cancel()
         return self._held
 
+    async def reached(self, accepts: Callable[[Point], bool], timeout: float = 10.0) -> Point:
+        """The first point from now on that ``accepts`` takes, once a caller passes it (a
+        :class:`TimeoutError` if none does within ``timeout`` seconds)."""
+        passed: asyncio.Future[Point] = asyncio.get_running_loop().create_future()
+        self._awaited.append((accepts, passed))
+        return await asyncio.wait_for(passed, timeout)
+
     def release(self) -> None:
         """Let the held caller (and any later one) go on."""
         self._release.set()
@@ -134,14 +146,14 @@ class GatedTransport:
     def endpoints(self) -> list[str]:
         return self._inner.endpoints
 
-    async def _gated(
+    async def gate(
         self,
         call: str,
         make: Callable[[], Awaitable[T]],
         drop: Callable[[T], None] = lambda result: None,
     ) -> T:
-        """``await make()`` between the gates; ``drop(result)`` if the task does not get
-        past the gate after it (a watch nobody will cancel must not stay open)."""
+        """``await make()`` between the gates, as ``call``; ``drop(result)`` if the task does
+        not get past the gate after it (a watch nobody will cancel must not stay open)."""
         ordinal = next(self._calls)
         gates = self.gates
         await gates.at(Point(call, ordinal, BEFORE))
@@ -158,24 +170,24 @@ class GatedTransport:
         return result
 
     async def kv(self, method: str, request: Any, timeout: float, what: str) -> Any:
-        return await self._gated(
+        return await self.gate(
             f"kv.{method}", lambda: self._inner.kv(method, request, timeout, what)
         )
 
     async def lease(self, method: str, request: Any, timeout: float, what: str) -> Any:
-        return await self._gated(
+        return await self.gate(
             f"lease.{method}", lambda: self._inner.lease(method, request, timeout, what)
         )
 
     async def keep_alive(self, lease_id: int, timeout: float, what: str) -> int:
-        return await self._gated(
+        return await self.gate(
             "keep_alive", lambda: self._inner.keep_alive(lease_id, timeout, what)
         )
 
     async def watch(self, *args: Any, **kwargs: Any) -> AsyncWatch:
         """The transport's ``watch(key, range_end, start_revision, timeout, what, *,
         no_put=False)``."""
-        return await self._gated(
+        return await self.gate(
             "watch", lambda: self._inner.watch(*args, **kwargs), lambda watch: watch.cancel()
         )
 
@@ -187,8 +199,11 @@ class GatedTransport:
 class GatedLessor(AsyncEtcdLessor):
     """An :class:`~lessor.etcd.AsyncEtcdLessor` (same arguments) whose calls to etcd pass
     :attr:`gated`'s gates (none held at first: put a :class:`Gates` of the test's in
-    ``gated.gates``), and whose sections' shells are in :attr:`shells`, for a test to see
-    who waits at a section's gate (``shells[section_id].gate.queued``)."""
+    ``gated.gates``), and so do the waits between them (``"wait.Wait"``, a pause between two
+    attempts, and ``"wait.WaitTurn"``, an acquisition queued behind its section's leader): so
+    every await point of an acquisition is a point of the gates. Its sections' shells are in
+    :attr:`shells`, for a test to see who waits at a section's gate
+    (``shells[section_id].gate.queued``)."""
 
     gated: GatedTransport
     shells: dict[str, AsyncSectionShell]
@@ -199,6 +214,14 @@ class GatedLessor(AsyncEtcdLessor):
 
     def _new_section(self, section_id: str) -> AsyncSectionShell:
         shell = super()._new_section(section_id)
+        perform = shell.perform
+
+        async def gated(op: Op) -> Any:
+            if isinstance(op, Wait | WaitTurn):
+                return await self.gated.gate(f"wait.{type(op).__name__}", lambda: perform(op))
+            return await perform(op)
+
+        shell.perform = gated  # type: ignore[method-assign]  # what its drive() calls
         self.shells[section_id] = shell
         return shell
 
