@@ -58,6 +58,7 @@ import pytest
 from lessor import Partition
 from lessor.testing import Holding, find_overlaps, find_token_inversions
 from lessor.testing.child import Child, Sink
+from tests.support.record import holding_of, read_records
 
 from .conftest import ELECTION_MS
 from .harness import HOLDER, Datacenters
@@ -91,13 +92,7 @@ def _holder(r: dict[str, Any]) -> str:
 
 
 def _read_records(path: Path, dc: int) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line) | {"dc": dc})
-        except json.JSONDecodeError:
-            break  # a line cut short by SIGKILL
-    return out
+    return [r | {"dc": dc} for r in read_records(path)]
 
 
 def _check_latency(dcs: Datacenters) -> str:
@@ -177,11 +172,7 @@ def test_losing_a_datacenter(
 
     records = [r for w, (j, path) in outs.items() for r in _read_records(path, j)]
     granted = [r for r in records if "error" not in r]
-    holdings = [
-        Holding(_holder(r), r["section"], tuple(Partition.from_string(p) for p in r["ranges"]),
-                r["start"], r["end"], r["token"])
-        for r in granted
-    ]  # fmt: skip
+    holdings = [holding_of(r, _holder(r)) for r in granted]
     overlaps = find_overlaps(holdings)
     inversions = find_token_inversions(holdings)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from lessor import Partition
 from lessor.etcd import EtcdLessor
-from tests.support.record import RecordLoop
+from tests.support.record import RecordLoop, Workload
 
 
 def _await_go() -> bool:
@@ -47,9 +47,9 @@ def crash(cfg: dict[str, Any]) -> int:
 
 def contend(cfg: dict[str, Any]) -> int:
     lessor = EtcdLessor(cfg["endpoints"], prefix=cfg["prefix"])
-    loop = RecordLoop(lessor, Path(cfg["out"]), cfg["worker"], cfg["threads"], cfg["seconds"],
-                      cfg["seed"], [cfg["section"]], cfg["universe"], cfg["dur"],
-                      hold=0.003)  # fmt: skip
+    workload = Workload(Path(cfg["out"]), cfg["worker"], cfg["seconds"], cfg["seed"],
+                        [cfg["section"]], cfg["universe"], cfg["dur"], hold=0.003)  # fmt: skip
+    loop = RecordLoop(lessor, workload, cfg["threads"])
     if not _await_go():
         return 2
     count, failures = loop.run()

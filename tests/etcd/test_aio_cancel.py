@@ -2,10 +2,10 @@
 
 The lessor under test is an :class:`~lessor.etcd.AsyncEtcdLessor` whose calls to etcd pass
 gates (:class:`tests.support.aio_gates.GatedLessor`). One uncancelled run of an acquisition
-lists its await points: before and after each of its calls and waits. Then, for each point, a fresh run
-of the same acquisition is held there and its task cancelled: at a BEFORE point the call has
-not been sent; at an AFTER point etcd has applied it and its reply is not yet delivered (in
-flight). Each time:
+lists its await points: before and after each of its calls and waits. Then, for each point, a
+fresh run of the same acquisition is held there and its task cancelled: at a BEFORE point the
+call has not been sent; at an AFTER point etcd has applied it and its reply is not yet
+delivered (in flight). Each time:
 
 * :class:`asyncio.CancelledError` comes out of the task;
 * once the lessor's clean-ups have run (etcd is read until nothing of the holder is live, at

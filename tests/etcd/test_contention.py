@@ -13,7 +13,6 @@ replays a run's random ranges (the seed is printed).
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import statistics
@@ -25,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from lessor import Partition
-from lessor.testing import Holding, find_overlaps, find_token_inversions
+from lessor.testing import find_overlaps, find_token_inversions
 from tests.support.programs import ready_set_go
+from tests.support.record import holding_of, read_records
 
 from .conftest import Spawn
 
@@ -37,25 +36,6 @@ THREADS = 4  # per worker process
 UNIVERSE = 256  # ranges are drawn from [0, UNIVERSE)
 DUR = 5.0  # each lease's duration; holders give it back after 0-3 ms
 PREFIX = "/lessor/"
-
-
-def _records(path: Path) -> list[dict[str, Any]]:
-    """A worker's lines; a last line cut short by a crashed worker is dropped (its status and
-    stderr tell why)."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
-
-
-def _holding(r: dict[str, Any], section: str) -> Holding:
-    ranges = tuple(Partition.from_string(p) for p in r["ranges"])
-    return Holding(
-        f"w{r['worker']}.t{r['thread']}", section, ranges, r["start"], r["end"], r["token"]
-    )
 
 
 @pytest.mark.slow
@@ -85,9 +65,9 @@ def test_processes_never_hold_a_common_key(etcd_server: Any, spawn: Spawn, tmp_p
     statuses = [child.wait(timeout=SECONDS + 60) for child in children]
     finished = time.monotonic()
 
-    records = [r for w in range(WORKERS) for r in _records(tmp_path / f"worker-{w}.jsonl")]
+    records = [r for w in range(WORKERS) for r in read_records(tmp_path / f"worker-{w}.jsonl")]
     errors = [r for r in records if "error" in r]
-    holdings = [_holding(r, section) for r in records if "error" not in r]
+    holdings = [holding_of(r) for r in records if "error" not in r]
     granted = [h for h in holdings if h.ranges]
     holders = [f"w{w}.t{t}" for w in range(WORKERS) for t in range(THREADS)]
     starts: dict[str, list[float]] = {holder: [] for holder in holders}

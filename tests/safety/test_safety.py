@@ -32,10 +32,11 @@ from typing import Any
 
 import pytest
 
-from lessor import Context, Partition
-from lessor.testing import Holding, find_overlaps, find_token_inversions
+from lessor import Context
+from lessor.testing import find_overlaps, find_token_inversions
 from lessor.testing.child import Children
 from tests.support.programs import ROOT, python_module, ready_set_go
+from tests.support.record import holding_of, read_records
 
 pytestmark = pytest.mark.safety
 
@@ -85,14 +86,7 @@ class Workers(Children):
         super().close()
 
     def records(self) -> list[dict[str, Any]]:
-        out = []
-        for path in self.outs:
-            for line in path.read_text().splitlines():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a line cut short by SIGKILL
-        return out
+        return [r for path in self.outs for r in read_records(path)]
 
 
 @pytest.fixture
@@ -153,12 +147,7 @@ def test_no_overlap_under_faults(cluster: Any, tmp_path: Path) -> None:
     records = workers.records()
 
     granted = [r for r in records if "error" not in r]
-    holdings = [
-        Holding(f"w{r['worker']}.t{r['thread']}", r["section"],
-                tuple(Partition.from_string(p) for p in r["ranges"]), r["start"], r["end"],
-                r["token"])
-        for r in granted
-    ]  # fmt: skip
+    holdings = [holding_of(r) for r in granted]
     overlaps = find_overlaps(holdings)
     inversions = find_token_inversions(holdings)
     successes = sorted(r["answered"] for r in granted)
