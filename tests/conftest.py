@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import pytest
 
 from lessor import Lessor, MemoryLessor
+from lessor.aio import AsyncLessor, AsyncMemoryLessor
 from tests.support import needs
+from tests.support.sync_over_aio import SyncOverAio
+
+Opener = Callable[[Sequence[str]], AbstractContextManager[Lessor]]
+"""Opens a lessor of one backend, given the test etcd's endpoints (empty when it needs none)."""
 
 
 @dataclass(frozen=True)
@@ -18,6 +25,7 @@ class Backend:
     """How to get a lessor of one backend, and the timing facts its tests may rely on."""
 
     name: str
+    open: Opener
     # A lease's deadline may fall this much earlier than "now + dur" (safety margins).
     deadline_slack: float
     # The shortest duration worth asking for: backends with a coarse lease clock (etcd: whole
@@ -26,14 +34,44 @@ class Backend:
     # Seconds after a lease was granted by which its ranges are free again if its holder
     # never gives it back, given the duration asked for.
     expiry_bound: Callable[[float], float]
+    # Whether open() needs the session's etcd (the etcd_server fixture).
+    etcd: bool = False
+
+
+def _memory(endpoints: Sequence[str]) -> AbstractContextManager[Lessor]:
+    return contextlib.nullcontext(MemoryLessor())
+
+
+def _etcd(endpoints: Sequence[str]) -> AbstractContextManager[Lessor]:
+    from lessor.etcd import EtcdLessor  # noqa: PLC0415  (only sessions that need etcd pay)
+
+    return EtcdLessor(endpoints)
+
+
+def aio(make: Callable[[Sequence[str]], AsyncLessor]) -> Opener:
+    """An asyncio backend, run through the sync contract by :class:`SyncOverAio`: ``make`` is
+    called on its event loop with the endpoints."""
+    return lambda endpoints: SyncOverAio(lambda: make(endpoints))
 
 
 # EtcdLessor's defaults: an etcd lease of ceil(dur + margin 0.2) seconds; etcd's expiry checker
 # then takes up to another 0.5 s to delete it.
 BACKENDS = [
-    Backend("memory", deadline_slack=0.0, unit=0.2, expiry_bound=lambda dur: dur),
+    Backend("memory", _memory, deadline_slack=0.0, unit=0.2, expiry_bound=lambda dur: dur),
     Backend(
-        "etcd", deadline_slack=0.0, unit=1.0, expiry_bound=lambda dur: math.ceil(dur + 0.2) + 0.5
+        "etcd",
+        _etcd,
+        deadline_slack=0.0,
+        unit=1.0,
+        expiry_bound=lambda dur: math.ceil(dur + 0.2) + 0.5,
+        etcd=True,
+    ),
+    Backend(
+        "aio-memory",
+        aio(lambda endpoints: AsyncMemoryLessor()),
+        deadline_slack=0.0,
+        unit=0.2,
+        expiry_bound=lambda dur: dur,
     ),
 ]
 
@@ -63,13 +101,8 @@ def etcd_server() -> Iterator[object]:
 
 @pytest.fixture
 def lessor_of(backend: Backend, request: pytest.FixtureRequest) -> Iterator[Lessor]:
-    if backend.name == "memory":
-        yield MemoryLessor()
-        return
-    from lessor.etcd import EtcdLessor  # noqa: PLC0415
-
-    server = request.getfixturevalue("etcd_server")
-    with EtcdLessor(server.endpoints) as lessor:
+    endpoints = request.getfixturevalue("etcd_server").endpoints if backend.etcd else []
+    with backend.open(endpoints) as lessor:
         yield lessor
 
 

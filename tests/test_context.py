@@ -123,3 +123,86 @@ def test_unreferenced_children_are_not_kept() -> None:
         parent.with_timeout(10)
     gc.collect()
     assert parent._children is not None and len(parent._children) == 0
+
+
+# -- on_done: being told of a cancel ------------------------------------------------------------
+
+
+def test_on_done_is_called_once_on_the_cancelling_thread() -> None:
+    ctx = Context.background()
+    calls: list[str] = []
+    ctx.on_done(lambda: calls.append(threading.current_thread().name))
+    assert calls == []
+    canceller = threading.Thread(target=ctx.cancel, name="canceller")
+    canceller.start()
+    canceller.join()
+    ctx.cancel()  # a second cancel calls nothing again
+    assert calls == ["canceller"]
+
+
+def test_on_done_follows_a_cancelled_ancestor_not_a_child() -> None:
+    root = Context.background()
+    ctx = root.with_timeout(60).with_value("k", "v")
+    calls: list[str] = []
+    ctx.on_done(lambda: calls.append("ctx"))
+    ctx.with_timeout(30).cancel()  # a child's cancel leaves ctx alone
+    assert calls == []
+    root.cancel()
+    assert calls == ["ctx"]
+
+
+def test_on_done_of_a_cancelled_context_calls_at_once() -> None:
+    parent = Context.background()
+    parent.cancel()
+    calls: list[str] = []
+    unsubscribe = parent.with_timeout(10).on_done(lambda: calls.append("now"))
+    assert calls == ["now"]
+    unsubscribe()  # harmless after the call
+
+
+def test_on_done_unsubscribed_is_never_called() -> None:
+    ctx = Context.background()
+    calls: list[str] = []
+    unsubscribe = ctx.on_done(lambda: calls.append("first"))
+    ctx.on_done(lambda: calls.append("second"))
+    unsubscribe()
+    unsubscribe()
+    ctx.cancel()
+    assert calls == ["second"]
+
+
+def test_on_done_is_not_called_at_the_deadline() -> None:
+    ctx = Context.background().with_timeout(0.01)
+    calls: list[str] = []
+    ctx.on_done(lambda: calls.append("called"))
+    assert ctx.wait() is True and isinstance(ctx.err, DeadlineExceeded)
+    assert calls == []  # a deadline is no event
+    ctx.cancel()  # a cancel after the deadline is one (and reports the deadline)
+    assert calls == ["called"]
+
+
+def test_a_failing_on_done_callback_is_logged_and_the_cancel_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx = Context.background()
+    child = ctx.with_timeout(60)
+    calls: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("from the callback")
+
+    ctx.on_done(boom)
+    ctx.on_done(lambda: calls.append("after"))
+    with caplog.at_level("ERROR", logger="lessor"):
+        ctx.cancel()
+    assert calls == ["after"]
+    assert child.done()
+    assert "on_done callback" in caplog.text and "from the callback" in caplog.text
+
+
+def test_callbacks_cost_nothing_until_used_and_are_dropped_at_the_cancel() -> None:
+    ctx = Context.background()
+    assert ctx._callbacks is None
+    ctx.on_done(lambda: None)
+    ctx.cancel()
+    assert ctx._callbacks is None

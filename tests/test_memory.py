@@ -17,7 +17,7 @@ def test_held_lists_live_leases_and_forgets_released_ones() -> None:
     with lessor.lease("s", P(0, 10), 60) as a, lessor.lease("s", P(5, 20), 60) as b:
         assert lessor.held("s") == {a.token: [P(0, 10)], b.token: [P(10, 20)]}
     assert lessor.held("s") == {}
-    assert lessor._sections == {}  # nothing left behind for released sections
+    assert lessor.table._sections == {}  # nothing left behind for released sections
 
 
 def test_private_instances_do_not_share() -> None:
@@ -30,7 +30,7 @@ def test_private_instances_do_not_share() -> None:
 
 
 class _Registering(dict[str, set[Any]]):
-    """``MemoryLessor._waiters`` that sets ``registered`` when a waiter registers (under the
+    """``LeaseTable._waiters`` that sets ``registered`` when a waiter registers (under the
     lessor's lock, so a test that takes the lock next sees the waiter)."""
 
     def __init__(self) -> None:
@@ -58,7 +58,7 @@ def _start_waiting(
 
 def test_wait_free_wakes_on_the_give_back_of_a_watched_lease_only() -> None:
     lessor = MemoryLessor()
-    lessor._waiters = waiters = _Registering()
+    lessor.table._waiters = waiters = _Registering()
     with ExitStack() as stack:
         watched = stack.enter_context(lessor.lease("s", P(0, 10), 60))
         beside = lessor.lease("s", P(20, 30), 60)  # same section, not in the part
@@ -67,7 +67,7 @@ def test_wait_free_wakes_on_the_give_back_of_a_watched_lease_only() -> None:
         elsewhere.__enter__()
         returned, result = _start_waiting(lessor, Context.background(), "s", P(0, 15))
         assert waiters.registered.wait(30)
-        with lessor._lock:
+        with lessor.table._lock:
             (waiter,) = waiters["s"]
         assert waiter.tokens == {watched.token}
         beside.__exit__(None, None, None)
@@ -78,7 +78,7 @@ def test_wait_free_wakes_on_the_give_back_of_a_watched_lease_only() -> None:
     # the watched lease is given back here
     assert returned.wait(30)
     assert result == [True]
-    assert lessor._waiters == {}  # nothing left behind
+    assert lessor.table._waiters == {}  # nothing left behind
 
 
 def test_wait_free_wakes_at_the_earliest_deadline_of_what_it_watches() -> None:
@@ -87,20 +87,20 @@ def test_wait_free_wakes_at_the_earliest_deadline_of_what_it_watches() -> None:
         assert lessor.wait_free(Context.background().with_timeout(60), "s", P(0, 20)) is True
         assert short.deadline <= time.monotonic() < long_.deadline
         assert lessor.held("s") == {long_.token: [P(0, 10)]}
-    assert lessor._waiters == {}
+    assert lessor.table._waiters == {}
 
 
 def test_wait_free_sees_an_expired_lease_as_free_before_it_is_pruned() -> None:
     lessor = MemoryLessor()
     with lessor.lease("s", P(0, 10), 0.05) as lease:
         lease.ctx.wait()
-        assert lease.token in lessor._sections["s"]  # still recorded, but past its deadline
+        assert lease.token in lessor.table._sections["s"]  # still recorded, but past its deadline
         assert lessor.wait_free(Context.background().with_timeout(60), "s", P(0, 10)) is True
 
 
 def test_a_cancelled_wait_free_leaves_nothing_behind() -> None:
     lessor = MemoryLessor()
-    lessor._waiters = waiters = _Registering()
+    lessor.table._waiters = waiters = _Registering()
     ctx = Context.background()
     with lessor.lease("s", P(0, 10), 60):
         returned, result = _start_waiting(lessor, ctx, "s", P(0, 10))
@@ -108,4 +108,4 @@ def test_a_cancelled_wait_free_leaves_nothing_behind() -> None:
         ctx.cancel()
         assert returned.wait(30)
         assert result == [False]
-        assert lessor._waiters == {}
+        assert lessor.table._waiters == {}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import pytest
 
 import lessor
 from lessor import Context, LessorNotRegistered, MemoryLessor, registry
+from tests.support.plugins import install_plugin
 
 
 @pytest.fixture(autouse=True)
@@ -64,13 +65,7 @@ def test_factory_receives_ctx() -> None:
     assert seen == [42]
 
 
-def _install_plugin(root: Path, module: str, source: str, entry: str) -> None:
-    """A real installed distribution: a module plus dist-info with an entry_points.txt."""
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{module}_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[lessor.backends]\n{entry}\n")
+_install_plugin = functools.partial(install_plugin, group=registry.ENTRY_POINT_GROUP)
 
 
 def test_entry_point_naming_a_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -793,7 +793,7 @@ def test_run_ends_its_waits_when_it_returns() -> None:
         assert stats.rounds == 1
         assert memory.calls == 1  # the denied shard's wait was started...
         assert wait_threads() == []  # ...and ended with run
-        assert memory._waiters == {}
+        assert memory.table._waiters == {}
 
 
 def test_cancelling_run_during_its_pause_ends_its_waits() -> None:
@@ -807,7 +807,7 @@ def test_cancelling_run_during_its_pause_ends_its_waits() -> None:
         stats = runner.join()
     assert stats.rounds <= 1 and stats.shards_swept == 2
     assert wait_threads() == []
-    assert memory._waiters == {}
+    assert memory.table._waiters == {}
 
 
 def test_a_failing_wait_free_is_logged_and_the_shard_waits_for_its_next_round() -> None:
@@ -888,7 +888,7 @@ class Registering(CountsCalls, MemoryLessor):
     def __init__(self) -> None:
         super().__init__()
         self.registered = 0
-        self._waiters = _NotifyingWaiters(self._note)
+        self.table._waiters = _NotifyingWaiters(self._note)
 
     def _note(self) -> None:
         with self._called:
@@ -911,7 +911,7 @@ class _NotifyingSet(set[Any]):
 
 
 class _NotifyingWaiters(dict[str, set[Any]]):
-    """MemoryLessor._waiters, calling ``note`` each time a waiter is added."""
+    """LeaseTable._waiters, calling ``note`` each time a waiter is added."""
 
     def __init__(self, note: Callable[[], None]) -> None:
         super().__init__()

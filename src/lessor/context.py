@@ -6,20 +6,26 @@ outlives its parent. Its deadline is the earlier of its own and its parent's, an
 a parent cancels every descendant. Cancelling a child leaves the parent alone.
 
 Deadlines are :func:`time.monotonic` values, immune to wall-clock steps. Every method is
-thread-safe: one thread may :meth:`~Context.wait` on a context that another cancels.
+thread-safe: one thread may :meth:`~Context.wait` on a context that another cancels, or be
+told of the cancel through :meth:`~Context.on_done` (how :mod:`lessor.aio` wakes an event
+loop).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from datetime import timedelta
 
 from lessor.errors import Cancelled, ContextError, DeadlineExceeded
 
 __all__ = ["Context", "seconds"]
+
+log = logging.getLogger("lessor")
 
 _NO_KEY = object()
 
@@ -37,11 +43,16 @@ def seconds(value: float | timedelta, what: str = "duration") -> float:
     return result
 
 
+def _nothing() -> None:
+    """The unsubscribe of a callback that was already called."""
+
+
 class Context:
     """A node of the context tree; create the root with :meth:`background`."""
 
     __slots__ = (
         "__weakref__",
+        "_callbacks",
         "_children",
         "_deadline",
         "_err",
@@ -73,6 +84,7 @@ class Context:
         # these cost more than the rest of a context together (leases make two each).
         self._event: threading.Event | None = None
         self._children: weakref.WeakSet[Context] | None = None
+        self._callbacks: dict[object, Callable[[], None]] | None = None
         self._err: ContextError | None = None
         if parent is not None:
             parent._adopt(self)
@@ -168,6 +180,32 @@ class Context:
             event.wait(None if limit == math.inf else limit)
         return self.done()
 
+    def on_done(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn()`` once when this context is cancelled; return a function that cancels
+        the call (unsubscribes).
+
+        A cancel of this context or of an ancestor calls ``fn`` on the cancelling thread, after
+        :meth:`wait` has been woken; a context already cancelled calls it at once, on this
+        thread. Reaching the deadline is no event and calls nothing: combine this with a
+        timer at :attr:`deadline`. ``fn`` must be quick and must not raise (an exception from
+        it is logged and swallowed, so that it cannot stop the cancel from reaching the
+        descendants); it must not call back into the code that cancels.
+        """
+        with self._lock:
+            if self._err is None:
+                if self._callbacks is None:
+                    self._callbacks = {}
+                key = object()
+                self._callbacks[key] = fn
+                return lambda: self._forget(key)
+        fn()
+        return _nothing
+
+    def _forget(self, key: object) -> None:
+        with self._lock:
+            if self._callbacks is not None:
+                self._callbacks.pop(key, None)
+
     # -- cancellation ------------------------------------------------------------------------
 
     def cancel(self) -> None:
@@ -185,9 +223,17 @@ class Context:
             self._err = err
             children = list(self._children or ())
             self._children = None
+            callbacks = self._callbacks
+            self._callbacks = None
             event = self._event
         if event is not None:
             event.set()
+        if callbacks:
+            for fn in callbacks.values():
+                try:
+                    fn()
+                except Exception:
+                    log.exception("lessor: a Context.on_done callback (%r) failed", fn)
         for child in children:
             child._cancel(err)
 

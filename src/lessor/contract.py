@@ -91,10 +91,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar, TypeVar
 
-from lessor import checks
+from lessor import checks, probes
 from lessor.context import Context
 from lessor.errors import ContextError
-from lessor.lease import Lease, LeaseScope, fencing_token
+from lessor.lease import Lease, LeaseScope, fencing_token, lease_request
 from lessor.partition import Partition, SortedPartitions
 from lessor.wait_backoff import WAIT_FREE_FIRST, WAIT_FREE_MAX, backoffs
 
@@ -168,12 +168,7 @@ class Lessor(abc.ABC):
         ctx: Context | None = None,
     ) -> LeaseScope:
         """``with lessor.lease(...) as lease:`` — the context-manager form of :meth:`with_lease`."""
-        if ctx is None:
-            ctx = Context.background()
-        checks.instance(ctx, "ctx", Context, "a lessor.Context or None")
-        checks.section_id(section_id)
-        checks.partition(part, "part")
-        return LeaseScope(self, ctx, section_id, part, checks.duration(dur, "dur"))
+        return LeaseScope(self, lease_request(section_id, part, dur, ctx))
 
     def wait_free(self, ctx: Context, section_id: str, part: Partition) -> bool:
         """Wait until some key of ``part`` held now comes free; False once ``ctx`` is done.
@@ -183,20 +178,13 @@ class Lessor(abc.ABC):
         ``part`` is held. False when ``ctx`` is done (deadline or cancel), never an exception
         for that. Holds nothing. See the module documentation for the contract.
         """
-        checks.context(ctx)
-        checks.section_id(section_id)
-        checks.partition(part, "part")
-        if ctx.done():
-            return False
-        if part.is_empty():
-            return True  # nothing of it can be held
+        at_once = probes.wait_free_at_once(ctx, section_id, part)
+        if at_once is not None:
+            return at_once
         try:
-            freed = self._wait_free(ctx, section_id, part)
-        except ContextError:
-            if ctx.done():
-                return False  # the caller's context ended inside the backend
-            raise
-        return freed and not ctx.done()
+            return probes.freed(ctx, self._wait_free(ctx, section_id, part))
+        except ContextError as e:
+            return probes.unless_ended(ctx, e)
 
     def is_held(self, ctx: Context, section_id: str, part: Partition) -> bool:
         """Whether some key of ``part`` is held now by a live lease (anyone's, this process's
@@ -207,12 +195,9 @@ class Lessor(abc.ABC):
         never False for that. :class:`NotImplementedError` from a backend that cannot tell
         what is held. See the module documentation for the contract.
         """
-        checks.context(ctx)
-        checks.section_id(section_id)
-        checks.partition(part, "part")
-        ctx.raise_if_done()
-        if part.is_empty():
-            return False  # nothing of it can be held
+        at_once = probes.is_held_at_once(ctx, section_id, part)
+        if at_once is not None:
+            return at_once
         return self._is_held(ctx, section_id, part)
 
     # -- what a backend implements -----------------------------------------------------------
@@ -256,7 +241,4 @@ class Lessor(abc.ABC):
         its holders overrides this; this default, for third-party backends, cannot tell and
         raises :class:`NotImplementedError`.
         """
-        raise NotImplementedError(
-            f"the {type(self).__name__} lessor ({self.backend!r} backend) cannot tell what "
-            "is held: it does not implement Lessor._is_held"
-        )
+        raise probes.cannot_tell(type(self).__name__, self.backend, "Lessor._is_held")

@@ -2,6 +2,12 @@
 gives it back on exit (:meth:`Lessor.lease <lessor.contract.Lessor.lease>`), and the fencing
 token that rides on the lease's context (:func:`fencing_token`). The contract these keep is
 stated once, in :mod:`lessor.contract`.
+
+The steps of a scope that do not depend on how the backend is called — checking the
+arguments, refusing a duration the backend cannot grant, making the lease's context, telling
+the observers (:mod:`lessor.observe`) and the log — are the functions below
+(:func:`lease_request`, :func:`check_grantable`, :func:`acquisition_failed`,
+:func:`granted`, :func:`given_back`), called by this scope and by :mod:`lessor.aio`'s alike.
 """
 
 from __future__ import annotations
@@ -9,17 +15,28 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from lessor import observe
+from lessor import checks, observe
 from lessor.context import Context
 from lessor.partition import Partition, SortedPartitions
 
 if TYPE_CHECKING:
     from lessor.contract import Grant, Lessor
 
-__all__ = ["Lease", "LeaseScope", "fencing_token"]
+__all__ = [
+    "Lease",
+    "LeaseRequest",
+    "LeaseScope",
+    "acquisition_failed",
+    "check_grantable",
+    "fencing_token",
+    "given_back",
+    "granted",
+    "lease_request",
+]
 
 log = logging.getLogger("lessor")
 
@@ -61,29 +78,99 @@ class Lease:
         return deadline
 
 
+# -- the steps every scope takes, sync or async ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    """The checked arguments of one ``lease(...)`` call: what a scope asks its backend for."""
+
+    ctx: Context
+    section_id: str
+    part: Partition
+    dur: float
+    """Seconds."""
+
+
+def lease_request(
+    section_id: str, part: Partition, dur: float | timedelta, ctx: Context | None
+) -> LeaseRequest:
+    """Check the arguments of a ``lease(section_id, part, dur, ctx=None)`` call (a new
+    background context for None)."""
+    if ctx is None:
+        ctx = Context.background()
+    checks.instance(ctx, "ctx", Context, "a lessor.Context or None")
+    checks.section_id(section_id)
+    checks.partition(part, "part")
+    return LeaseRequest(ctx, section_id, part, checks.duration(dur, "dur"))
+
+
+def check_grantable(backend: str, max_duration: float, request: LeaseRequest) -> None:
+    """Refuse, before acquiring, a context that is done and a duration (capped by the
+    context's deadline) longer than the backend's ``max_duration``."""
+    request.ctx.raise_if_done()
+    if min(request.dur, request.ctx.remaining()) > max_duration:
+        raise ValueError(
+            f"lease duration {request.dur!r}s is longer than the {max_duration:.0f}s the "
+            f"{backend!r} lessor can grant (a shorter ctx deadline also caps it)"
+        )
+
+
+def acquisition_failed(
+    backend: str, request: LeaseRequest, error: BaseException, start: float
+) -> None:
+    """Tell the log and the observers that an acquisition begun at ``start`` raised ``error``."""
+    log.debug("lease section=%r: acquisition failed: %s", request.section_id, error)
+    observe.acquire_failed(backend, request.section_id, error, time.monotonic() - start)
+
+
+def granted(
+    backend: str, request: LeaseRequest, grant: Grant, *, start: float, granted_at: float
+) -> Lease:
+    """The :class:`Lease` of ``grant`` (asked at ``start``, granted at ``granted_at``): its
+    context is a child of the request's with the grant's deadline and fencing token. Tells
+    the observers and the log; raises the context's error when acquiring used up the caller's
+    time (a lease nobody can use: the caller gives the grant back)."""
+    section_id = request.section_id
+    observe.acquired(backend, section_id, request.part, grant.partitions, granted_at - start)
+    lease_ctx = Context(request.ctx, deadline=grant.deadline, key=_TOKEN_KEY, value=grant.token)
+    err = lease_ctx.err
+    if err is not None:
+        raise err
+    if log.isEnabledFor(logging.DEBUG):  # its arguments cost more than the check
+        log.debug(
+            "lease section=%r token=%d granted %s of %s for %.3fs",
+            section_id,
+            grant.token,
+            grant.partitions.to_strings(),
+            request.part,
+            lease_ctx.remaining(),
+        )
+    return Lease(section_id, grant.partitions, lease_ctx, grant.token)
+
+
+def given_back(
+    backend: str, section_id: str, grant: Grant, granted_at: float, error: Exception | None
+) -> None:
+    """Tell the log and the observers how giving ``grant`` back ended: released, or failed with
+    ``error``. A failure is one warning line (the backend's error says what failed and when
+    the lease ends anyway), never raised: the caller's own outcome matters more."""
+    if error is not None:
+        log.warning("lease section=%r token=%d: release failed: %s", section_id, grant.token, error)
+        observe.release_failed(backend, section_id, error)
+    else:
+        log.debug("lease section=%r token=%d released", section_id, grant.token)
+        observe.released(backend, section_id, time.monotonic() - granted_at)
+
+
 class LeaseScope:
     """The context manager :meth:`Lessor.lease` returns; acquires on entry, releases on exit."""
 
-    __slots__ = (
-        "_ctx",
-        "_dur",
-        "_entered",
-        "_grant",
-        "_granted_at",
-        "_lease",
-        "_lessor",
-        "_part",
-        "_section_id",
-    )
+    __slots__ = ("_entered", "_grant", "_granted_at", "_lease", "_lessor", "_request")
 
-    def __init__(
-        self, lessor: Lessor, ctx: Context, section_id: str, part: Partition, dur: float
-    ) -> None:
+    def __init__(self, lessor: Lessor, request: LeaseRequest) -> None:
         self._lessor = lessor
-        self._ctx = ctx
-        self._section_id = section_id
-        self._part = part
-        self._dur = dur
+        self._request = request
         self._entered = False
         self._grant: Grant | None = None
         self._lease: Lease | None = None
@@ -93,54 +180,22 @@ class LeaseScope:
         if self._entered:
             raise RuntimeError("a LeaseScope can be entered only once")
         self._entered = True
-        self._ctx.raise_if_done()
-        longest = self._lessor.max_duration
-        if min(self._dur, self._ctx.remaining()) > longest:
-            raise ValueError(
-                f"lease duration {self._dur!r}s is longer than the {longest:.0f}s the "
-                f"{self._lessor.backend!r} lessor can grant (a shorter ctx deadline also caps it)"
-            )
-        backend = self._lessor.backend
+        backend, r = self._lessor.backend, self._request
+        check_grantable(backend, self._lessor.max_duration, r)
         start = time.monotonic()
         try:
-            self._grant = self._lessor._acquire(self._ctx, self._section_id, self._part, self._dur)
+            self._grant = self._lessor._acquire(r.ctx, r.section_id, r.part, r.dur)
         except BaseException as e:
-            log.debug("lease section=%r: acquisition failed: %s", self._section_id, e)
-            observe.acquire_failed(backend, self._section_id, e, time.monotonic() - start)
+            acquisition_failed(backend, r, e, start)
             raise
         try:
-            return self._enter(start)
+            self._granted_at = time.monotonic()
+            self._lease = granted(backend, r, self._grant, start=start, granted_at=self._granted_at)
         except BaseException:
             # Anything that stops the lease from reaching the caller (its time used up, an
             # exception arriving here) gives the grant back: nobody else would.
             self._exit()
             raise
-
-    def _enter(self, start: float) -> Lease:
-        grant = self._grant
-        assert grant is not None
-        self._granted_at = time.monotonic()
-        observe.acquired(
-            self._lessor.backend,
-            self._section_id,
-            self._part,
-            grant.partitions,
-            self._granted_at - start,
-        )
-        lease_ctx = Context(self._ctx, deadline=grant.deadline, key=_TOKEN_KEY, value=grant.token)
-        err = lease_ctx.err
-        if err is not None:
-            raise err  # acquisition used up the caller's time: a lease nobody can use
-        self._lease = Lease(self._section_id, grant.partitions, lease_ctx, grant.token)
-        if log.isEnabledFor(logging.DEBUG):  # its arguments cost more than the check
-            log.debug(
-                "lease section=%r token=%d granted %s of %s for %.3fs",
-                self._section_id,
-                grant.token,
-                grant.partitions.to_strings(),
-                self._part,
-                lease_ctx.remaining(),
-            )
         return self._lease
 
     def __exit__(
@@ -157,16 +212,10 @@ class LeaseScope:
             return
         if self._lease is not None:
             self._lease.ctx.cancel()
-        backend = self._lessor.backend
+        section_id = self._request.section_id
         try:
             self._lessor._release(grant)
         except Exception as e:
-            # The lease ends at its expiry anyway; the caller's own outcome matters more.
-            # One line: the backend's error says what failed and when the lease ends anyway.
-            log.warning(
-                "lease section=%r token=%d: release failed: %s", self._section_id, grant.token, e
-            )
-            observe.release_failed(backend, self._section_id, e)
+            given_back(self._lessor.backend, section_id, grant, self._granted_at, e)
         else:
-            log.debug("lease section=%r token=%d released", self._section_id, grant.token)
-            observe.released(backend, self._section_id, time.monotonic() - self._granted_at)
+            given_back(self._lessor.backend, section_id, grant, self._granted_at, None)

@@ -14,6 +14,8 @@ import threading
 import time
 from collections import OrderedDict
 
+from lessor.attached import attached
+
 __all__ = ["WAIT_FREE_FIRST", "WAIT_FREE_MAX", "Backoff", "backoffs"]
 
 WAIT_FREE_FIRST = 0.05
@@ -50,19 +52,6 @@ class Backoff:
         return interval
 
 
-_BACKOFF_ATTR = "_lessor_wait_free_backoff"
-_backoff_lock = threading.Lock()
-
-
 def backoffs(lessor: object) -> Backoff:
-    """``lessor``'s back-off state, made on first need (a backend need not call our
-    ``__init__``; ``object.__setattr__`` also works on a frozen dataclass)."""
-    state = getattr(lessor, _BACKOFF_ATTR, None)
-    if state is None:
-        with _backoff_lock:
-            state = getattr(lessor, _BACKOFF_ATTR, None)
-            if state is None:
-                state = Backoff()
-                object.__setattr__(lessor, _BACKOFF_ATTR, state)
-    assert isinstance(state, Backoff)
-    return state
+    """``lessor``'s back-off state, made on first need (:mod:`lessor.attached`)."""
+    return attached(lessor, "_lessor_wait_free_backoff", Backoff, Backoff)
