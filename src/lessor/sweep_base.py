@@ -111,7 +111,7 @@ class SweeperBase(Generic[T, L, S, P]):
         self.shards: SortedPartitions = key_space.split(shards)
         self._scan = scan
         self._process = process
-        self._key: Callable[[T], int] = key if key is not None else _int_key
+        self.key: Callable[[T], int] = key if key is not None else _int_key
         self.lease_seconds = lease_dur
         self.batch_size = batch_size
         self.split_threshold = split_threshold
@@ -152,16 +152,7 @@ class SweeperBase(Generic[T, L, S, P]):
                 f"shard {shard} must be a non-empty part of the key space {self.key_space}"
             )
         lessor = self._resolve(ctx)
-        sweep = ShardSweep(
-            ctx,
-            shard,
-            level,
-            key=self._key,
-            batch_size=self.batch_size,
-            split_threshold=self.split_threshold,
-            secondary_shards=self.secondary_shards,
-        )
-        return lessor, sweep.steps()
+        return lessor, ShardSweep(ctx, shard, level, self).steps()
 
     def _reported(self, ctx: Context, report: ShardReport) -> ShardReport:
         """``report``, once its error, if any, went to ``on_error``."""

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from lessor.context import Context
 from lessor.errors import ContextError
 from lessor.lease import Lease
 from lessor.partition import Partition, SortedPartitions
 from lessor.sweep_ops import Process, Scan, Steps, UnderLease
+
+if TYPE_CHECKING:
+    from lessor.sweep_base import SweeperBase
 
 __all__ = ["MAX_LEVEL", "ShardReport", "ShardSweep"]
 
@@ -68,23 +71,14 @@ class ShardSweep(Generic[T]):
     Keeps the counts, so that a failure can still report them."""
 
     def __init__(
-        self,
-        ctx: Context,
-        shard: Partition,
-        level: int,
-        *,
-        key: Callable[[T], int],
-        batch_size: int,
-        split_threshold: int,
-        secondary_shards: int,
+        self, ctx: Context, shard: Partition, level: int, settings: SweeperBase[T, Any, Any, Any]
     ) -> None:
+        """A sweep of ``shard`` at ``level`` with ``ctx``, as ``settings`` (its sweeper) says:
+        its ``key``, ``batch_size``, ``split_threshold`` and ``secondary_shards``."""
         self.ctx = ctx
         self.shard = shard
         self.level = level
-        self._key = key
-        self._batch_size = batch_size
-        self._split_threshold = split_threshold
-        self._secondary_shards = secondary_shards
+        self._settings = settings
         self.t0 = time.monotonic()
         self.scanned = 0
         self.leased: tuple[Partition, ...] = ()
@@ -140,7 +134,7 @@ class ShardSweep(Generic[T]):
             )
         items: Sequence[T] = found
         self.scanned = len(items)
-        keys = [self._key(item) for item in items]
+        keys = [self._settings.key(item) for item in items]
         prev = -1
         for i, k in enumerate(keys):
             if isinstance(k, bool) or not isinstance(k, int):
@@ -150,11 +144,11 @@ class ShardSweep(Generic[T]):
             if k < prev:
                 raise ValueError(f"scan returned keys out of order: {k:#x} after {prev:#x}")
             prev = k
-        if len(items) > self._split_threshold and self.level < MAX_LEVEL:
-            keep = self._split_threshold
+        if len(items) > self._settings.split_threshold and self.level < MAX_LEVEL:
+            keep = self._settings.split_threshold
             self.follow_ups = tuple(
                 self.shard.educated_split_after(
-                    format(keys[keep - 1], "x"), keep, keep, self._secondary_shards
+                    format(keys[keep - 1], "x"), keep, keep, self._settings.secondary_shards
                 )
             )
             # Items sharing the last kept key stay here: the follow-ups start after it.
@@ -171,7 +165,7 @@ class ShardSweep(Generic[T]):
         selected = _inside(items, keys, lease.partitions)
         if len(selected) < len(items):
             self.denied = _outside_span(keys, lease.partitions)
-        size = self._batch_size
+        size = self._settings.batch_size
         for i in range(0, len(selected), size):
             if lease.ctx.done():
                 # Past the deadline others may hold these keys: leave them for later.
