@@ -34,7 +34,7 @@ import pytest
 import lessor.aio
 import lessor.etcd
 from lessor import Context, Partition, Sweeper, SweepStats, sweep_waits
-from lessor.etcd import EtcdLessor
+from lessor.etcd import AsyncEtcdLessor, EtcdLessor
 from lessor.sweep_waits import Waits, Woken
 from lessor.testing import FaultProxy, Holding, find_overlaps, find_token_inversions
 from lessor.testing.child import Child
@@ -261,14 +261,11 @@ def test_an_aio_sweeper_sweeps_a_partly_granted_shard_again_when_etcd_sees_its_h
 ) -> None:
     # The case above for lessor.aio.Sweeper over the asyncio etcd lessor, the holder a sync
     # EtcdLessor in another thread; and run's end leaves no task of its waits behind.
-    aio_etcd = getattr(lessor.etcd, "AsyncEtcdLessor", None)
-    if aio_etcd is None:
-        pytest.skip("lessor.etcd has no AsyncEtcdLessor yet")
     keys = [0x8010, 0x8020, 0x8030]  # all in the second of two shards
     rows = _Keys(keys)
     prefix = f"/sweep-{uuid.uuid4().hex[:8]}/"
 
-    class Counting(AsyncCountsCalls, aio_etcd):  # type: ignore[misc,valid-type]
+    class Counting(AsyncCountsCalls, AsyncEtcdLessor):
         def __init__(self) -> None:
             super().__init__(etcd_server.endpoints, prefix=prefix)
             self.counted = Calls()
