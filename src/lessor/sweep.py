@@ -55,98 +55,41 @@ Errors from ``scan``, from ``process`` and from the lessor (``lessor.Unavailable
 still handed over while the lease lasts, so one poisoned item cannot starve its neighbours.
 Only the caller's context ending (its deadline, or :meth:`~lessor.context.Context.cancel`)
 ends :meth:`Sweeper.run`.
+
+Every decision above is made by steps that do no I/O (:mod:`lessor.sweep_shard`: one sweep;
+:mod:`lessor.sweep_waits`: the waits; :mod:`lessor.sweep_run`: the loop), which the asyncio
+sweeper shares; the arguments are checked in :mod:`lessor.sweep_base`. :class:`Sweeper`
+performs the steps' operations (:mod:`lessor.sweep_ops`) on the calling thread.
 """
 
 from __future__ import annotations
 
-import logging
-import random
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Generic, TypeVar, cast
+from functools import partial
+from typing import TypeVar
 
-from lessor import checks
 from lessor.context import Context
 from lessor.contract import Lessor
-from lessor.errors import ContextError
-from lessor.partition import Partition, SortedPartitions
+from lessor.partition import Partition
 from lessor.registry import get, registered
-from lessor.sweep_shard import MAX_LEVEL, ShardReport, ShardSweep
-from lessor.sweep_waits import ProbeCycle, Waits, observes
+from lessor.sweep_base import LessorKind, SweeperBase
+from lessor.sweep_ops import Op, Pause, Process, Scan, SweepShard, UnderLease, drive
+from lessor.sweep_run import SweepStats
+from lessor.sweep_shard import MAX_LEVEL, ShardReport
+from lessor.sweep_waits import Waits, observes
 
 __all__ = ["MAX_LEVEL", "Key", "ShardReport", "SweepStats", "Sweeper"]
-
-log = logging.getLogger("lessor.sweep")
 
 Key = int
 """Keys are non-negative ints in the key space; a hex id ``"0a3f"`` is ``int("0a3f", 16)``."""
 
 T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class SweepStats:
-    """Totals over the :class:`ShardReport` objects of a :meth:`Sweeper.run`.
-
-    ``resweeps`` counts the sweeps (among ``shards_swept``) of a shard swept again because a
-    part it had been denied, or a holder a probe found in it, came free; ``probes`` counts the
-    probes started (see :class:`Sweeper`).
-    """
-
-    shards_swept: int = 0
-    scanned: int = 0
-    processed: int = 0
-    skipped: int = 0
-    errors: int = 0
-    rounds: int = 0
-    resweeps: int = 0
-    probes: int = 0
-
-    def add(self, report: ShardReport, *, failed: bool | None = None) -> SweepStats:
-        """These totals with ``report`` counted in; ``failed`` overrides whether its error
-        counts (:meth:`Sweeper.run` does not count its own context ending as one)."""
-        if failed is None:
-            failed = report.error is not None
-        return replace(
-            self,
-            shards_swept=self.shards_swept + 1,
-            scanned=self.scanned + report.scanned,
-            processed=self.processed + report.processed,
-            skipped=self.skipped + report.skipped,
-            errors=self.errors + failed,
-        )
+ScanFn = Callable[[Context, Partition], Sequence[T]]
+ProcessFn = Callable[[Context, Sequence[T]], object]
 
 
-def _int_key(item: object) -> int:
-    return cast(int, item)
-
-
-def _log_error(report: ShardReport, err: BaseException) -> None:
-    log.error(
-        "sweep of shard %s (level %d) failed after %d of %d items: %s",
-        report.shard,
-        report.level,
-        report.processed,
-        report.scanned,
-        err,
-        exc_info=err,
-    )
-
-
-def _check_where(lessor: object, section_id: object, key_space: object) -> None:
-    """The checks of what a :class:`Sweeper` sweeps: lessor, section and key space."""
-    if isinstance(lessor, str):
-        if lessor not in registered():
-            known = ", ".join(repr(i) for i in registered()) or "none"
-            raise ValueError(f"lessor {lessor!r} is not registered (registered: {known})")
-    elif not isinstance(lessor, Lessor):  # abstract: checks.instance cannot take it
-        raise checks.wrong_type(lessor, "lessor", "a lessor.Lessor or a registered id")
-    checks.section_id(section_id)
-    checks.partition(key_space, "key_space", empty=False)
-
-
-class Sweeper(Generic[T]):
+class Sweeper(SweeperBase[T, Lessor, ScanFn[T], ProcessFn[T]]):
     """Sweeps a key space cut into ``shards`` shards; see the module documentation.
 
     ``lessor`` is a :class:`~lessor.contract.Lessor` or the id of a registered one (resolved
@@ -206,67 +149,7 @@ class Sweeper(Generic[T]):
     anything came free: idle rounds then come at least that often.
     """
 
-    def __init__(
-        self,
-        lessor: Lessor | str,
-        section_id: str,
-        key_space: Partition,
-        *,
-        shards: int,
-        scan: Callable[[Context, Partition], Sequence[T]],
-        process: Callable[[Context, Sequence[T]], object],
-        key: Callable[[T], int] | None = None,
-        lease_seconds: float = 60.0,
-        batch_size: int = 100,
-        split_threshold: int = 1000,
-        secondary_shards: int = 16,
-        idle_pause: float = 1.0,
-        max_waits: int = 16,
-        probes: int = 2,
-        rng: random.Random | None = None,
-        on_error: Callable[[ShardReport, BaseException], None] | None = None,
-    ) -> None:
-        _check_where(lessor, section_id, key_space)
-        checks.count(shards, "shards")
-        checks.function(scan, "scan")
-        checks.function(process, "process")
-        if key is not None:
-            checks.function(key, "key")
-        lease_dur = checks.duration(lease_seconds, "lease_seconds")
-        checks.count(batch_size, "batch_size")
-        checks.count(split_threshold, "split_threshold")
-        checks.count(secondary_shards, "secondary_shards")
-        pause = checks.duration(idle_pause, "idle_pause", zero=True)
-        checks.count(max_waits, "max_waits", zero=True)
-        checks.count(probes, "probes", zero=True)
-        if rng is not None:
-            checks.instance(rng, "rng", random.Random, "a random.Random or None")
-        if on_error is not None:
-            checks.function(on_error, "on_error")
-
-        self._lessor_id = lessor if isinstance(lessor, str) else None
-        self._lessor = lessor if isinstance(lessor, Lessor) else None
-        self.section_id = section_id
-        self.key_space = key_space
-        self.shards: SortedPartitions = key_space.split(shards)
-        self._scan = scan
-        self._process = process
-        self._key: Callable[[T], int] = key if key is not None else _int_key
-        self.lease_seconds = lease_dur
-        self.batch_size = batch_size
-        self.split_threshold = split_threshold
-        self.secondary_shards = secondary_shards
-        self.idle_pause = pause
-        self.max_waits = max_waits
-        self.probes = probes
-        self._rng = rng if rng is not None else random.Random()
-        self._on_error = on_error if on_error is not None else _log_error
-
-    def _resolve(self, ctx: Context) -> Lessor:
-        if self._lessor is None:
-            assert self._lessor_id is not None
-            self._lessor = get(ctx, self._lessor_id)
-        return self._lessor
+    lessors = LessorKind(Lessor, "a lessor.Lessor or a registered id", registered, get)
 
     # -- one shard ---------------------------------------------------------------------------
 
@@ -277,23 +160,18 @@ class Sweeper(Generic[T]):
         follow-up split). Errors are reported, not raised: the only exceptions are bad
         arguments and failing to resolve a lessor given by id.
         """
-        checks.context(ctx)
-        checks.partition(shard, "shard")
-        if checks.count(level, "level", zero=True) > MAX_LEVEL:
-            raise ValueError(f"level must be in 0..{MAX_LEVEL}, got {level}")
-        if shard.is_empty() or not (
-            self.key_space.low <= shard.low and shard.high <= self.key_space.high
-        ):
-            raise ValueError(
-                f"shard {shard} must be a non-empty part of the key space {self.key_space}"
-            )
-        lessor = self._resolve(ctx)
-        run = ShardSweep(self, lessor, ctx, shard, level)
-        report = run.sweep()
-        if report.error is not None and not _stopped(report, ctx):
-            # The caller's own context ending is how a sweep is stopped, not a failure.
-            self._on_error(report, report.error)
-        return report
+        lessor, steps = self._sweep_steps(ctx, shard, level)
+        return self._reported(ctx, drive(steps, partial(self._perform, lessor)))
+
+    def _perform(self, lessor: Lessor, op: Op) -> object:
+        """Carry out one operation of a sweep on this thread."""
+        if isinstance(op, Scan):
+            return self._scan(op.ctx, op.shard)
+        if isinstance(op, Process):
+            return self._process(op.ctx, op.batch)
+        assert isinstance(op, UnderLease), op
+        with lessor.lease(self.section_id, op.span, self.lease_seconds, ctx=op.ctx) as lease:
+            return drive(op.body(lease), partial(self._perform, lessor))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -306,56 +184,19 @@ class Sweeper(Generic[T]):
         either (see :class:`Sweeper`). With ``rounds`` given, returns after that many rounds
         (or earlier, when ``ctx`` is done).
         """
-        checks.context(ctx)
-        if rounds is not None:
-            checks.count(rounds, "rounds")
-        lessor = self._resolve(ctx)
+        lessor = self._run_lessor(ctx, rounds)
         waits = Waits(lessor, self.section_id, ctx, max_waits=self.max_waits)
         try:
-            return self._run(ctx, rounds, waits, self.probes if observes(lessor) else 0)
+            steps = self._run_steps(ctx, rounds, waits, observes=observes(lessor))
+            stats: SweepStats = drive(steps, partial(self._perform_run, ctx, waits))
+            return stats
         finally:
             waits.close()
 
-    def _run(self, ctx: Context, rounds: int | None, waits: Waits, probes: int) -> SweepStats:
-        stats = SweepStats()
-        n = len(self.shards)
-        start = self._rng.randrange(n)
-        cycle = ProbeCycle(self.shards, start + 1)
-        while not ctx.done() and (rounds is None or stats.rounds < rounds):
-            processed_before = stats.processed
-            for i in range(n):
-                visit = self.shards[(start + i) % n]
-                waits.drop_inside(visit)  # this visit sweeps it and its parts afresh
-                # (shard, level, what the wait that woke it was on: None for no wake-up)
-                pending: deque[tuple[Partition, int, Partition | None]] = deque([(visit, 0, None)])
-                while not ctx.done():
-                    for w in waits.take_freed():  # first: as soon as possible
-                        pending.appendleft((w.shard, w.level, w.part))
-                    if not pending:
-                        break
-                    shard, level, woke = pending.popleft()
-                    report = self.sweep_shard(ctx, shard, level=level)
-                    stats = stats.add(report, failed=not _stopped(report, ctx))
-                    if woke is not None:
-                        stats = replace(stats, resweeps=stats.resweeps + 1)
-                    pending.extend((p, level + 1, None) for p in report.follow_ups)
-                    if level == 0:
-                        cycle.seen(shard, report.scanned)
-                    denied = report.denied
-                    if denied is not None and (report.processed or denied != woke):
-                        waits.start(shard, level, denied)
-                    if report.leased and probes:
-                        started = cycle.probe(waits, probes, (visit, shard))
-                        stats = replace(stats, probes=stats.probes + started)
-                if ctx.done():
-                    return stats  # an interrupted round is not counted
-            stats = replace(stats, rounds=stats.rounds + 1)
-            last = rounds is not None and stats.rounds >= rounds
-            if not last and stats.processed == processed_before and self.idle_pause > 0:
-                waits.pause(self.idle_pause)
-        return stats
-
-
-def _stopped(report: ShardReport, ctx: Context) -> bool:
-    """Whether the report's error, if any, is only the caller's context ending."""
-    return report.error is None or (isinstance(report.error, ContextError) and ctx.done())
+    def _perform_run(self, ctx: Context, waits: Waits, op: Op) -> object:
+        """Carry out one operation of the run loop on this thread."""
+        if isinstance(op, SweepShard):
+            return self.sweep_shard(ctx, op.shard, level=op.level)
+        assert isinstance(op, Pause), op
+        waits.pause(op.seconds)
+        return None

@@ -2,7 +2,8 @@
 scan it, lease the span of what was found, process what was granted, and report.
 
 The steps and the guarantee are those of :mod:`lessor.sweep`, whose :class:`ShardReport` and
-:data:`MAX_LEVEL` live here.
+:data:`MAX_LEVEL` live here. :class:`ShardSweep` decides; the synchronous and the asyncio
+sweepers perform the operations it yields (:mod:`lessor.sweep_ops`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from lessor.context import Context
-from lessor.contract import Lessor
 from lessor.errors import ContextError
+from lessor.lease import Lease
 from lessor.partition import Partition, SortedPartitions
+from lessor.sweep_ops import Process, Scan, Steps, UnderLease
 
 if TYPE_CHECKING:
-    from lessor.sweep import Sweeper
+    from lessor.sweep_base import SweeperBase
 
 __all__ = ["MAX_LEVEL", "ShardReport", "ShardSweep"]
 
@@ -62,16 +65,20 @@ class ShardReport:
 
 
 class ShardSweep(Generic[T]):
-    """One sweep of one shard; keeps the counts so that a failure can still report them."""
+    """One sweep of one shard, as operations (:mod:`lessor.sweep_ops`): :meth:`steps` decides
+    what to keep of the scan, what to lease, which items lie inside the granted ranges and
+    which batches to hand over; a driver performs the scan, the lease and each ``process``.
+    Keeps the counts, so that a failure can still report them."""
 
     def __init__(
-        self, sweeper: Sweeper[T], lessor: Lessor, ctx: Context, shard: Partition, level: int
+        self, ctx: Context, shard: Partition, level: int, settings: SweeperBase[T, Any, Any, Any]
     ) -> None:
-        self.s = sweeper
-        self.lessor = lessor
+        """A sweep of ``shard`` at ``level`` with ``ctx``, as ``settings`` (its sweeper) says:
+        its ``key``, ``batch_size``, ``split_threshold`` and ``secondary_shards``."""
         self.ctx = ctx
         self.shard = shard
         self.level = level
+        self._settings = settings
         self.t0 = time.monotonic()
         self.scanned = 0
         self.leased: tuple[Partition, ...] = ()
@@ -101,27 +108,33 @@ class ShardSweep(Generic[T]):
             denied=self.denied,
         )
 
-    def sweep(self) -> ShardReport:
+    def steps(self) -> Steps:
+        """The sweep: a :class:`~lessor.sweep_ops.Scan`, then, if anything was kept, an
+        :class:`~lessor.sweep_ops.UnderLease` of its span whose body yields a
+        :class:`~lessor.sweep_ops.Process` a batch. Returns the :class:`ShardReport`; errors
+        go into it, never out (only what is no :class:`Exception`, such as a cancellation,
+        propagates)."""
         try:
             self.ctx.raise_if_done()
-            items, keys = self._scan()
+            items, keys = self._keep((yield Scan(self.ctx, self.shard)))
             if items:
-                self._lease_and_process(items, keys)
+                span = Partition(keys[0], keys[-1] + 1)
+                yield UnderLease(self.ctx, span, partial(self._under_lease, items, keys))
         except Exception as e:
             self.error = e
         # Whatever was found and neither processed nor deferred stays for a later sweep.
         self.skipped = self.scanned - self.processed - self.deferred
         return self.report()
 
-    def _scan(self) -> tuple[Sequence[T], list[int]]:
-        found = self.s._scan(self.ctx, self.shard)
+    def _keep(self, found: object) -> tuple[Sequence[T], list[int]]:
+        """What the sweep keeps of what ``scan`` returned, and their keys; splits the rest."""
         if isinstance(found, (str, bytes)) or not isinstance(found, Sequence):
             raise TypeError(
                 f"scan must return a sequence of items, got {type(found).__name__}: {found!r:.80}"
             )
         items: Sequence[T] = found
         self.scanned = len(items)
-        keys = [self.s._key(item) for item in items]
+        keys = [self._settings.key(item) for item in items]
         prev = -1
         for i, k in enumerate(keys):
             if isinstance(k, bool) or not isinstance(k, int):
@@ -131,11 +144,11 @@ class ShardSweep(Generic[T]):
             if k < prev:
                 raise ValueError(f"scan returned keys out of order: {k:#x} after {prev:#x}")
             prev = k
-        if len(items) > self.s.split_threshold and self.level < MAX_LEVEL:
-            keep = self.s.split_threshold
+        if len(items) > self._settings.split_threshold and self.level < MAX_LEVEL:
+            keep = self._settings.split_threshold
             self.follow_ups = tuple(
                 self.shard.educated_split_after(
-                    format(keys[keep - 1], "x"), keep, keep, self.s.secondary_shards
+                    format(keys[keep - 1], "x"), keep, keep, self._settings.secondary_shards
                 )
             )
             # Items sharing the last kept key stay here: the follow-ups start after it.
@@ -145,35 +158,37 @@ class ShardSweep(Generic[T]):
             items, keys = items[:keep], keys[:keep]
         return items, keys
 
-    def _lease_and_process(self, items: Sequence[T], keys: list[int]) -> None:
-        span = Partition(keys[0], keys[-1] + 1)
-        with self.lessor.lease(
-            self.s.section_id, span, self.s.lease_seconds, ctx=self.ctx
-        ) as lease:
-            self.token = lease.token
-            self.leased = tuple(lease.partitions)
-            selected = _inside(items, keys, lease.partitions)
-            if len(selected) < len(items):
-                self.denied = _outside_span(keys, lease.partitions)
-            size = self.s.batch_size
-            for i in range(0, len(selected), size):
-                if lease.ctx.done():
-                    # Past the deadline others may hold these keys: leave them for later.
+    def _under_lease(self, items: Sequence[T], keys: list[int], lease: Lease) -> Steps:
+        """What is done while ``lease`` is held: the batches of what it granted."""
+        self.token = lease.token
+        self.leased = tuple(lease.partitions)
+        selected = _inside(items, keys, lease.partitions)
+        if len(selected) < len(items):
+            self.denied = _outside_span(keys, lease.partitions)
+        size = self._settings.batch_size
+        for i in range(0, len(selected), size):
+            if lease.ctx.done():
+                # Past the deadline others may hold these keys: leave them for later.
+                break
+            batch = selected[i : i + size]
+            self.processed += len(batch)
+            try:
+                yield Process(lease.ctx, batch)
+            except Exception as e:
+                self.failed += len(batch)
+                if isinstance(e, ContextError) and lease.ctx.done():
+                    # process stopped because the lease ran out, as it should: the rest
+                    # of the batch stays for a later sweep, and that is no failure.
                     break
-                batch = selected[i : i + size]
-                self.processed += len(batch)
-                try:
-                    self.s._process(lease.ctx, batch)
-                except Exception as e:
-                    self.failed += len(batch)
-                    if isinstance(e, ContextError) and lease.ctx.done():
-                        # process stopped because the lease ran out, as it should: the rest
-                        # of the batch stays for a later sweep, and that is no failure.
-                        break
-                    if self.error is None:
-                        self.error = e
-                    else:
-                        log.warning("sweep of shard %s: another batch failed: %s", self.shard, e)
+                if self.error is None:
+                    self.error = e
+                else:
+                    log.warning("sweep of shard %s: another batch failed: %s", self.shard, e)
+            except BaseException:
+                # Cut short from outside: under asyncio, cancelled at the lease's deadline
+                # (the lease reports that), or the run itself cancelled.
+                self.failed += len(batch)
+                raise
 
 
 def _outside_span(keys: list[int], parts: SortedPartitions) -> Partition | None:

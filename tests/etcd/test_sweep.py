@@ -17,6 +17,7 @@ queues the shard once the holder it follows gives back.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -30,13 +31,15 @@ from typing import Any
 
 import pytest
 
+import lessor.aio
+import lessor.etcd
 from lessor import Context, Partition, Sweeper, SweepStats, sweep_waits
-from lessor.etcd import EtcdLessor
+from lessor.etcd import AsyncEtcdLessor, EtcdLessor
 from lessor.sweep_waits import Waits, Woken
 from lessor.testing import FaultProxy, Holding, find_overlaps, find_token_inversions
 from lessor.testing.child import Child
 from tests.support.programs import ready_set_go
-from tests.support.sweep import CountsCalls, FirstShardFirst
+from tests.support.sweep import AsyncCountsCalls, Calls, CountsCalls, FirstShardFirst
 
 from .conftest import Spawn
 from .test_wait_free import Watches
@@ -248,6 +251,60 @@ def test_a_partly_granted_shard_is_swept_again_when_etcd_sees_its_holder_give_ba
         finally:
             ctx.cancel()
             stats = _stats(thread, out)
+    assert rows.at[0x8020] - released < IDLE / 60
+    assert stats.resweeps == 1
+    assert rows.keys == set()
+
+
+def test_an_aio_sweeper_sweeps_a_partly_granted_shard_again_when_etcd_sees_its_holder_leave(
+    etcd_server: Any,
+) -> None:
+    # The case above for lessor.aio.Sweeper over the asyncio etcd lessor, the holder a sync
+    # EtcdLessor in another thread; and run's end leaves no task of its waits behind.
+    keys = [0x8010, 0x8020, 0x8030]  # all in the second of two shards
+    rows = _Keys(keys)
+    prefix = f"/sweep-{uuid.uuid4().hex[:8]}/"
+
+    class Counting(AsyncCountsCalls, AsyncEtcdLessor):
+        def __init__(self) -> None:
+            super().__init__(etcd_server.endpoints, prefix=prefix)
+            self.counted = Calls()
+
+    async def scan(ctx: Context, part: Partition) -> list[int]:
+        await asyncio.sleep(0)  # as a real one would: round 1's wait task starts meanwhile
+        return rows.scan(ctx, part)
+
+    async def process(ctx: Context, batch: Sequence[int]) -> None:
+        rows.process(ctx, batch)
+
+    async def main(other: EtcdLessor) -> tuple[float, SweepStats]:
+        async with Counting() as sweeping:
+            sweeper = lessor.aio.Sweeper(sweeping, "reminders", Partition.universe(2), shards=2,
+                                         scan=scan, process=process, idle_pause=IDLE,
+                                         rng=FirstShardFirst())  # fmt: skip
+            holder = other.lease("reminders", Partition(0x8020, 0x8021), 60)
+            holder.__enter__()
+            ctx = Context.background()
+            run = asyncio.create_task(sweeper.run(ctx))
+            try:
+                # Rounds 1 and 2 were denied 0x8020: then run pauses for IDLE seconds.
+                while sweeping.calls < 2:
+                    await asyncio.sleep(0.01)
+                assert rows.events[0x8010].is_set() and not rows.events[0x8020].is_set()
+                released = time.monotonic()
+                await asyncio.to_thread(holder.__exit__, None, None, None)
+                while not rows.events[0x8020].is_set():
+                    await asyncio.sleep(0.01)
+            finally:
+                holder.__exit__(None, None, None)
+                ctx.cancel()
+                stats = await asyncio.wait_for(run, 60)
+            left = asyncio.all_tasks() - {asyncio.current_task()}
+            assert not [t for t in left if t.get_name().startswith("lessor-sweep-")]
+        return released, stats
+
+    with EtcdLessor(etcd_server.endpoints, prefix=prefix) as other:
+        released, stats = asyncio.run(asyncio.wait_for(main(other), 120))
     assert rows.at[0x8020] - released < IDLE / 60
     assert stats.resweeps == 1
     assert rows.keys == set()

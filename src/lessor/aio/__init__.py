@@ -11,6 +11,7 @@ from lessor.aio.contract import AsyncLessor, AsyncWithLeaseCB
 from lessor.aio.lease import AsyncLeaseScope
 from lessor.aio.memory import AsyncMemoryLessor
 from lessor.aio.registry import get, register, registered
+from lessor.aio.sweep import Sweeper
 from lessor.aio.wait import wait
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "AsyncLessor",
     "AsyncMemoryLessor",
     "AsyncWithLeaseCB",
+    "Sweeper",
     "get",
     "register",
     "registered",

@@ -31,7 +31,8 @@ What asyncio adds:
   cancel came as it completed) is given back at once: nothing stays held. A failed give-back
   is one warning line, never raised, as in the sync contract.
 * :meth:`AsyncLessor.aclose` (or ``async with lessors:``) waits for the give-backs under way
-  on the running event loop, then closes what the backend holds (:meth:`AsyncLessor._aclose`).
+  on the running event loop, then closes what the backend holds (:meth:`AsyncLessor._aclose`;
+  what a closed lessor does with later calls is the backend's to say).
 
 A backend subclasses :class:`AsyncLessor` and implements the coroutines
 :meth:`AsyncLessor._acquire` and :meth:`AsyncLessor._release`, as a sync backend implements
