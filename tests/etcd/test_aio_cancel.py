@@ -59,11 +59,13 @@ MARGIN = 0.2  # the lessor's default
 def dur(slack: float) -> float:
     """The duration whose etcd lease (:data:`TTL` s) outlives its deadline by ``slack`` s, so
     that the next acquisition of that duration shares it as it is if asked for within
-    ``slack`` s of its grant, and renews it first if asked for later."""
+    ``slack`` s of its grant, and renews it first if asked for later. (It asks for a lease of
+    ``TTL`` s too, as long as it takes it within ``1 - slack`` s of its start; after that it
+    would need a shorter lease, and take a new one.)"""
     return TTL - MARGIN - slack
 
 
-DUR = dur(0.99)  # the next acquisition, a few ms later, shares the lease without renewing it
+DUR = dur(0.5)  # the next acquisition, a few ms later, shares the lease without renewing it
 RENEWING = dur(0.0001)  # the next acquisition renews the lease first
 
 
