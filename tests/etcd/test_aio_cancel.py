@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,7 +194,7 @@ def test_a_task_cancelled_at_every_await_point_of_an_acquisition_leaves_nothing_
         points = await learn()
         sides = {p.side for p in points}
         assert sides == {BEFORE, AFTER} and len(points) >= 2, points
-        with Stored(endpoints, prefix) as stored:
+        with closing(Stored(endpoints, prefix)) as stored:
             for n, point in enumerate(points):
                 await cancelled_at(n, point, stored)
         print(f"\n{scenario.name}: cancelled at each of {len(points)} points: "
@@ -274,7 +274,7 @@ def test_a_task_cancelled_at_the_gate_behind_a_leader_leaves_nothing_of_it_held(
             lease = await asyncio.wait_for(granted[name], 10)
             kept = second if cancelled == "leader" else first
             assert lease.partitions == [kept]
-            with Stored(endpoints, prefix) as stored:
+            with closing(Stored(endpoints, prefix)) as stored:
                 await live_becomes(stored, section, {HOLDER: [kept], **case.others()})
                 let_go.set()
                 await asyncio.wait_for(survivor, 10)

@@ -21,12 +21,13 @@ to write); :class:`RecordLoop` runs lanes on threads, :class:`AsyncRecordLoop` a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -145,6 +146,20 @@ class Lane:
         return 0.0
 
 
+@contextlib.contextmanager
+def _lanes(
+    workload: Workload, count: int, stop: threading.Event | None
+) -> Iterator[tuple[list[Lane], list[str]]]:
+    """``count`` lanes of a run of ``workload`` that ends after its seconds or when ``stop``
+    is set, writing to its file while the block runs; and the run's unexpected errors."""
+    failures: list[str] = []
+    end = time.monotonic() + workload.seconds
+    with workload.out.open("w", encoding="utf-8") as out:
+        journal = _Journal(out)
+        stop = stop or threading.Event()
+        yield [Lane(workload, n, journal, failures, end, stop) for n in range(count)], failures
+
+
 @dataclass(frozen=True)
 class RecordLoop:
     """``threads`` threads of ``workload``, leasing through ``lessor``."""
@@ -156,13 +171,7 @@ class RecordLoop:
     def run(self, stop: threading.Event | None = None) -> tuple[int, list[str]]:
         """Run the threads to their end (the workload's seconds, or ``stop`` set); how many
         attempts were made, and the tracebacks of the unexpected errors."""
-        w = self.workload
-        failures: list[str] = []
-        end = time.monotonic() + w.seconds
-        with w.out.open("w", encoding="utf-8") as out:
-            journal = _Journal(out)
-            lanes = [Lane(w, n, journal, failures, end, stop or threading.Event())
-                     for n in range(self.threads)]  # fmt: skip
+        with _lanes(self.workload, self.threads, stop) as (lanes, failures):
             running = [threading.Thread(target=self._lane, args=(lane,)) for lane in lanes]
             for t in running:
                 t.start()
@@ -199,13 +208,7 @@ class AsyncRecordLoop:
 
     async def run(self, stop: threading.Event | None = None) -> tuple[int, list[str]]:
         """As :meth:`RecordLoop.run`, on the running event loop."""
-        w = self.workload
-        failures: list[str] = []
-        end = time.monotonic() + w.seconds
-        with w.out.open("w", encoding="utf-8") as out:
-            journal = _Journal(out)
-            lanes = [Lane(w, n, journal, failures, end, stop or threading.Event())
-                     for n in range(self.tasks)]  # fmt: skip
+        with _lanes(self.workload, self.tasks, stop) as (lanes, failures):
             await asyncio.gather(*(self._lane(lane) for lane in lanes))
         return sum(lane.attempts for lane in lanes), failures
 

@@ -10,7 +10,6 @@ no asyncio code stands between what it checks and what etcd has.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
 
 from lessor import Partition
 from lessor.etcd.calls import run
@@ -22,8 +21,7 @@ __all__ = ["Stored"]
 
 
 class Stored:
-    """A reader of sections under ``prefix`` at ``endpoints``; a context manager that closes
-    its channels."""
+    """A reader of sections under ``prefix`` at ``endpoints``; :meth:`close` it."""
 
     def __init__(self, endpoints: Sequence[str], prefix: str) -> None:
         self._channels = Channels(endpoints)
@@ -39,15 +37,5 @@ class Stored:
         return {holder: sorted(ranges, key=lambda p: p.low) for holder, ranges in held.items()}
 
     def close(self) -> None:
+        """Close its channels (``with contextlib.closing(Stored(...)) as stored:``)."""
         self._channels.close()
-
-    def __enter__(self) -> Stored:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
