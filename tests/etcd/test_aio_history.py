@@ -90,9 +90,9 @@ class Progress:
                 if "error" not in record and record["ranges"]:
                     self.starts[w].append(record["start"])
 
-    def since(self, began: float, ended: float = float("inf")) -> dict[int, int]:
-        """Holdings with ranges per worker that started in ``[began, ended)``."""
-        return {w: sum(began <= t < ended for t in ts) for w, ts in self.starts.items()}
+    def since(self, began: float) -> dict[int, int]:
+        """Holdings with ranges per worker that started at ``began`` or later."""
+        return {w: sum(t >= began for t in ts) for w, ts in self.starts.items()}
 
     async def phase(self, name: str, began: float) -> None:
         """Return once every worker got its :data:`PROGRESS` since ``began``; fail after
