@@ -47,13 +47,13 @@ T = TypeVar("T")
 
 def task_layout(tasks: int, sections: int, universe: Partition) -> list[tuple[str, Partition]]:
     """Each task's section and the part it asks for; see the module documentation."""
-    slots = math.ceil(tasks / sections)
-    width = (universe.high - universe.low) // slots
-    return [
-        (f"s{i % sections}", Partition(universe.low + (i // sections) * width,
-                                       universe.low + (i // sections + 1) * width))
-        for i in range(tasks)
-    ]  # fmt: skip
+    width = (universe.high - universe.low) // math.ceil(tasks / sections)
+
+    def slot(k: int) -> Partition:
+        low = universe.low + k * width
+        return Partition(low, low + width)
+
+    return [(f"s{i % sections}", slot(i // sections)) for i in range(tasks)]
 
 
 class AioContender:
@@ -96,17 +96,17 @@ class AioContender:
 
     async def _run(self, start: float, end: float) -> list[ThreadRecord]:
         histogram = self._histogram()
-        records = [self._record(i, [section], histogram=histogram)
-                   for i, (section, _) in enumerate(self.layout)]  # fmt: skip
+        records = [
+            self._record(i, [section], histogram=histogram)
+            for i, (section, _) in enumerate(self.layout)
+        ]
         wait = start - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)  # every process starts at the runner's instant
         for rec in records:
             rec.last = start
-        await asyncio.gather(
-            *(self._cycles(rec, part, end) for rec, (_, part) in zip(records, self.layout,
-                                                                     strict=True))
-        )  # fmt: skip
+        parts = [part for _, part in self.layout]
+        await asyncio.gather(*map(self._cycles, records, parts, [end] * len(records)))
         return records
 
     async def _cycles(self, rec: ThreadRecord, part: Partition, end: float) -> None:
