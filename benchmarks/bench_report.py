@@ -203,12 +203,18 @@ def _notes(report: dict[str, Any]) -> list[str]:
     many = [s for s in report["scenarios"] if s.get("aio_tasks", 0) > 1]
     for s in many:
         slots = math.ceil(s["aio_tasks"] / s["sections"])
+        c = s["contenders"]["aio"]
+        # Little's law: with every task always asking, the mean cycle is tasks / throughput.
+        cycle_ms = s["aio_tasks"] / c["cycles_per_s"] * 1e3 if c["cycles_per_s"] else None
         notes.append(
             f"{s['id']}, lessor.aio: {s['aio_tasks']:,} tasks of one process on one event loop "
             f"and one `AsyncEtcdLessor`; task i cycles on section i mod {s['sections']}, always "
             f"asking for the same 1/{slots} of the key space, which no other task asks for. The "
             "tasks of one section queue at its gate and are granted together by one swap. "
-            "Client CPU per cycle is the worker process's CPU time over its cycles."
+            f"With {s['aio_tasks']:,} tasks always asking, a task's mean cycle is tasks / "
+            f"cycles per second = {_num(cycle_ms, ',.0f')} ms (Little's law): its acquisition "
+            "latency is mostly its wait in that queue, where the threaded lessor has 16 "
+            "askers. Client CPU per cycle is the worker processes' CPU time over their cycles."
         )
     memory = report.get("memory")
     if memory:
