@@ -36,9 +36,8 @@ from lessor.etcd import AsyncEtcdLessor
 from lessor.partition import Partition
 
 if TYPE_CHECKING:
-    from lessor.aio.contract import AsyncLessor
-
     from bench_worker import ThreadRecord
+    from lessor.aio.contract import AsyncLessor
 
 __all__ = ["AioContender", "task_layout"]
 
