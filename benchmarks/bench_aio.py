@@ -109,22 +109,16 @@ class AioContender:
         return records
 
     async def _cycles(self, rec: ThreadRecord, part: Partition, end: float) -> None:
-        lessor, dur, section, asked = self.lessor, self.dur, rec.sections[0], part.high - part.low
-        now = time.monotonic()
-        while now < end:
-            started = now
+        lessor, dur, section = self.lessor, self.dur, rec.sections[0]
+        while (started := time.monotonic()) < end:
             try:
                 async with lessor.lease(section, part, dur) as lease:
-                    got = time.monotonic()
-                    held_until = time.monotonic()  # the body is empty
+                    got = held_until = time.monotonic()  # the body is empty
             except Exception as e:
                 if rec.failed(e):
                     return
-                now = time.monotonic()
-                continue
-            now = time.monotonic()
-            rec.completed(started, got, now, asked)
-            rec.held(0, got, held_until, lease)
+            else:
+                rec.lessor_cycle(0, part, lease, started=started, got=got, until=held_until)
 
     def close(self) -> None:
         """Close the lessor (its give-backs awaited), then stop the loop and its thread."""

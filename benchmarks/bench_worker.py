@@ -118,10 +118,21 @@ class ThreadRecord:
             traceback.print_exc(file=sys.stderr)
         return self.errors >= MAX_ERRORS
 
+    def lessor_cycle(
+        self, which: int, part: Partition, lease: Any, *, started: float, got: float, until: float
+    ) -> float:
+        """Note a lessor's cycle on section ``which``, now over: ``part`` asked for at
+        ``started``, ``lease`` (a :class:`lessor.Lease`) granted at ``got`` and relied on until
+        ``until``. Returns now, when the cycle was noted."""
+        now = time.monotonic()
+        self.completed(started, got, now, part.high - part.low)
+        self.held(which, got, until, lease)
+        return now
+
     def held(self, which: int, got: float, until: float, lease: Any) -> None:
-        """Note what a lessor's ``lease`` (a :class:`lessor.Lease`) on section ``which`` granted,
-        relied on from ``got`` to ``until``: its keys, and its holding for the overlap check
-        (none for an empty grant)."""
+        """Note what a lessor's ``lease`` on section ``which`` granted, relied on from ``got``
+        to ``until``: its keys, and its holding for the overlap check (none for an empty
+        grant)."""
         ranges = lease.partitions
         if not ranges:
             self.empty += 1
@@ -249,9 +260,9 @@ class Scenario:
                         return
                     now = time.monotonic()
                     continue
-                now = time.monotonic()
-                rec.completed(started, got, now, part.high - part.low)
-                rec.held(which, got, held_until, lease)
+                now = rec.lessor_cycle(
+                    which, part, lease, started=started, got=got, until=held_until
+                )
 
         return loop
 
