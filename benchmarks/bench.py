@@ -16,8 +16,13 @@ answers it runs as local processes instead, and the output says so. Scenarios:
 Every scenario runs three contenders at the same concurrency on the same etcd: the lessor
 (``EtcdLessor``: ``with lessor.lease(section, part, dur): pass``), pyetcd's ``Lock`` (one lock
 per section; in S3 all threads share one) and raw ``put``s of a small value (one key per
-section), the ceiling of what etcd can write. Each contender's time is split into rounds whose
-order rotates, so that noise from the rest of the machine hits all alike.
+section), the ceiling of what etcd can write. S1 and S2 run a fourth, the asyncio lessor
+(``AsyncEtcdLessor``: ``async with lessors.lease(section, part, dur): pass``, see
+``bench_aio.py``): in S1 one task, in S2 1,000 tasks of one process over the same 64 sections,
+against the threaded lessor's 16 threads. Each contender's time is split into rounds whose
+order rotates, so that noise from the rest of the machine hits all alike. Then, on the same
+etcd, ``bench_memory.py`` measures the memory of an idle lessor and of a held lease, asyncio
+and threaded.
 
 Per scenario and contender: cycles/s, acquisition latency p50/p99/max (HDR histogram of the
 time from asking to holding), compare-and-swap retries per acquisition, etcd round trips and
@@ -63,6 +68,7 @@ from lessor.testing.child import Child, Children
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 WORKER = HERE / "bench_worker.py"
+MEMORY = HERE / "bench_memory.py"
 CONTENDERS = ["lessor", "lock", "put"]
 PROCESSES = 4
 UNIVERSE = 1 << 20  # keys 0 .. 2^20: S3's random ranges are 1/16 to 1/4 of it
@@ -82,11 +88,30 @@ class Spec:
     sections: str  # "own" or "shared"
     sections_per_thread: int
     ranges: str  # "whole" or "random"
+    aio_tasks: int = 0  # the asyncio contender's tasks, all in the first process; 0: none
+
+    @property
+    def contenders(self) -> list[str]:
+        return CONTENDERS + (["aio"] if self.aio_tasks else [])
+
+    def units(self, contender: str) -> int:
+        """How many threads (tasks, for the asyncio contender) run ``contender``."""
+        return self.aio_tasks if contender == "aio" else self.processes * self.threads
 
 
 SCENARIOS = [
-    Spec("S1", "uncontended: 1 thread, 1 section", 1, 1, 1, "own", 1, "whole"),
-    Spec("S2", "many sections: 64 sections, 4 processes x 4 threads", 1, 4, 4, "own", 4, "whole"),
+    Spec("S1", "uncontended: 1 thread, 1 section", 1, 1, 1, "own", 1, "whole", aio_tasks=1),
+    Spec(
+        "S2",
+        "many sections: 64 sections, 4 processes x 4 threads",
+        members=1,
+        processes=4,
+        threads=4,
+        sections="own",
+        sections_per_thread=4,
+        ranges="whole",
+        aio_tasks=1000,
+    ),
     Spec(
         "S3", "hot section: 16 workers, random overlapping ranges", 1, 4, 4, "shared", 1, "random"
     ),
@@ -166,9 +191,10 @@ class Tally:
                 self.conflicts = None
             else:
                 self.conflicts += a["conflicts"]
+            for encoded in a["histograms"]:
+                self.histogram.add(HdrHistogram.decode(encoded))
             for t in a["threads"]:
                 self.per_thread[t["thread"]] = self.per_thread.get(t["thread"], 0) + t["cycles"]
-                self.histogram.add(HdrHistogram.decode(t["histogram"]))
                 for key in ("empty", "asked", "granted", "tries", "errors"):
                     setattr(self, key, getattr(self, key) + t[key])
                 self.error_samples += t["error_samples"][: 3 - len(self.error_samples)]
@@ -192,7 +218,7 @@ def summarise(name: str, tally: Tally, threads: int) -> dict[str, Any]:
         return n / cycles if cycles else float("nan")
 
     shares = [tally.per_thread.get(t, 0) * threads / cycles for t in range(threads) if cycles]
-    if name == "lessor":
+    if name in ("lessor", "aio"):
         if tally.conflicts is not None:
             retries, source = per(tally.conflicts), "lessor.observe conflict events"
         else:  # every acquisition is one Txn when it wins at once; each lost swap one more
@@ -259,18 +285,20 @@ def run_scenario(
             "dur": DUR,
             "seed": args.seed,
             "endpoints": target.client_endpoints[homes[w] :] + target.client_endpoints[: homes[w]],
-            "contenders": CONTENDERS,
+            "contenders": spec.contenders,
+            "aio_tasks": spec.aio_tasks if w == 0 else 0,
             "warmup": args.warmup,
         }
         for w in range(len(procs))
     ]
     ask_all(procs, setup)
-    tallies = {c: Tally() for c in CONTENDERS}
+    contenders = spec.contenders
+    tallies = {c: Tally() for c in contenders}
     seconds = args.seconds_s4 if spec.members == 3 else args.seconds
     per_round = seconds / args.rounds
     for r in range(args.rounds):
-        shift = r % len(CONTENDERS)
-        for contender in CONTENDERS[shift:] + CONTENDERS[:shift]:
+        shift = r % len(contenders)
+        for contender in contenders[shift:] + contenders[:shift]:
             before = scrape_all(target.member_endpoints)
             start = time.monotonic() + 0.1  # every worker has its command by then
             answers = ask_all(
@@ -295,6 +323,7 @@ def run_scenario(
         "processes": spec.processes,
         "threads_per_process": spec.threads,
         "sections": 1 if spec.sections == "shared" else threads * spec.sections_per_thread,
+        "aio_tasks": spec.aio_tasks,
         "seconds_per_contender": seconds,
         "rounds": args.rounds,
         "leader": leader,
@@ -303,7 +332,7 @@ def run_scenario(
         "overlaps": {},
     }
     for name, tally in tallies.items():
-        result["contenders"][name] = summarise(name, tally, threads)
+        result["contenders"][name] = summarise(name, tally, spec.units(name))
         overlaps = find_overlaps(tally.holdings)
         if overlaps:  # said at once; the run goes on to write its evidence, then exits 1
             print(f"  SAFETY VIOLATED: {spec.id} {name}: {len(overlaps)} overlapping holdings, "
@@ -316,11 +345,41 @@ def run_scenario(
         "lessor_vs_put_cycles": _ratio(lessor["cycles_per_s"], put["cycles_per_s"]),
         "lessor_vs_lock_p99": _ratio(lessor["p99_ms"], lock["p99_ms"]),
     }
+    aio = result["contenders"].get("aio")
+    if aio is not None:
+        result["ratios"] |= {
+            "aio_vs_lessor_cycles": _ratio(aio["cycles_per_s"], lessor["cycles_per_s"]),
+            "aio_vs_lock_cycles": _ratio(aio["cycles_per_s"], lock["cycles_per_s"]),
+            "aio_vs_lessor_p99": _ratio(aio["p99_ms"], lessor["p99_ms"]),
+            "aio_vs_lessor_cpu": _ratio(
+                aio["client_cpu_ms_per_cycle"], lessor["client_cpu_ms_per_cycle"]
+            ),
+        }
     return result
 
 
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+
+def measure_memory(target: Target, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
+    """``bench_memory.py`` for the asyncio and the threaded lessor, side by side (memory, not
+    time, is measured): each one's figures."""
+    endpoint = target.client_endpoints[0]
+    counts = ["--lessors", str(args.memory_lessors), "--leases", str(args.memory_leases)]
+
+    def argv(kind: str) -> list[str]:
+        prefix = f"/bench/{run_id}/memory-{kind}/"
+        return [sys.executable, str(MEMORY), endpoint, prefix, "--lessor", kind, *counts]
+
+    with Children() as started:
+        children = {
+            kind: started.add(Child(f"bench memory {kind}", argv(kind))) for kind in ("aio", "sync")
+        }
+        return {kind: child.expect_json(ANSWER_TIMEOUT) for kind, child in children.items()}
 
 
 # -- targets -----------------------------------------------------------------------------------
@@ -349,6 +408,17 @@ def check_targets(scenarios: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if s1:
             r = lessor["cycles_per_s"] / s1["contenders"]["lessor"]["cycles_per_s"]
             target("S3: aggregate >= 50% of S1", r, r >= 0.5, f"{r:.0%}")
+    if s2 and "aio" in s2["contenders"]:
+        aio, threaded = s2["contenders"]["aio"], s2["contenders"]["lessor"]
+        r = s2["ratios"]["aio_vs_lessor_cycles"] or 0.0
+        target(
+            f"S2: {s2['aio_tasks']:,} asyncio tasks in 1 process >= the threaded lessor's "
+            f"cycles/s ({s2['processes'] * s2['threads_per_process']} threads in "
+            f"{s2['processes']} processes)",
+            r,
+            r >= 1.0,
+            f"{r:.2f}x (p99 {aio['p99_ms']:.1f} ms, threaded {threaded['p99_ms']:.1f} ms)",
+        )
     return targets
 
 
@@ -427,7 +497,9 @@ def parse_args() -> argparse.Namespace:
         "--local", action="store_true", help="run etcd as local processes even where Docker answers"
     )
     parser.add_argument("--no-fsync", action="store_true", help="etcd with --unsafe-no-fsync")
-    parser.add_argument("--only", help="comma-separated scenario ids (S1,S2,S3,S4a,S4b)")
+    parser.add_argument(
+        "--only", help="comma-separated scenario ids (S1,S2,S3,S4a,S4b) and/or 'memory'"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
@@ -436,6 +508,8 @@ def parse_args() -> argparse.Namespace:
     args.seconds_s4 = 2.0 if args.quick else args.seconds
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.warmup = 0.3 if args.quick else 1.0
+    args.memory_lessors = 10 if args.quick else 40
+    args.memory_leases = 1000
     return args
 
 
@@ -445,6 +519,8 @@ def main() -> int:
     run_id = uuid.uuid4().hex[:8]
     measured = code_version()  # now: the sources may change while the run goes on
     wanted = [s for s in SCENARIOS if not args.only or s.id in args.only.split(",")]
+    memory_wanted = not args.only or "memory" in args.only.split(",")
+    memory: dict[str, Any] | None = None
     docker_why = "not used: --local given" if args.local else docker_problem()
     docker = docker_why is None
     if docker:
@@ -463,7 +539,7 @@ def main() -> int:
     with workers(PROCESSES) as pool:  # their imports overlap etcd's start
         for members in (1, 3):
             group = [s for s in wanted if s.members == members]
-            if not group:
+            if not group and not (members == 1 and memory_wanted):
                 continue
             if members == 1:
                 starting = one_member(docker=docker, fsync=fsync)
@@ -479,6 +555,10 @@ def main() -> int:
                 for spec in group:
                     print(f"{spec.id}: {spec.title}", flush=True)
                     scenarios[spec.id] = run_scenario(spec, target, pool, args, run_id)
+                if members == 1 and memory_wanted:
+                    print("memory: an idle lessor and a held lease, asyncio and threaded",
+                          flush=True)  # fmt: skip
+                    memory = measure_memory(target, args, run_id)
     info = machine(how, version, docker_why)
     info["load_average_before"] = load
     info["load_average_after"] = os.getloadavg()[0]
@@ -491,8 +571,8 @@ def main() -> int:
     failed = {
         f"{s}/{c}": r["contenders"][c]["error_samples"]
         for s, r in scenarios.items()
-        for c in ("lessor",)
-        if r["contenders"][c]["errors"]
+        for c in ("lessor", "aio")
+        if c in r["contenders"] and r["contenders"][c]["errors"]
     }
     report = {
         "date": today,
@@ -508,9 +588,12 @@ def main() -> int:
             "lease_dur_s": DUR,
             "universe": UNIVERSE,
             "seed": args.seed,
+            "memory_idle_lessors": args.memory_lessors,
+            "memory_held_leases": args.memory_leases,
         },
         "machine": info,
         "scenarios": list(scenarios.values()),
+        "memory": memory,
         "targets": targets,
         "safety": {"overlaps": unsafe, "lessor_errors": failed},
         "wall_seconds": time.monotonic() - began,

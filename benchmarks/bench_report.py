@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["render_markdown", "update_readme", "write_markdown", "write_plot"]
 
-NAMES = {"lessor": "lessor", "lock": "pyetcd Lock", "put": "raw put"}
+NAMES = {"lessor": "lessor", "lock": "pyetcd Lock", "put": "raw put", "aio": "lessor.aio"}
 BEGIN, END = "<!-- bench results: begin -->", "<!-- bench results: end -->"
 
 
@@ -24,6 +24,18 @@ def _num(value: float | None, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return format(value, fmt)
+
+
+def _contender(s: dict[str, Any], key: str) -> str:
+    """A contender's name in a scenario's rows: the asyncio one says how many tasks it ran."""
+    if key != "aio":
+        return NAMES[key]
+    n = s.get("aio_tasks", 0)
+    return f"{NAMES[key]}, {n:,} task{'s' if n != 1 else ''}"
+
+
+def _kib(n: float | None) -> str:
+    return _num(None if n is None else n / 1024, ",.1f")
 
 
 def _machine_line(report: dict[str, Any]) -> str:
@@ -66,7 +78,8 @@ def render_markdown(report: dict[str, Any], image: str) -> str:
             if c["fairness_min"] is not None and len(c["per_thread_cycles"]) > 1:
                 fair = f"{c['fairness_min']:.0%} to {c['fairness_max']:.0%}"
             out.append(
-                f"| {s['id']} | {NAMES[key]} | {c['cycles_per_s']:,.1f} | {c['p50_ms']:.2f} "
+                f"| {s['id']} | {_contender(s, key)} | {c['cycles_per_s']:,.1f} "
+                f"| {c['p50_ms']:.2f} "
                 f"| {c['p99_ms']:.2f} | {c['max_ms']:.2f} "
                 f"| {_num(c['cas_retries_per_acquisition'], '.3f')} "
                 f"| {_num(c['round_trips_per_cycle'], '.2f')} "
@@ -88,6 +101,40 @@ def render_markdown(report: dict[str, Any], image: str) -> str:
             f"| {_num(r['lessor_vs_put_cycles'], '.0%')} "
             f"| {_num(r['lessor_vs_lock_p99'], '.2f')}x |"
         )
+    with_aio = [s for s in report["scenarios"] if "aio" in s["contenders"]]
+    if with_aio:
+        out += [
+            "",
+            "| scenario | asyncio lessor | aio / threaded lessor cycles/s | aio / Lock cycles/s "
+            "| aio / threaded lessor p99 | aio / threaded client CPU per cycle |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for s in with_aio:
+            r, threads = s["ratios"], s["processes"] * s["threads_per_process"]
+            against = f"{threads} thread{'s' if threads > 1 else ''} in {s['processes']} process"
+            against += "es" if s["processes"] > 1 else ""
+            out.append(
+                f"| {s['id']} | {s['aio_tasks']:,} task{'s' if s['aio_tasks'] != 1 else ''} in "
+                f"1 process, against {against} | {_num(r['aio_vs_lessor_cycles'], '.2f')}x "
+                f"| {_num(r['aio_vs_lock_cycles'], '.2f')}x "
+                f"| {_num(r['aio_vs_lessor_p99'], '.2f')}x "
+                f"| {_num(r['aio_vs_lessor_cpu'], '.2f')}x |"
+            )
+    memory = report.get("memory")
+    if memory:
+        out += [
+            "",
+            "| memory (RSS growth, per instance) | idle lessor KiB | waiting holder KiB "
+            "| held lease KiB |",
+            "|---|---:|---:|---:|",
+        ]
+        for key, label in (("aio", "lessor.aio (`AsyncEtcdLessor`; holder: a task)"),
+                           ("sync", "lessor (`EtcdLessor`; holder: a thread)")):  # fmt: skip
+            m = memory[key]
+            out.append(
+                f"| {label} | {_kib(m['idle_lessor_bytes'])} | {_kib(m['waiting_holder_bytes'])} "
+                f"| {_kib(m['held_lease_bytes'])} |"
+            )
     out += ["", "| target | figure | met |", "|---|---:|---|"]
     for t in report["targets"]:
         out.append(f"| {t['target']} | {t['shown']} | {'yes' if t['met'] else '**no**'} |")
@@ -136,7 +183,7 @@ def _notes(report: dict[str, Any]) -> list[str]:
         c["cas_retries_source"]
         for s in report["scenarios"]
         for k, c in s["contenders"].items()
-        if k == "lessor"
+        if k in ("lessor", "aio")
     }
     notes.append(
         f"CAS retries: lessor from {', '.join(sorted(sources))}; Lock from its failed "
@@ -152,6 +199,33 @@ def _notes(report: dict[str, Any]) -> list[str]:
             f"advertises its proxy as its peer URL): a client round trip pays {2 * d:g} ms more, "
             f"and so does each raft round trip behind a write. S4a's one worker talks to a "
             "follower; S4b's four processes start on the two followers and the leader in turn."
+        )
+    many = [s for s in report["scenarios"] if s.get("aio_tasks", 0) > 1]
+    for s in many:
+        slots = math.ceil(s["aio_tasks"] / s["sections"])
+        c = s["contenders"]["aio"]
+        # Little's law: with every task always asking, the mean cycle is tasks / throughput.
+        cycle_ms = s["aio_tasks"] / c["cycles_per_s"] * 1e3 if c["cycles_per_s"] else None
+        notes.append(
+            f"{s['id']}, lessor.aio: {s['aio_tasks']:,} tasks of one process on one event loop "
+            f"and one `AsyncEtcdLessor`; task i cycles on section i mod {s['sections']}, always "
+            f"asking for the same 1/{slots} of the key space, which no other task asks for. The "
+            "tasks of one section queue at its gate and are granted together by one swap. "
+            f"With {s['aio_tasks']:,} tasks always asking, a task's mean cycle is tasks / "
+            f"cycles per second = {_num(cycle_ms, ',.0f')} ms (Little's law): its acquisition "
+            "latency is mostly its wait in that queue, where the threaded lessor has 16 "
+            "askers. Client CPU per cycle is the worker processes' CPU time over their cycles."
+        )
+    memory = report.get("memory")
+    if memory:
+        m = memory["aio"]
+        notes.append(
+            f"Memory: {m['method']} (`benchmarks/bench_memory.py`, a process of its own per "
+            f"lessor). Idle lessor: {m['idle_lessors']} lessors alive at once, each connected "
+            f"and after one cycle, against a first one. Waiting holder: {m['held_leases']:,} "
+            "tasks (threads) blocked on an event, holding nothing. Held lease: the same tasks "
+            "(threads) then each holding a lease of one lessor at once, over 64 sections that "
+            "lessor had used before; the growth over the waiting holders."
         )
     for s in report["scenarios"]:
         split = _by_home(s)
@@ -181,6 +255,8 @@ def _by_home(s: dict[str, Any]) -> str | None:
         return None
     parts = []
     for key, c in s["contenders"].items():
+        if key == "aio":
+            continue  # all its tasks are in one process
         cycles = c["per_thread_cycles"]
         on_leader = [n for i, n in enumerate(cycles) if homes[i // per_process] == leader]
         elsewhere = [n for i, n in enumerate(cycles) if homes[i // per_process] != leader]
@@ -206,11 +282,13 @@ def write_plot(report: dict[str, Any], path: Path) -> Path:
     scenarios = report["scenarios"]
     ids = [s["id"] for s in scenarios]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    width = 0.27
-    for i, key in enumerate(NAMES):
-        xs = [j + (i - 1) * width for j in range(len(ids))]
-        rates = [s["contenders"][key]["cycles_per_s"] for s in scenarios]
-        p99s = [s["contenders"][key]["p99_ms"] for s in scenarios]
+    keys = [k for k in NAMES if any(k in s["contenders"] for s in scenarios)]
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+        where = [j for j, s in enumerate(scenarios) if key in s["contenders"]]
+        xs = [j + (i - (len(keys) - 1) / 2) * width for j in where]
+        rates = [scenarios[j]["contenders"][key]["cycles_per_s"] for j in where]
+        p99s = [scenarios[j]["contenders"][key]["p99_ms"] for j in where]
         left.bar(xs, rates, width, label=NAMES[key])
         right.bar(xs, p99s, width, label=NAMES[key])
     for ax, title in (

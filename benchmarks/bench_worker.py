@@ -3,13 +3,15 @@
 Each line either way is one JSON object. The runner sends:
 
 * ``{"cmd": "setup", ...}``: build the contenders of a scenario (an ``EtcdLessor``, pyetcd
-  ``Lock``s, a pyetcd client for raw puts) on this process's endpoints, warm each up, tidy, and
-  answer ``{"ready": true}``;
+  ``Lock``s, a pyetcd client for raw puts and, given ``aio_tasks``, an ``AsyncEtcdLessor``'s
+  tasks: ``bench_aio.py``) on this process's endpoints, warm each up, tidy, and answer
+  ``{"ready": true}``;
 * ``{"cmd": "run", "contender": ..., "start": t0, "end": t1}``: from ``t0`` to ``t1`` (both
-  :func:`time.monotonic`, which every process of the machine shares) every thread cycles as
-  fast as it can (acquire, an empty callback, release); answer with what each thread did:
-  cycles, an encoded HDR histogram of acquisition latency in microseconds, errors, and the
-  holdings it recorded (for the runner's overlap check);
+  :func:`time.monotonic`, which every process of the machine shares) every thread (for
+  ``"aio"``, every task) cycles as fast as it can (acquire, an empty callback, release); answer
+  with what each did: cycles, errors and the holdings it recorded (for the runner's overlap
+  check), and the encoded HDR histograms of acquisition latency in microseconds (one per
+  thread; the tasks of the event loop share one);
 * ``{"cmd": "tidy"}``: revoke the etcd leases pyetcd's ``Lock`` left behind (it never revokes
   its own; each try grants one), outside the measured window; answer ``{"tidied": n}``;
 * ``{"cmd": "teardown"}``: close the scenario's clients; ``{"cmd": "exit"}``: leave.
@@ -18,7 +20,9 @@ Sections: ``"own"`` gives each thread ``sections_per_thread`` sections of its ow
 turn, and asks for the whole key space every time; ``"shared"`` puts every thread of every
 process on one section, each asking for a random range (``"random"``) so that requests
 overlap. The ``Lock`` peer takes one lock per section (all threads share one in
-``"shared"``); the raw-put peer puts a small value to one key per section.
+``"shared"``); the raw-put peer puts a small value to one key per section. The ``"aio"``
+contender's tasks run in the processes given ``aio_tasks`` (the runner gives them to one), on
+sections of their own: see ``bench_aio.py``.
 
     python benchmarks/bench_worker.py    # only ever started by bench.py
 """
@@ -36,13 +40,16 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyetcd
 from hdrh.histogram import HdrHistogram
 
 from lessor.etcd import EtcdLessor
 from lessor.partition import Partition
+
+if TYPE_CHECKING:
+    from bench_aio import AioContender
 
 LOWEST_US, HIGHEST_US, DIGITS = 1, 120_000_000, 3  # HDR histogram range: 1 µs .. 120 s
 MAX_ERRORS = 50  # a thread stops after this many failed cycles: it measures nothing more
@@ -111,6 +118,31 @@ class ThreadRecord:
             traceback.print_exc(file=sys.stderr)
         return self.errors >= MAX_ERRORS
 
+    def lessor_cycle(
+        self, which: int, part: Partition, lease: Any, *, started: float, got: float, until: float
+    ) -> float:
+        """Note a lessor's cycle on section ``which``, now over: ``part`` asked for at
+        ``started``, ``lease`` (a :class:`lessor.Lease`) granted at ``got`` and relied on until
+        ``until``. Returns now, when the cycle was noted."""
+        now = time.monotonic()
+        self.completed(started, got, now, part.high - part.low)
+        self.held(which, got, until, lease)
+        return now
+
+    def held(self, which: int, got: float, until: float, lease: Any) -> None:
+        """Note what a lessor's ``lease`` on section ``which`` granted, relied on from ``got``
+        to ``until``: its keys, and its holding for the overlap check (none for an empty
+        grant)."""
+        ranges = lease.partitions
+        if not ranges:
+            self.empty += 1
+            return
+        flat: list[Any] = [which, got, min(until, lease.deadline), lease.token]
+        for p in ranges:
+            self.granted += p.high - p.low
+            flat += (p.low, p.high)
+        self.holdings.append(flat)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "thread": self.thread,
@@ -123,7 +155,6 @@ class ThreadRecord:
             "errors": self.errors,
             "error_samples": self.error_samples,
             "last": self.last,
-            "histogram": self.histogram.encode().decode("ascii"),
             "holdings": self.holdings,
         }
 
@@ -168,6 +199,24 @@ class Scenario:
             "lock": self.lock_loop,
             "put": self.put_loop,
         }
+        self.aio: AioContender | None = None
+        if cfg.get("aio_tasks"):
+            if self.shared or self.random_ranges:
+                raise ValueError(f"bench_worker: {self.name} has aio tasks, which run only on "
+                                 "sections of their own, asking for whole slots")  # fmt: skip
+            from bench_aio import AioContender  # noqa: PLC0415  (needs lessor.aio)
+
+            self.aio = AioContender(
+                tasks=cfg["aio_tasks"],
+                sections=self.all_threads * self.per_thread,
+                universe=self.universe,
+                dur=self.dur,
+                endpoints=endpoints,
+                prefix=f"/bench/{run}/{self.name}-aio/",
+                holder=f"w{self.worker}-aio",
+                record=ThreadRecord,
+                histogram=new_histogram,
+            )
 
     def sections_of(self, thread: int) -> list[str]:
         if self.shared:
@@ -194,7 +243,7 @@ class Scenario:
         lessor, dur, make_part = self.lessor, self.dur, self.part_maker()
 
         def loop(rec: ThreadRecord, end: float) -> None:
-            sections, holdings = rec.sections, rec.holdings
+            sections = rec.sections
             turn = 0
             now = time.monotonic()
             while now < end:
@@ -211,17 +260,9 @@ class Scenario:
                         return
                     now = time.monotonic()
                     continue
-                now = time.monotonic()
-                rec.completed(started, got, now, part.high - part.low)
-                ranges = lease.partitions
-                if not ranges:
-                    rec.empty += 1
-                    continue
-                flat: list[Any] = [which, got, min(held_until, lease.deadline), lease.token]
-                for p in ranges:
-                    rec.granted += p.high - p.low
-                    flat += (p.low, p.high)
-                holdings.append(flat)
+                now = rec.lessor_cycle(
+                    which, part, lease, started=started, got=got, until=held_until
+                )
 
         return loop
 
@@ -288,7 +329,10 @@ class Scenario:
     # -- running -------------------------------------------------------------------------------
 
     def run(self, contender: str, start: float, end: float) -> list[ThreadRecord]:
-        """Every thread runs ``contender`` from ``start`` to ``end``."""
+        """Every thread (for ``"aio"``, every task) runs ``contender`` from ``start`` to
+        ``end``."""
+        if contender == "aio":
+            return self.aio.run(start, end) if self.aio is not None else []
         first = self.worker * self.threads
         records = [ThreadRecord(t, self.sections_of(t)) for t in range(first, first + self.threads)]
         loops = [self.loops[contender]() for _ in records]
@@ -328,6 +372,8 @@ class Scenario:
 
     def close(self) -> None:
         self.tidy()
+        if self.aio is not None:
+            self.aio.close()
         self.lessor.close()
         self.client.close()
 
@@ -390,6 +436,10 @@ def main() -> None:
                     "cpu": time.process_time() - cpu,
                     "conflicts": conflicts.count - before if conflicts.available else None,
                     "threads": [r.to_json() for r in records],
+                    "histograms": [
+                        h.encode().decode("ascii")
+                        for h in {id(r.histogram): r.histogram for r in records}.values()
+                    ],
                 }
             )
         elif cmd == "tidy":
