@@ -15,8 +15,8 @@ import pytest
 
 from lessor import LessorError, Partition
 from lessor.aio.give_backs import give_backs
-from lessor.etcd.keys import SectionKeys
 from lessor.etcd import section as codec
+from lessor.etcd.keys import SectionKeys
 from tests.support.aio_model import AsyncModelTransport, model, model_lessor
 from tests.support.etcd_model import EtcdModel
 
@@ -124,7 +124,10 @@ async def _stress(seed: int, workers: int = 8, rounds: int = 400, faults: float 
         current = lessor._pool._current
         renewable = None if current is None or current.retired else current.id
         assert [e for e in left if e.lease == renewable] == [], (
-            left, current, transport.cancelled_after_apply[-5:])
+            left,
+            current,
+            transport.cancelled_after_apply[-5:],
+        )
     else:
         assert left == []
     async with asyncio.timeout(BOUND):
@@ -173,7 +176,7 @@ async def _timed_stress(seed: int, workers: int = 8, seconds: float = 2.0) -> No
                     check.leave(me)
         except asyncio.CancelledError:
             pass
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if not (closing or type(e).__name__ in ("DeadlineExceeded", "Cancelled")):
                 errors.append(e)
 
