@@ -5,6 +5,9 @@ fourth review of the fast-failover work).
 * ``core.release`` claimed the grant's end (so the reaper skips it) one line before the
   ``try`` whose handler deletes the marker apart: an exception between the two left the
   marker on a lease that later acquisitions kept renewing. Checked here at every line.
+* ``core.release`` took only etcd's own failures for a failed deletion: any other exception
+  out of the deletion (a ``RuntimeError`` from a channel of another event loop, found by the
+  review of ``lessor.aio``) left the lease unretired, and the marker lived on its renewals.
 * ``core.abandon`` took the member's etcd lease before it yielded the clean-up: a second
   exception on the leader's way out (a double Ctrl-C) then found no lease to retire, and the
   possibly committed entry lived on the renewed lease.
@@ -24,7 +27,7 @@ from lessor import Partition
 from lessor.etcd import core
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
-from lessor.etcd.ops import CleanUp, Swap
+from lessor.etcd.ops import CleanUp, DeleteMarker, Swap
 from lessor.etcd.shell import SectionShell
 from tests.support.driver import PREFIX, Proc, live_entries
 from tests.support.etcd_model import EtcdModel, FakeClock
@@ -134,3 +137,36 @@ def test_a_second_interrupt_before_an_abandoned_swaps_clean_up_retires_its_lease
     _keep_acquiring(p, etcd, clock, 10)  # past b's deadline (5 s) and the lease's TTL
     seqs = [e.seq for e in live_entries(etcd, "s")]
     assert b.seq not in seqs, f"10 s on, b's entry is still live (live seqs {seqs})"
+
+
+def test_a_deletion_failing_with_any_exception_retires_the_lease() -> None:
+    """Every try to delete the marker (the release's and its clean-up's) raises an exception
+    that is neither etcd's answer nor retryable; the process goes on acquiring, renewing its
+    shared etcd lease. The marker must still end, with the lease."""
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p = Proc("p", etcd, clock)
+    m = p.acquire("s", Partition(0, 4), 5.0)
+    assert m.grant is not None and isinstance(m.grant.handle, core.Held)
+    section = p.section("s")
+    real_delete = section._handlers[DeleteMarker]
+    tries: list[Any] = []
+
+    def delete(op: Any) -> Any:
+        tries.append(op)
+        raise RuntimeError("a channel of another event loop")
+
+    section._handlers[DeleteMarker] = delete
+    try:
+        section.drive(core.release(m.grant.handle, p.config))
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the release did not fail")
+    finally:
+        join_clean_ups()
+        section._handlers[DeleteMarker] = real_delete
+    assert tries, "no deletion was tried"
+    _keep_acquiring(p, etcd, clock, 15)  # past the deadline and the lease's TTL
+    seqs = [e.seq for e in live_entries(etcd, "s")]
+    assert m.seq not in seqs, f"15 s on, the released entry is still live (live seqs {seqs})"

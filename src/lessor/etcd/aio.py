@@ -3,7 +3,7 @@
 Found through the ``lessor.aio_backends`` entry point, so no import is needed. It reads the
 same settings as the synchronous ``"etcd"`` factory (:class:`~lessor.etcd.settings.EtcdSettings`
 on the ctx, else the environment) and keeps one :class:`AsyncEtcdLessor` per distinct settings
-and event loop: a lessor's connections belong to the loop it is used on.
+and running event loop: a lessor's connections belong to the loop it is used on.
 """
 
 from __future__ import annotations
@@ -18,20 +18,23 @@ from lessor.etcd.settings import EtcdSettings
 
 __all__ = ["factory"]
 
-_lessors: dict[tuple[EtcdSettings, asyncio.AbstractEventLoop | None], AsyncEtcdLessor] = {}
+_lessors: dict[tuple[EtcdSettings, asyncio.AbstractEventLoop], AsyncEtcdLessor] = {}
 _lessors_lock = threading.Lock()
 
 
 def factory(ctx: Context) -> AsyncEtcdLessor:
     """The asyncio lessor for the settings on ``ctx`` or, failing that, in the environment,
-    on the running event loop (or for the loop it is first used on, if none runs)."""
+    on the running event loop: the same one for every call on that loop. Called while no loop
+    runs, a new lessor, which belongs to the loop it is first used on."""
     settings = EtcdSettings.of(ctx)
     try:
-        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
     except RuntimeError:
-        loop = None
+        # No loop to key it by: a lessor of its own, which belongs to the loop it is first
+        # used on. (Shared under "no loop", two threads' loops would get one lessor.)
+        return AsyncEtcdLessor(**settings.arguments())
     with _lessors_lock:
-        for key in [k for k in _lessors if k[1] is not None and k[1].is_closed()]:
+        for key in [k for k in _lessors if k[1].is_closed()]:
             del _lessors[key]  # its loop is gone, and so are its connections
         lessor = _lessors.get((settings, loop))
         if lessor is None:

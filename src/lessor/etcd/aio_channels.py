@@ -39,6 +39,7 @@ from lessor.etcd.aio_streams import (
     open_watch,
     watch_requests,
 )
+from lessor.etcd.aio_timeout import within
 from lessor.etcd.connection import AUTH, KV, LEASE, WATCH, Connection, Stubs
 from lessor.etcd.stream_messages import (
     Compacted,
@@ -86,8 +87,7 @@ class AsyncChannels(Connection[asyncio.Lock]):
         if token is not None:
             return token
         try:
-            async with asyncio.timeout(timeout):
-                await self._login_lock.acquire()
+            await within(self._login_lock.acquire(), timeout)
         except TimeoutError:
             raise self._login_busy(endpoint, timeout) from None
         try:  # another task may have logged in while this one waited for it

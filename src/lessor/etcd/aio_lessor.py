@@ -11,8 +11,9 @@ the lease's deadline. A task cancelled while it acquires leaves nothing held: it
 cancellation is thrown into the core like any other exception, and whatever a swap of its
 granted is given back, at once or by a clean-up task.
 
-A lessor belongs to the event loop it is first used on; use one per loop (the registry's
-factory keeps one per loop and settings).
+A lessor belongs to the event loop it is first used on: its connections, clean-up tasks and
+timers live there. A call from any other loop raises :class:`RuntimeError` before it does
+anything. Use one lessor per loop (the registry's factory keeps one per loop and settings).
 """
 
 from __future__ import annotations
@@ -50,6 +51,27 @@ class AsyncEtcdLessor(EtcdLessorBase[AsyncTransport, AsyncSectionShell], AsyncLe
     def _prepare(self) -> None:
         self._reaper = AsyncReaper(self._expire)
         self._clean_ups = AsyncCleanUps()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of its first use
+
+    def _own_loop(self) -> None:
+        """Bind this lessor to the running loop at its first use; refuse any other loop.
+
+        Its connections (``grpc.aio`` channels), clean-up tasks and timers serve one loop
+        only. A task of another loop would share the section gates with this loop's tasks,
+        be granted by their leader's swap, and then fail to give its ranges back: refused
+        here, before it joins anything."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is None:
+                self._loop = loop
+            if self._loop is loop:
+                return
+            closed = " (now closed)" if self._loop.is_closed() else ""
+        raise RuntimeError(
+            f"this AsyncEtcdLessor belongs to the event loop it was first used on{closed}, "
+            "not to the running one: use one lessor per event loop (lessor.aio.get(ctx, "
+            '"etcd") called inside the loop returns that loop\'s own)'
+        )
 
     def _connect(self, options: Options) -> AsyncTransport:
         if options.endpoints is None:
@@ -67,6 +89,7 @@ class AsyncEtcdLessor(EtcdLessorBase[AsyncTransport, AsyncSectionShell], AsyncLe
     # -- AsyncLessor -------------------------------------------------------------------------
 
     async def _acquire(self, ctx: Context, section_id: str, part: Partition, dur: float) -> Grant:
+        self._own_loop()
         self._usage.begin()
         grant: Grant | None = None
         try:
@@ -118,6 +141,7 @@ class AsyncEtcdLessor(EtcdLessorBase[AsyncTransport, AsyncSectionShell], AsyncLe
         """A read of the section, then a watch on its markers (:mod:`lessor.etcd.aio_watch`)."""
         from lessor.etcd.aio_watch import wait_free  # noqa: PLC0415  (only this method's import)
 
+        self._own_loop()
         self._usage.check_open()
         keys = SectionKeys.of(self._prefix, section_id)
         return await wait_free(ctx, self._transport, keys, part, rpc_timeout=self._rpc_timeout)
@@ -126,6 +150,7 @@ class AsyncEtcdLessor(EtcdLessorBase[AsyncTransport, AsyncSectionShell], AsyncLe
         """One read of the section (:func:`lessor.etcd.aio_watch.is_held`)."""
         from lessor.etcd.aio_watch import is_held  # noqa: PLC0415  (only this method's import)
 
+        self._own_loop()
         self._usage.check_open()
         keys = SectionKeys.of(self._prefix, section_id)
         return await is_held(ctx, self._transport, keys, part, rpc_timeout=self._rpc_timeout)
@@ -135,7 +160,15 @@ class AsyncEtcdLessor(EtcdLessorBase[AsyncTransport, AsyncSectionShell], AsyncLe
     async def _aclose(self) -> None:
         """Refuse new acquisitions (and ``wait_free``). As ``EtcdLessor.close()``: leases held
         and acquisitions under way stay valid, and the lessor shuts down when the last of them
-        has ended: at once (awaited here) when there is none."""
+        has ended: at once (awaited here) when there is none.
+
+        From the lessor's own loop only; but once that loop is closed its connections, tasks
+        and timers have gone with it, and closing from any loop just refuses what comes."""
+        bound = self._loop
+        if bound is not None and bound.is_closed():
+            self._usage.close()
+            return
+        self._own_loop()
         if self._usage.close():
             await self._shut()
         elif self._usage.in_use:

@@ -13,6 +13,7 @@ are thrown back into the core, which knows what they mean.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -21,6 +22,7 @@ from typing import Any
 from lessor.aio.wait import wait
 from lessor.context import Context
 from lessor.etcd import core
+from lessor.etcd.aio_timeout import within
 from lessor.etcd.aio_transport import AsyncTransport
 from lessor.etcd.calls import arun
 from lessor.etcd.drive import drive
@@ -139,11 +141,8 @@ class AsyncSectionShell:
             return await arun(self._transport, make(op))
         if isinstance(op, WaitTurn):
             turn: asyncio.Event = op.turn
-            try:
-                async with asyncio.timeout(op.seconds):
-                    await turn.wait()
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):  # its turn, or time to look again
+                await within(turn.wait(), op.seconds)
             return None
         if isinstance(op, Wait):
             ctx = op.wakes_on if isinstance(op.wakes_on, Context) else Context.background()

@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 import grpc.aio
 
+from lessor.etcd.aio_timeout import within
 from lessor.etcd.stream_messages import (
     KEEP_ALIVE_UNANSWERED,
     WATCH_ENDED,
@@ -176,8 +177,7 @@ async def open_watch(responses: Responses, timeout: float) -> int:
     """
     try:
         try:
-            async with asyncio.timeout(timeout):
-                first = await responses.read()
+            first = await within(responses.read(), timeout)
         except TimeoutError:
             raise watch_timed_out(timeout) from None
         if first is None:

@@ -194,7 +194,15 @@ class LeasePool:
             else:
                 lease.retired = True
         if superseded is not None:
-            yield from self._retire_and_revoke(superseded, timeout)
+            try:
+                yield from self._retire_and_revoke(superseded, timeout)
+            except BaseException:
+                # Its caller never gets the new lease: its uses go back here, with no call
+                # (none can be relied on to run from here). It is current, so nothing is to
+                # be revoked; were it retired meanwhile, it would end at its expiry.
+                with self._lock:
+                    lease.users -= users
+                raise
         return lease
 
     def give_back(self, lease: EtcdLease, timeout: float, users: int = 1) -> Calls[bool]:

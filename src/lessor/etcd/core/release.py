@@ -100,7 +100,8 @@ def _delete_marker(held: Held, config: Config) -> Steps:
 
     The first failure retires the etcd lease at once, not after the last: from then on no
     renewal (for this process's next acquisitions) extends the marker, so if the tries all
-    fail it ends at the lease's TTL as it stood then. (A renewal already on its way may still
+    fail it ends at the lease's TTL as it stood then. Any other exception out of a try
+    retires it too before it goes on. (A renewal already on its way may still
     land: see :meth:`~lessor.etcd.leases.LeasePool.take`.)"""
     give_up_at = config.clock() + config.release_timeout
     pause = RELEASE_PAUSE
@@ -114,6 +115,13 @@ def _delete_marker(held: Held, config: Config) -> Steps:
             failure: Exception = e
         except LessorError as e:
             failure = e
+        except BaseException:
+            # Anything else (a cancellation, a signal handler's exception, a bug, a channel
+            # of another event loop): whether the marker went is unknown, and no op can be
+            # relied on to run from here. The lease is retired directly (as ``_forsake``
+            # does), so that no renewal keeps the marker alive.
+            held.lease.retired = True
+            raise
         if not retired:
             retired = True
             yield RetireLease(held.lease, config.release_timeout)
