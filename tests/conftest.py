@@ -13,8 +13,10 @@ import pytest
 
 from lessor import Lessor, MemoryLessor
 from lessor.aio import AsyncLessor, AsyncMemoryLessor
-from tests.support import needs
+from tests.support import needs, sigterm
 from tests.support.sync_over_aio import SyncOverAio
+
+sigterm.install()  # a SIGTERM tears the fixtures down, as Ctrl-C does
 
 Opener = Callable[[Sequence[str]], AbstractContextManager[Lessor]]
 """Opens a lessor of one backend, given the test etcd's endpoints (empty when it needs none)."""
