@@ -1,5 +1,6 @@
-"""Two asyncio etcd lessors (two "processes") on one etcd model (review 2 of the
-asyncio etcd lessor, after 145a927, which found nothing broken), with faults (replies lost, calls dropped, swaps that commit later), random cancellations and short
+"""Two asyncio etcd lessors (two "processes") on one etcd model (review 2 of the asyncio etcd
+lessor, after 145a927, which found nothing broken), with faults (replies lost, calls dropped,
+swaps that commit later), random cancellations and short
 leases; invariants checked after every call the model applies.
 
 Checked at every applied call:
