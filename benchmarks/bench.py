@@ -259,7 +259,7 @@ def summarise(name: str, tally: Tally, threads: int) -> dict[str, Any]:
         "error_samples": tally.error_samples,
         "holdings_checked": len(tally.holdings),
         "breakdown": (
-            breakdown(tally.told, tally.histogram, tally.cpu, cycles, tally.counts)
+            breakdown(tally.told, h, cpu=tally.cpu, cycles=cycles, c=c, elapsed=tally.elapsed)
             if name in ("lessor", "aio")
             else None
         ),

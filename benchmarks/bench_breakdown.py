@@ -76,11 +76,12 @@ class Told:
 
 
 def breakdown(
-    told: Told, latency: HdrHistogram, cpu: float, cycles: int, c: Counts
+    told: Told, latency: HdrHistogram, *, cpu: float, cycles: int, c: Counts, elapsed: float
 ) -> dict[str, Any] | None:
     """Where an acquisition's time went, from what the lessor's observers were ``told``, the
     contender's acquisition ``latency`` (µs), its workers' ``cpu`` seconds over its
-    ``cycles``, and etcd's own counters ``c``; None when the lessor does not tell attempts."""
+    ``cycles``, and etcd's own counters ``c`` over the ``elapsed`` seconds of its rounds; None
+    when the lessor does not tell attempts."""
     if not told.workers:
         return None  # a lessor that does not tell its attempts
     grants, attempts = told.grants, sum(told.outcomes.values())
@@ -135,6 +136,9 @@ def breakdown(
         "led_share": per(told.leads, told.queued_n),
         "client_cpu_ms_per_grant": ms(cpu, cycles),
         "client_cpu_share_of_wall": per(cpu, told.wall_s),
+        "client_cpu_cores": per(cpu, elapsed),
+        "etcd_cpu_ms_per_grant": ms(c.durations["cpu_seconds"], cycles),
+        "etcd_cpu_cores": per(c.durations["cpu_seconds"], elapsed),
         "etcd_writes_per_grant": per(c.writes, cycles),
         "etcd_wal_fsync_ms_mean": c.mean_ms("wal_fsync"),
         "etcd_wal_fsyncs_per_write": per(fsyncs, c.writes * told.members_of_cluster),
@@ -196,6 +200,9 @@ ROWS: list[tuple[str, str, str]] = [
         ".2f",
     ),
     ("client CPU, cores busy per worker process", "client_cpu_share_of_wall", ".2f"),
+    ("client CPU, cores busy, all worker processes", "client_cpu_cores", ".2f"),
+    ("etcd CPU per cycle ms (every member)", "etcd_cpu_ms_per_grant", ".2f"),
+    ("etcd CPU, cores busy (every member)", "etcd_cpu_cores", ".2f"),
     ("etcd writes per cycle", "etcd_writes_per_grant", ".2f"),
     ("etcd WAL fsync ms mean", "etcd_wal_fsync_ms_mean", ".2f"),
     ("etcd WAL fsyncs per write, per member", "etcd_wal_fsyncs_per_write", ".2f"),

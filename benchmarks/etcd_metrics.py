@@ -15,7 +15,8 @@ believed to send:
   one per raft batch, on every member: the wall of a write on one disk), the backend's commit
   (``etcd_disk_backend_commit_duration_seconds``, batched in the background), a Txn's apply
   (``etcd_server_apply_duration_seconds``, every label summed) and the round trip to each peer
-  (``etcd_network_peer_round_trip_time_seconds``); and ``proposals_failed``.
+  (``etcd_network_peer_round_trip_time_seconds``); ``proposals_failed``; and the member's
+  CPU time (``process_cpu_seconds_total``, in ``durations["cpu_seconds"]``).
 
 A cluster's members each count the client calls they served, so calls add up over members;
 every member commits (and applies) every proposal, so writes and lease counters are the
@@ -125,6 +126,8 @@ def scrape(endpoint: str) -> Counts:
         if base in DURATIONS and suffix in ("sum", "count"):
             unit = "seconds" if suffix == "sum" else "count"
             counts.durations[f"{DURATIONS[base]}_{unit}"] += raw
+        elif name == "process_cpu_seconds_total":
+            counts.durations["cpu_seconds"] += raw
         elif name == "grpc_server_handled_total":
             label = dict(_LABEL.findall(labels))
             if label.get("grpc_type") == "unary":
