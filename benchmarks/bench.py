@@ -320,7 +320,7 @@ def run_scenario(
             print(
                 f"  {spec.id} round {r + 1}/{args.rounds} {contender}: {done:,} cycles", flush=True
             )
-    if args.profile:
+    if args.profile and spec.sections == "shared":
         tallies["lessor"].told.profile = profile_round(spec, procs, args, per_round)
     ask_all(procs, [{"cmd": "teardown"}] * len(procs))
     for tally in tallies.values():
@@ -549,9 +549,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="after each scenario's rounds, one more lessor round with every worker's threads "
-        "under cProfile (CPU time): its split goes into the breakdown, the .prof files beside "
-        "the results",
+        help="after the rounds of S3 and S4b (one shared section), one more lessor round with "
+        "every worker's threads under cProfile (CPU time): its split goes into the breakdown, "
+        "the .prof files beside the results",
     )
     args = parser.parse_args()
     args.seconds = args.seconds or (2.5 if args.quick else 10.0)
