@@ -58,6 +58,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from bench_breakdown import Told, breakdown
 from bench_report import update_readme, write_markdown, write_plot
 from etcd_metrics import Counts, cluster_delta, scrape_all
 from etcd_targets import Target, docker_problem, one_member, three_members
@@ -176,6 +177,7 @@ class Tally:
     conflicts: int | None = 0
     counts: Counts = field(default_factory=Counts)
     holdings: list[Holding] = field(default_factory=list)
+    told: Told = field(default_factory=Told)  # what the lessor's observers were told
 
     @property
     def cycles(self) -> int:
@@ -191,6 +193,7 @@ class Tally:
                 self.conflicts = None
             else:
                 self.conflicts += a["conflicts"]
+            self.told.add(a.get("breakdown"), a["worker"], a["cpu"])
             for encoded in a["histograms"]:
                 self.histogram.add(HdrHistogram.decode(encoded))
             for t in a["threads"]:
@@ -255,6 +258,11 @@ def summarise(name: str, tally: Tally, threads: int) -> dict[str, Any]:
         "errors": tally.errors,
         "error_samples": tally.error_samples,
         "holdings_checked": len(tally.holdings),
+        "breakdown": (
+            breakdown(tally.told, h, cpu=tally.cpu, cycles=cycles, c=c, elapsed=tally.elapsed)
+            if name in ("lessor", "aio")
+            else None
+        ),
     }
 
 
@@ -312,7 +320,11 @@ def run_scenario(
             print(
                 f"  {spec.id} round {r + 1}/{args.rounds} {contender}: {done:,} cycles", flush=True
             )
+    if args.profile and spec.sections == "shared":
+        tallies["lessor"].told.profile = profile_round(spec, procs, args, per_round)
     ask_all(procs, [{"cmd": "teardown"}] * len(procs))
+    for tally in tallies.values():
+        tally.told.members_of_cluster = spec.members
 
     threads = spec.processes * spec.threads
     result: dict[str, Any] = {
@@ -356,6 +368,37 @@ def run_scenario(
             ),
         }
     return result
+
+
+def profile_round(
+    spec: Spec, procs: list[Worker], args: argparse.Namespace, seconds: float
+) -> dict[str, Any] | None:
+    """One more lessor round, not counted in the figures, in which every worker's threads run
+    under cProfile on their own CPU time (``bench_profile.py``; all alike, so that none loses
+    more races for being slower): where the client's CPU goes, summed over the workers."""
+    start = time.monotonic() + 0.1
+    run = {"cmd": "run", "contender": "lessor", "start": start, "end": start + seconds}
+    paths = [args.out / f"{args.stem}-{spec.id}-worker{w}.prof" for w in range(len(procs))]
+    answers = ask_all(procs, [{**run, "profile": str(path)} for path in paths])
+    ask_all(procs, [{"cmd": "tidy"}] * len(procs))
+    profiles = [a["profile"] for a in answers if a.get("profile")]
+    if not profiles:
+        return None
+    merged: dict[str, Any] = {"paths": [p["path"] for p in profiles], "categories": {}}
+    for key in ("cycles", "cpu_s"):
+        merged[key] = sum(p[key] for p in profiles)
+    merged["process_cpu_s"] = sum(a["cpu"] for a in answers)
+    top: dict[str, dict[str, Any]] = {}
+    for p in profiles:
+        for category, t in p["categories"].items():
+            merged["categories"][category] = merged["categories"].get(category, 0.0) + t
+        for f in p["top"]:
+            entry = top.setdefault(f["function"], {**f, "seconds": 0.0})
+            entry["seconds"] += f["seconds"]
+    merged["categories"] = dict(sorted(merged["categories"].items(), key=lambda kv: -kv[1]))
+    merged["top"] = sorted(top.values(), key=lambda f: -f["seconds"])[:12]
+    print(f"  {spec.id} profiled round: {merged['cycles']:,} cycles", flush=True)
+    return merged
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -503,6 +546,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the rounds of S3 and S4b (one shared section), one more lessor round with "
+        "every worker's threads under cProfile (CPU time): its split goes into the breakdown, "
+        "the .prof files beside the results",
+    )
     args = parser.parse_args()
     args.seconds = args.seconds or (2.5 if args.quick else 10.0)
     args.seconds_s4 = 2.0 if args.quick else args.seconds
@@ -510,6 +560,8 @@ def parse_args() -> argparse.Namespace:
     args.warmup = 0.3 if args.quick else 1.0
     args.memory_lessors = 10 if args.quick else 40
     args.memory_leases = 1000
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    args.today, args.stem = today, today + ("-quick" if args.quick else "")
     return args
 
 
@@ -564,8 +616,7 @@ def main() -> int:
     info["load_average_after"] = os.getloadavg()[0]
     info["lessor_commit"] = measured
     targets = check_targets(scenarios)
-    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    stem = today + ("-quick" if args.quick else "")
+    today, stem = args.today, args.stem
     command = shlex.join(["python", "benchmarks/bench.py", *sys.argv[1:]])
     unsafe = {f"{s}/{c}": o for s, r in scenarios.items() for c, o in r["overlaps"].items() if o}
     failed = {

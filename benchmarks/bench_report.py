@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench_breakdown import render_breakdown
+
 __all__ = ["render_markdown", "update_readme", "write_markdown", "write_plot"]
 
 NAMES = {"lessor": "lessor", "lock": "pyetcd Lock", "put": "raw put", "aio": "lessor.aio"}
@@ -120,6 +122,7 @@ def render_markdown(report: dict[str, Any], image: str) -> str:
                 f"| {_num(r['aio_vs_lessor_p99'], '.2f')}x "
                 f"| {_num(r['aio_vs_lessor_cpu'], '.2f')}x |"
             )
+    out += render_breakdown(report)
     memory = report.get("memory")
     if memory:
         out += [

@@ -11,7 +11,10 @@ Each line either way is one JSON object. The runner sends:
   ``"aio"``, every task) cycles as fast as it can (acquire, an empty callback, release); answer
   with what each did: cycles, errors and the holdings it recorded (for the runner's overlap
   check), and the encoded HDR histograms of acquisition latency in microseconds (one per
-  thread; the tasks of the event loop share one);
+  thread; the tasks of the event loop share one); the process's CPU time, and what the
+  lessor's observers were told meanwhile (lost swaps; every attempt and every wait at a gate:
+  :class:`Breakdown`). Given ``"profile": path``, every thread runs under cProfile
+  (``bench_profile.py``) and the answer says where their CPU went;
 * ``{"cmd": "tidy"}``: revoke the etcd leases pyetcd's ``Lock`` left behind (it never revokes
   its own; each try grants one), outside the measured window; answer ``{"tidied": n}``;
 * ``{"cmd": "teardown"}``: close the scenario's clients; ``{"cmd": "exit"}``: leave.
@@ -40,11 +43,13 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyetcd
 from hdrh.histogram import HdrHistogram
 
+from bench_profile import ThreadProfiles
 from lessor.etcd import EtcdLessor
 from lessor.partition import Partition
 
@@ -59,29 +64,126 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
 
 
-# -- conflicts, as the lessor reports them -----------------------------------------------------
+# -- where an acquisition's time goes, as the lessor reports it --------------------------------
 
 
-class ConflictCounter:
-    """Lost compare-and-swaps in this process, from ``lessor.observe`` when the lessor has it."""
+class Breakdown:
+    """What ``lessor.observe`` tells of this process's acquisitions during one run: lost
+    swaps, each attempt (outcome, duration, the pause after it), each wait at a section's gate,
+    and the grants; :meth:`take` gives the figures and starts afresh.
+
+    Per section, the attempts of this process follow one another (one leader at a time), so
+    the time from one attempt's end to the next one's start is what the process spends
+    between attempts (the pause, handing the lead on, an empty gate), and a run of losses is
+    the attempts lost in a row before one settles. With a lessor too old to tell attempts,
+    only conflicts are counted (without ``lessor.observe``: none at all).
+    """
 
     def __init__(self) -> None:
-        self.count = 0
         self.available = False
+        self.attempts_available = False
         self._lock = threading.Lock()
+        self._reset()
         try:
             from lessor.observe import Observer, add_observer  # noqa: PLC0415  (newer lessor)
         except ImportError:
             return
-        counter = self
-
-        class _Conflicts(Observer):
-            def conflict(self, backend: str, section_id: str) -> None:
-                with counter._lock:
-                    counter.count += 1
-
-        add_observer(_Conflicts())
         self.available = True
+        self.attempts_available = hasattr(Observer, "attempt")
+        breakdown = self
+
+        class _Observer(Observer):
+            def conflict(self, backend: str, section_id: str) -> None:
+                with breakdown._lock:
+                    breakdown.conflicts += 1
+
+            def attempt(  # type: ignore[no-untyped-def]
+                self, backend, section_id, *, members, outcome, seconds, pause
+            ) -> None:
+                breakdown._attempt(section_id, members, outcome, seconds, pause)
+
+            def queued(self, backend: str, section_id: str, seconds: float, leads: bool) -> None:
+                with breakdown._lock:
+                    breakdown.queued_n += 1
+                    breakdown.queued_s += seconds
+                    breakdown.leads += leads
+                    breakdown.queued_hist.record_value(max(1, int(seconds * 1e6)))
+
+            def acquired(self, backend, section_id, asked, granted, seconds) -> None:  # type: ignore[no-untyped-def]
+                with breakdown._lock:
+                    breakdown.grants += 1
+
+        add_observer(_Observer())
+
+    def _reset(self) -> None:
+        self.conflicts = 0
+        self.grants = 0
+        self.outcomes: dict[str, int] = {}
+        self.outcome_s: dict[str, float] = {}
+        self.members = 0
+        self.pause_s = 0.0
+        self.gap_s = 0.0
+        self.gaps = 0
+        self.attempt_hist = new_histogram()
+        self.queued_hist = new_histogram()
+        self.queued_n = 0
+        self.queued_s = 0.0
+        self.leads = 0
+        self.runs: dict[str, int] = {}  # section -> attempts lost in a row so far
+        self.loss_runs: list[int] = []  # each run of losses that ended, by its length
+        self.ended: dict[str, float] = {}  # section -> when its last attempt ended
+        self.began = time.monotonic()
+
+    def _attempt(
+        self, section_id: str, members: int, outcome: str, seconds: float, pause: float
+    ) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            self.outcome_s[outcome] = self.outcome_s.get(outcome, 0.0) + seconds
+            self.members += members
+            self.pause_s += pause
+            self.attempt_hist.record_value(max(1, int(seconds * 1e6)))
+            last = self.ended.get(section_id)
+            if last is not None:
+                self.gap_s += max(0.0, now - seconds - last)
+                self.gaps += 1
+            self.ended[section_id] = now
+            if outcome in ("lost", "stale"):
+                self.runs[section_id] = self.runs.get(section_id, 0) + 1
+            elif outcome == "settled":
+                run = self.runs.pop(section_id, 0)
+                if run:
+                    self.loss_runs.append(run)
+
+    def take(self) -> dict[str, Any]:
+        """What was told since the last call: ``conflicts`` (None without ``lessor.observe``)
+        and ``breakdown`` (None without a lessor that tells attempts); starts afresh."""
+        with self._lock:
+            conflicts = self.conflicts
+            wall = time.monotonic() - self.began
+            runs = self.loss_runs + [n for n in self.runs.values() if n]
+            figures = {
+                "wall_s": wall,
+                "grants": self.grants,
+                "outcomes": dict(self.outcomes),
+                "outcome_s": dict(self.outcome_s),
+                "members": self.members,
+                "pause_s": self.pause_s,
+                "gap_s": self.gap_s,
+                "gaps": self.gaps,
+                "attempt_hist": self.attempt_hist.encode().decode("ascii"),
+                "queued_hist": self.queued_hist.encode().decode("ascii"),
+                "queued_n": self.queued_n,
+                "queued_s": self.queued_s,
+                "leads": self.leads,
+                "loss_runs": runs,
+            }
+            self._reset()
+        return {
+            "conflicts": conflicts if self.available else None,
+            "breakdown": figures if self.attempts_available else None,
+        }
 
 
 # -- one thread's record -----------------------------------------------------------------------
@@ -200,6 +302,7 @@ class Scenario:
             "put": self.put_loop,
         }
         self.aio: AioContender | None = None
+        self.profile: dict[str, Any] | None = None  # the last run's, when it was profiled
         if cfg.get("aio_tasks"):
             if self.shared or self.random_ranges:
                 raise ValueError(f"bench_worker: {self.name} has aio tasks, which run only on "
@@ -328,14 +431,21 @@ class Scenario:
 
     # -- running -------------------------------------------------------------------------------
 
-    def run(self, contender: str, start: float, end: float) -> list[ThreadRecord]:
+    def run(
+        self, contender: str, start: float, end: float, *, profile: str | None = None
+    ) -> list[ThreadRecord]:
         """Every thread (for ``"aio"``, every task) runs ``contender`` from ``start`` to
-        ``end``."""
+        ``end``. Given ``profile`` (a file's path), every thread runs under cProfile on its
+        own CPU time, and :attr:`profile` says where that time went (``bench_profile.py``)."""
+        self.profile = None
         if contender == "aio":
             return self.aio.run(start, end) if self.aio is not None else []
         first = self.worker * self.threads
         records = [ThreadRecord(t, self.sections_of(t)) for t in range(first, first + self.threads)]
         loops = [self.loops[contender]() for _ in records]
+        profiles = ThreadProfiles() if profile else None
+        if profiles is not None:
+            loops = [profiles.wrap(lp) for lp in loops]
 
         def thread(rec: ThreadRecord, loop: Loop) -> None:
             wait = start - time.monotonic()
@@ -355,6 +465,8 @@ class Scenario:
             t.start()
         for t in threads:
             t.join()
+        if profiles is not None and profile:
+            self.profile = profiles.summary(Path(profile), cycles=sum(r.cycles for r in records))
         return records
 
     def tidy(self) -> int:
@@ -410,7 +522,7 @@ class _LeaseRecorder:
 
 
 def main() -> None:
-    conflicts = ConflictCounter()
+    told = Breakdown()
     scenario: Scenario | None = None
 
     def answer(message: dict[str, Any]) -> None:
@@ -428,13 +540,18 @@ def main() -> None:
             answer({"ready": True, "tidied": scenario.tidy()})
         elif cmd == "run":
             assert scenario is not None
-            before, cpu = conflicts.count, time.process_time()
-            records = scenario.run(msg["contender"], msg["start"], msg["end"])
+            told.take()  # afresh: what the warm-up or the last tidy-up told is not this run's
+            cpu = time.process_time()
+            records = scenario.run(
+                msg["contender"], msg["start"], msg["end"], profile=msg.get("profile")
+            )
+            cpu = time.process_time() - cpu
             answer(
                 {
                     "worker": scenario.worker,
-                    "cpu": time.process_time() - cpu,
-                    "conflicts": conflicts.count - before if conflicts.available else None,
+                    "cpu": cpu,
+                    **told.take(),
+                    "profile": scenario.profile,
                     "threads": [r.to_json() for r in records],
                     "histograms": [
                         h.encode().decode("ascii")

@@ -9,11 +9,19 @@ believed to send:
   (``grpc_server_msg_received_total``: a Watch create or cancel, a lease keep-alive), each a
   request that etcd answers;
 * ``writes``: raft proposals committed (``etcd_server_proposals_committed_total``);
-* the lease counters (granted, revoked by a client or by expiry, expired).
+* the lease counters (granted, revoked by a client or by expiry, expired);
+* ``durations``: the sums and counts of etcd's own latency histograms behind a write (what an
+  etcd member spends committing it): the WAL's fsync (``etcd_disk_wal_fsync_duration_seconds``,
+  one per raft batch, on every member: the wall of a write on one disk), the backend's commit
+  (``etcd_disk_backend_commit_duration_seconds``, batched in the background), a Txn's apply
+  (``etcd_server_apply_duration_seconds``, every label summed) and the round trip to each peer
+  (``etcd_network_peer_round_trip_time_seconds``); ``proposals_failed``; and the member's
+  CPU time (``process_cpu_seconds_total``, in ``durations["cpu_seconds"]``).
 
 A cluster's members each count the client calls they served, so calls add up over members;
 every member commits (and applies) every proposal, so writes and lease counters are the
-largest member's, not the sum.
+largest member's, not the sum. Durations add up over members (each member fsyncs its own WAL):
+their mean is over every member's.
 """
 
 from __future__ import annotations
@@ -35,7 +43,17 @@ _SCALARS = {
     "etcd_debugging_lease_revoked_total": "leases_revoked",
     "etcd_debugging_server_lease_expired_total": "leases_expired",
     "etcd_server_is_leader": "leader",
+    "etcd_server_proposals_failed_total": "proposals_failed",
 }
+
+DURATIONS = {
+    "etcd_disk_wal_fsync_duration_seconds": "wal_fsync",
+    "etcd_disk_backend_commit_duration_seconds": "backend_commit",
+    "etcd_server_apply_duration_seconds": "apply",
+    "etcd_network_peer_round_trip_time_seconds": "peer_round_trip",
+}
+"""etcd's latency histograms read (their ``_sum`` and ``_count``), by the short name they get
+in :attr:`Counts.durations`: ``<short>_seconds`` and ``<short>_count``."""
 
 
 @dataclass
@@ -50,6 +68,14 @@ class Counts:
     leases_revoked: int = 0  # by a client, or by etcd when a lease expired
     leases_expired: int = 0
     leader: int = 0  # 1 when the member read was the leader (a gauge: not diffed meaningfully)
+    proposals_failed: int = 0
+    # "<short>_seconds" / "<short>_count" of each histogram in DURATIONS, summed over labels
+    durations: Counter[str] = field(default_factory=Counter)
+
+    def mean_ms(self, short: str) -> float | None:
+        """The mean of one of :data:`DURATIONS` (by its short name) in ms; None when none."""
+        n = self.durations[f"{short}_count"]
+        return self.durations[f"{short}_seconds"] / n * 1e3 if n > 0 else None
 
     @property
     def round_trips(self) -> int:
@@ -68,6 +94,9 @@ class Counts:
             rpcs[method] += sign * n
         for method, n in other.stream_messages.items():
             streams[method] += sign * n
+        durations = Counter(self.durations)
+        for name, x in other.durations.items():
+            durations[name] += sign * x
         return Counts(
             rpcs=+rpcs,  # drops methods whose count did not move
             stream_messages=+streams,
@@ -77,6 +106,8 @@ class Counts:
             leases_revoked=self.leases_revoked + sign * other.leases_revoked,
             leases_expired=self.leases_expired + sign * other.leases_expired,
             leader=self.leader + sign * other.leader,
+            proposals_failed=self.proposals_failed + sign * other.proposals_failed,
+            durations=durations,
         )
 
 
@@ -89,8 +120,15 @@ def scrape(endpoint: str) -> Counts:
         sample = _SAMPLE.match(line)
         if sample is None:
             continue  # a comment
-        name, labels, value = sample.group(1), sample.group(2) or "", int(float(sample.group(3)))
-        if name == "grpc_server_handled_total":
+        name, labels, raw = sample.group(1), sample.group(2) or "", float(sample.group(3))
+        value = int(raw)
+        base, _, suffix = name.rpartition("_")
+        if base in DURATIONS and suffix in ("sum", "count"):
+            unit = "seconds" if suffix == "sum" else "count"
+            counts.durations[f"{DURATIONS[base]}_{unit}"] += raw
+        elif name == "process_cpu_seconds_total":
+            counts.durations["cpu_seconds"] += raw
+        elif name == "grpc_server_handled_total":
             label = dict(_LABEL.findall(labels))
             if label.get("grpc_type") == "unary":
                 counts.rpcs[label["grpc_method"]] += value
@@ -119,10 +157,12 @@ def cluster_delta(before: list[Counts], after: list[Counts]) -> Counts:
         total.rpcs.update(d.rpcs)
         total.stream_messages.update(d.stream_messages)
         total.failed_rpcs += d.failed_rpcs
+        total.durations.update(d.durations)
     total.writes = max(d.writes for d in deltas)
     total.leases_granted = max(d.leases_granted for d in deltas)
     total.leases_revoked = max(d.leases_revoked for d in deltas)
     total.leases_expired = max(d.leases_expired for d in deltas)
+    total.proposals_failed = max(d.proposals_failed for d in deltas)
     return total
 
 

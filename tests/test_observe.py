@@ -109,7 +109,15 @@ def test_each_observer_method_is_reached_through_its_typed_function() -> None:
     events = sorted(
         name for name, member in vars(Observer).items() if callable(member) and name[0] != "_"
     )
-    assert events == ["acquire_failed", "acquired", "conflict", "release_failed", "released"]
+    assert events == [
+        "acquire_failed",
+        "acquired",
+        "attempt",
+        "conflict",
+        "queued",
+        "release_failed",
+        "released",
+    ]
     error = RuntimeError("gone")
     asked, granted = Partition(0, 8), SortedPartitions([Partition(0, 4)])
     arguments: dict[str, tuple[object, ...]] = {
@@ -118,16 +126,20 @@ def test_each_observer_method_is_reached_through_its_typed_function() -> None:
         "released": ("b", "s", 1.5),
         "release_failed": ("b", "s", error),
         "conflict": ("b", "s"),
+        "queued": ("b", "s", 0.125, False),
     }
-    assert sorted(arguments) == events
+    keywords: dict[str, dict[str, object]] = {
+        "attempt": {"members": 3, "outcome": "lost", "seconds": 0.002, "pause": 0.001},
+    }
+    assert sorted([*arguments, *keywords]) == events
 
     class Spy(Observer):
         def __init__(self) -> None:
-            self.calls: list[tuple[str, tuple[object, ...]]] = []
+            self.calls: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
 
     def spying(name: str) -> Callable[..., None]:
-        def method(self: Spy, *args: object) -> None:
-            self.calls.append((name, args))
+        def method(self: Spy, *args: object, **kwargs: object) -> None:
+            self.calls.append((name, args, kwargs))
 
         return method
 
@@ -139,8 +151,9 @@ def test_each_observer_method_is_reached_through_its_typed_function() -> None:
         for name in events:
             function = getattr(observe, name)
             assert inspect.signature(function) == _without_self(getattr(Observer, name))
-            function(*arguments[name])
-            assert spy.calls[-1] == (name, arguments[name])
+            args, kwargs = arguments.get(name, ("b", "s")), keywords.get(name, {})
+            function(*args, **kwargs)
+            assert spy.calls[-1] == (name, args, kwargs)
     finally:
         remove_observer(spy)
     assert len(spy.calls) == len(events)

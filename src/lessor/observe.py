@@ -1,15 +1,18 @@
 """Hooks for watching leases: what :mod:`lessor.metrics` (Prometheus) is built on.
 
 An :class:`Observer` is told of every acquisition, failure, release and — for backends that
-compare-and-swap — every lost swap. Observers are process-wide (:func:`add_observer`); with
-none installed a lease pays one empty-tuple check per event.
+compare-and-swap — every attempt, every lost swap and every wait at a section's gate (what a
+breakdown of an acquisition's time needs: ``benchmarks/bench.py`` builds one). Observers are
+process-wide (:func:`add_observer`); with none installed a lease pays one empty-tuple check per
+event.
 
 A backend reports an event by calling this module's function of the event's name —
 :func:`acquired`, :func:`acquire_failed`, :func:`released`, :func:`release_failed`,
-:func:`conflict` — with the arguments of the :class:`Observer` method it calls on each
-observer. Each is an ordinary typed function, so a misspelled event or a wrong argument is a
-type error, not a silent no-op. (The base class :class:`~lessor.contract.Lessor` reports every
-event but ``conflict`` itself; a backend reports only its lost swaps.)
+:func:`conflict`, :func:`attempt`, :func:`queued` — with the arguments of the :class:`Observer`
+method it calls on each observer. Each is an ordinary typed function, so a misspelled event or
+a wrong argument is a type error, not a silent no-op. (The base class
+:class:`~lessor.contract.Lessor` reports every event but ``conflict``, ``attempt`` and
+``queued`` itself; a backend reports only those.)
 
 Observers run on the caller's thread, inside the lease's critical path: they must be quick and
 must not raise (an exception from an observer is logged and swallowed, so that watching a lease
@@ -20,10 +23,24 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Literal
 
 from lessor.partition import Partition, SortedPartitions
 
-__all__ = ["Observer", "add_observer", "observers", "remove_observer"]
+__all__ = ["Observer", "Outcome", "add_observer", "observers", "remove_observer"]
+
+Outcome = Literal["settled", "lost", "stale", "error"]
+"""How one attempt of a compare-and-swap backend ended (:meth:`Observer.attempt`):
+
+* ``"settled"``: it settled every acquisition it carried that it could (granted, or failed
+  for good);
+* ``"lost"``: its compare-and-swap (or the Txn that checks a state without writing) lost to
+  another writer;
+* ``"stale"``: the state it had predated an acquisition and could not settle it: no swap was
+  sent, and the next attempt reads the state again (:meth:`Observer.conflict` is told of this
+  and of a ``"lost"`` one);
+* ``"error"``: a transient etcd error (a member not answering, an etcd lease gone).
+"""
 
 log = logging.getLogger("lessor")
 
@@ -58,6 +75,28 @@ class Observer:
 
     def conflict(self, backend: str, section_id: str) -> None:
         """A compare-and-swap lost to another writer and is retried."""
+
+    def attempt(
+        self,
+        backend: str,
+        section_id: str,
+        *,
+        members: int,
+        outcome: Outcome,
+        seconds: float,
+        pause: float,
+    ) -> None:
+        """The process's leader of ``section_id`` made one attempt (a compare-and-swap, with
+        whatever read it needed) for ``members`` of the process's acquisitions at once (group
+        commit). It took ``seconds`` and ended as ``outcome`` says; the leader then pauses
+        ``pause`` seconds before its next attempt (0 when it makes none: its own acquisition
+        is settled, or its time is up)."""
+
+    def queued(self, backend: str, section_id: str, seconds: float, leads: bool) -> None:
+        """An acquisition waited ``seconds`` at its section's gate, behind the process's other
+        acquisitions of the section, until it was to lead (``leads``: from there it makes the
+        attempts itself) or was settled without leading (by an attempt another led, or by its
+        time running out). One that found nobody acquiring leads at once, told with 0 seconds."""
 
 
 _lock = threading.Lock()
@@ -142,6 +181,34 @@ def conflict(backend: str, section_id: str) -> None:
             observer.conflict(backend, section_id)
         except Exception:
             _failed(observer, "conflict")
+
+
+def attempt(
+    backend: str,
+    section_id: str,
+    *,
+    members: int,
+    outcome: Outcome,
+    seconds: float,
+    pause: float,
+) -> None:
+    """Tell every observer :meth:`Observer.attempt`."""
+    for observer in _observers:
+        try:
+            observer.attempt(
+                backend, section_id, members=members, outcome=outcome, seconds=seconds, pause=pause
+            )
+        except Exception:
+            _failed(observer, "attempt")
+
+
+def queued(backend: str, section_id: str, seconds: float, leads: bool) -> None:
+    """Tell every observer :meth:`Observer.queued`."""
+    for observer in _observers:
+        try:
+            observer.queued(backend, section_id, seconds, leads)
+        except Exception:
+            _failed(observer, "queued")
 
 
 def _failed(observer: Observer, event: str) -> None:

@@ -4,7 +4,8 @@ The shell makes the :class:`~lessor.etcd.core.member.Member`, queues it at the g
 own lock, so that no eviction forgets a section being acquired) and drives :func:`acquire`.
 The acquisition waits for its turn (:class:`~lessor.etcd.ops.WaitTurn`): a leader may settle
 it, or hand it the lead, and then it makes attempts for everyone queued (``lead.py``). Its
-time running out in the queue withdraws it (``lead.withdraw``).
+time running out in the queue withdraws it (``lead.withdraw``). How long it waited for its
+turn is told to observers (:func:`lessor.observe.queued`).
 
 Whatever exception reaches the acquisition once it joined the gate (KeyboardInterrupt, a
 task's cancellation), even before :func:`acquire` started, the shell then drives
@@ -14,6 +15,7 @@ ordinary end, or after ``lead``'s own way out, give_up finds nothing left to do.
 
 from __future__ import annotations
 
+from lessor import observe
 from lessor.etcd.core.lead import lead, withdraw
 from lessor.etcd.core.member import Config, Held, Member
 from lessor.etcd.gate import Gate, Waiter
@@ -39,9 +41,14 @@ def acquire(
     """Settle ``waiter``'s acquisition (queued at ``gate``; ``leads`` when ``join`` said so;
     ``turn`` is what its ``wake`` sets) and return its grant, or raise its error. On an
     exception the shell drives ``give_up`` (see the module documentation)."""
-    if leads or (yield from _wait_turn(known, gate, waiter, turn, config)):
-        yield from lead(known, gate, waiter, config)
     m = waiter.item
+    waited = 0.0
+    if not leads:
+        leads = yield from _wait_turn(known, gate, waiter, turn, config)
+        waited = config.clock() - m.started
+    observe.queued("etcd", known.keys.section_id, waited, leads)
+    if leads:
+        yield from lead(known, gate, waiter, config)
     if m.error is not None:
         raise m.error
     grant = m.grant

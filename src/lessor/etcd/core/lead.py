@@ -4,7 +4,8 @@ A process's acquisitions of one section queue at the section's gate (``gate.py``
 that leads makes attempts (``attempt.py``) for everyone queued, up to :data:`MAX_GROUP` at a
 time, pausing between them as ``retry.py`` says, until its own acquisition is settled; then it
 hands the lead on (:func:`lead`). A queued acquisition whose time is up leaves the queue
-(:func:`withdraw`).
+(:func:`withdraw`). Each attempt, how it ended, how long it took and the pause after it are
+told to observers (:func:`lessor.observe.attempt`).
 
 **Departures.** An acquisition whose thread stops waiting (an exception reached it) while it is
 inside an attempt is not waited for: the leader settles it when the attempt ends, and gives
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lessor import observe
 from lessor.errors import Cancelled, DeadlineExceeded
 from lessor.etcd.core.abandon import fail
-from lessor.etcd.core.attempt import group_commit
+from lessor.etcd.core.attempt import Stale, group_commit
 from lessor.etcd.core.member import Config, Conflict, Held, Member
 from lessor.etcd.core.release import release_quietly
 from lessor.etcd.gate import Gate, Waiter
@@ -42,12 +44,15 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
     attempt's other members go back to the queue, whose next leader carries on for them.
     """
     m = me.item
+    section_id = known.keys.section_id
     try:
         while True:
             batch = gate.take(MAX_GROUP)
+            began = config.clock()
             try:
                 failed = yield from group_commit(known, [w.item for w in batch], config)
                 departed = gate.finish(batch)
+                ended = config.clock()
             except GeneratorExit:  # closed unfinished: no more calls can be made
                 gate.leave(me)
                 for w in gate.finish(batch):
@@ -60,18 +65,31 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
                 yield from _way_out(known, staying, departed, config)
                 raise
             yield from _orphans(known, departed, config)
-            if m.settled:
-                return
             now = config.clock()
-            if m.done(now):
-                late = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring a lease")
-                yield from fail(known, m, failed if failed is not None else late, config)
-                return
+            late = not m.settled and m.done(now)
             # None: the attempt settled others but not us (too many at once).
             contended = failed is None or isinstance(failed, Conflict)
-            yield Wait(m.backoff.after(contended, m.deadline - now), m.ctx)
+            pause = 0.0 if m.settled or late else m.backoff.after(contended, m.deadline - now)
+            observe.attempt("etcd", section_id, members=len(batch), outcome=_outcome(failed),
+                            seconds=ended - began, pause=pause)  # fmt: skip
+            if m.settled:
+                return
+            if late:
+                expired = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring a lease")
+                yield from fail(known, m, failed if failed is not None else expired, config)
+                return
+            yield Wait(pause, m.ctx)
     finally:
         gate.hand_over(me)
+
+
+def _outcome(failed: BaseException | None) -> observe.Outcome:
+    """How an attempt that returned ``failed`` ended, for :func:`lessor.observe.attempt`."""
+    if failed is None:
+        return "settled"
+    if isinstance(failed, Stale):
+        return "stale"
+    return "lost" if isinstance(failed, Conflict) else "error"
 
 
 def _forsake(known: Known, m: Member) -> None:
