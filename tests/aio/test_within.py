@@ -1,5 +1,6 @@
-"""``within``: a timeout that never swallows a cancel of its task (asyncio.timeout does, for a
-cancel requested before it was entered and not delivered yet)."""
+"""``within``: a timeout that tells its own cancel from any other, on every Python 3.11 patch
+release (``asyncio.timeout`` swallows a pending cancel from 3.11.3 on, and turns a timeout
+into a bare cancel up to 3.11.2, in a task that met a cancel before)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,29 @@ from lessor.etcd.aio_timeout import within
 
 
 def test_a_cancel_pending_as_it_begins_propagates() -> None:
-    async def cancelled_as_it_expires(wait: object) -> None:
-        asyncio.current_task().cancel()  # type: ignore[union-attr]  (requested, not yet delivered)
-        await wait  # type: ignore[misc]
+    async def main() -> None:
+        asyncio.current_task().cancel()  # type: ignore[union-attr]  (requested, not delivered)
+        await within(asyncio.sleep(1), 0)
 
-    async def main() -> tuple[type[BaseException], type[BaseException]]:
-        outcomes = []
-        for waits in (_plain, within):
-            try:
-                await cancelled_as_it_expires(waits(asyncio.sleep(1), 0))
-            except BaseException as e:
-                outcomes.append(type(e))
-        return outcomes[0], outcomes[1]
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(_in_task(main()))
 
-    plain, ours = asyncio.run(_in_task(main()))
-    assert plain is TimeoutError  # the quirk this helper exists for
-    assert ours is asyncio.CancelledError
+
+def test_a_cancel_at_the_moment_the_time_is_up_propagates() -> None:
+    async def main(cancel_first: bool) -> None:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+        when = loop.time() + 0.05
+        if cancel_first:
+            loop.call_at(when, task.cancel)
+        waiting = within(asyncio.sleep(1), 0.05)
+        if not cancel_first:
+            loop.call_at(when, task.cancel)
+        await waiting
+
+    for cancel_first in (True, False):
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(_in_task(main(cancel_first)))
 
 
 def test_a_timeout_alone_raises_timeout_error_and_an_answer_is_returned() -> None:
@@ -41,6 +49,7 @@ def test_a_timeout_alone_raises_timeout_error_and_an_answer_is_returned() -> Non
             pass
         with pytest.raises(TimeoutError):
             await within(asyncio.sleep(1), 0.001)
+        assert asyncio.current_task().cancelling() == 1  # type: ignore[union-attr]  (ours gone)
 
     asyncio.run(main())
 
@@ -54,11 +63,6 @@ def test_a_cancel_alone_propagates() -> None:
             await task
 
     asyncio.run(main())
-
-
-async def _plain(awaitable: object, seconds: float) -> object:
-    async with asyncio.timeout(seconds):
-        return await awaitable  # type: ignore[misc]
 
 
 async def _in_task(coro: object) -> object:
