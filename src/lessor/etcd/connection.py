@@ -62,11 +62,14 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 500),
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),
-    # Notice a dead or cut-off member on an idle channel too. etcd refuses pings more often
-    # than every 5 s (--grpc-keepalive-min-time).
+    # Notice a dead or cut-off member under a long call (a watch, a lease's keep-alive
+    # stream). etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time), and
+    # on a connection with no call at all (its enforcement policy does not permit them
+    # without a stream): after three it closes the connection with GOAWAY "too_many_pings".
+    # An idle channel's member is found dead by the next call's deadline instead.
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 3_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
 ]
 
