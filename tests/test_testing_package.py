@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import subprocess
 import sys
 import warnings
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import lessor.testing
-from lessor.testing import MemberStatus, leader_of
+from lessor.testing import MemberStatus, isolation, leader_of
+from lessor.testing.isolation import TAG_PREFIX, rule_tag
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,3 +150,23 @@ def test_the_leader_is_who_claims_it_in_the_latest_term() -> None:
     assert leader_of(statuses) == 2
     assert leader_of({k: v for k, v in statuses.items() if k != 2}) is None
     assert leader_of({"dc0": _status(10, 10, 5)}) == "dc0"
+
+
+def test_a_rule_is_stale_only_when_its_process_is_gone_from_our_pid_namespace() -> None:
+    """Rules live in the network namespace, which other PID namespaces may share (a chroot
+    run with its own PID namespace; a container on the host's network): a pid taken in one of
+    those says nothing in ours. (A host run once purged a live chroot run's rules so.)"""
+    ours = isolation._pid_namespace()
+    gone = _a_pid_that_is_gone()
+    assert rule_tag(f"{os.getpid()}-0a1b2c3d") == f"{TAG_PREFIX}{os.getpid()}-0a1b2c3d-ns{ours}"
+    assert isolation.stale(f"{TAG_PREFIX}{gone}-0a1b2c3d-ns{ours}", ours)
+    assert not isolation.stale(f"{TAG_PREFIX}{os.getpid()}-0a1b2c3d-ns{ours}", ours)
+    assert not isolation.stale(f"{TAG_PREFIX}{gone}-0a1b2c3d-ns1", ours)  # another namespace
+    assert isolation.stale(f"{TAG_PREFIX}{gone}-0a1b2c3d", ours)  # before namespaces: as then
+    assert not isolation.stale("lessor-cluster-x", ours)
+
+
+def _a_pid_that_is_gone() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

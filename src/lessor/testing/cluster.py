@@ -46,11 +46,11 @@ import grpc
 
 from lessor.testing.binary import find_etcd_binary
 from lessor.testing.isolation import (
-    TAG_PREFIX,
     Firewall,
     identity,
     iptables_binary,
     purge_stale_rules,
+    rule_tag,
 )
 from lessor.testing.isolation import available as isolation_available
 from lessor.testing.leader import MemberStatus, leader_of, member_status
@@ -129,7 +129,7 @@ class LocalEtcdCluster:
             iptables_binary()  # the error that says what is missing
         self.isolation = isolation
         self.id = f"{os.getpid()}-{random.getrandbits(32):08x}"
-        self.tag = f"{TAG_PREFIX}{self.id}"
+        self.tag = rule_tag(self.id)
         self._firewall = Firewall(self.tag)
         self._locks: list[socket.socket] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None

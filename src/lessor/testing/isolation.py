@@ -22,9 +22,13 @@ Checked with ``ss``: an isolated member's sockets receive not one byte until
 :meth:`Firewall.heal` deletes those three rules (marking only at cut time let one segment
 through on each connection that member i had not sent on since). TCP then retransmits and the
 connections carry on (or time out and are redialled). Rules carry the comment
-``lessor-cluster-<pid>-<id>`` and :meth:`Firewall.delete_all` deletes every rule with its
-comment, whatever happened before; :func:`purge_stale_rules` deletes rules left by clusters of
-processes that no longer exist (a test run that was SIGKILLed).
+``lessor-cluster-<pid>-<id>-ns<pid namespace>`` (:func:`rule_tag`) and
+:meth:`Firewall.delete_all` deletes every rule with its comment, whatever happened before;
+:func:`purge_stale_rules` deletes rules left by clusters of processes that no longer exist (a
+test run that was SIGKILLed). The rules live in the network namespace, which processes of other
+PID namespaces may share (a container on the host's network, a chroot run with a PID namespace
+of its own): a pid is judged only in the PID namespace it was taken in, and rules of any other
+are left alone.
 
 Why not userspace proxies (:mod:`lessor.testing.proxy`)? A proxy in front of each member's
 client and peer ports cuts what is sent *to* the member, but not what the member sends: its
@@ -55,12 +59,13 @@ __all__ = [
     "identity",
     "iptables_binary",
     "purge_stale_rules",
+    "rule_tag",
 ]
 
 _UID_BASE = 0x40000000  # members' uids: this plus the 24 low bits of their address
 _MARK_BASE = 0x4C000000  # conntrack marks, likewise
 TAG_PREFIX = "lessor-cluster-"
-_TAG = re.compile(rf"{TAG_PREFIX}(\d+)-[0-9a-f]+")
+_TAG = re.compile(rf"{TAG_PREFIX}(\d+)-[0-9a-f]+(?:-ns(\d+))?")  # no ns: before the ns was added
 
 
 def identity(host: str) -> tuple[int, int]:
@@ -168,13 +173,33 @@ def _delete_rules(select: Callable[[str], bool]) -> None:
             _run(iptables, "-D", "OUTPUT", *words[2:], check=False)
 
 
+def rule_tag(cluster_id: str) -> str:
+    """The comment on every rule of the cluster ``cluster_id`` (``<pid>-<hex>``), naming this
+    process's PID namespace too."""
+    return f"{TAG_PREFIX}{cluster_id}-ns{_pid_namespace()}"
+
+
 def purge_stale_rules() -> None:
     """Delete rules left by clusters whose process is gone (a SIGKILLed test run)."""
-    if not available():
-        return
+    if available():
+        _delete_rules(lambda tag: stale(tag, _pid_namespace()))
 
-    def stale(tag: str) -> bool:
-        match = _TAG.fullmatch(tag)
-        return match is not None and not Path(f"/proc/{match.group(1)}").exists()
 
-    _delete_rules(stale)
+def stale(tag: str, pid_namespace: str) -> bool:
+    """Whether the rule tagged ``tag`` was left by a process that is gone: one of PID namespace
+    ``pid_namespace`` (ours) whose pid no longer exists. A pid of another PID namespace says
+    nothing here (ours may have no such pid while its process runs): never stale."""
+    match = _TAG.fullmatch(tag)
+    if match is None:
+        return False
+    pid, namespace = match.groups()
+    if namespace is not None and namespace != pid_namespace:
+        return False
+    return not Path(f"/proc/{pid}").exists()
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:  # no /proc: no pid can be judged stale against it either
+        return "unknown"
