@@ -8,8 +8,10 @@ Checked at every applied call:
 * no two live entries of a section overlap (as etcd sees it: entry in the value, marker there);
 * a marker whose grant was handed out and whose deadline passed more than ``BOUND`` ago is
   gone, unless its etcd lease is retired (then it ends at its TTL);
-* a ``LeaseKeepAlive`` never renews a lease carrying a marker of a grant already released or
-  past its deadline by more than ``BOUND`` (that would keep it alive).
+* a ``LeaseKeepAlive`` never renews a lease carrying a marker of a grant released, or past its
+  deadline, more than ``BOUND`` ago (that would keep it alive). Not sooner: a renewal for
+  another acquisition may land while the release's deletion is still on its way (the model
+  lets every call wait a few loop turns before it applies), and the deletion follows.
 
 Checked at grant: fencing tokens increase per key. At the end, after every task and clean-up,
 each lessor keeps renewing its etcd lease for longer than any TTL (acquisitions on another
@@ -65,7 +67,7 @@ class Watcher:
     prefix: str
     sections: tuple[str, ...]
     helds: dict[tuple[int, int], tuple[core.Held, list[float]]] = field(default_factory=dict)
-    released: set[tuple[int, int]] = field(default_factory=set)
+    released: dict[tuple[int, int], float] = field(default_factory=dict)  # owner -> when
     grants: dict[str, list[tuple[int, list[tuple[int, int]]]]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     lessors: list[AsyncEtcdLessor] = field(default_factory=list)
@@ -112,11 +114,14 @@ class Watcher:
                     keys = held.known.keys
                     if keys.marker(*owner) != key:
                         continue
-                    if owner in self.released or held.until + BOUND < now:
+                    released = self.released.get(owner)
+                    if (released is not None and released + BOUND < now) or (
+                        held.until + BOUND < now
+                    ):
+                        ago = "never" if released is None else f"{now - released:.2f}s ago"
                         self.violations.append(
                             f"renewal of lease {request.ID:x} keeps marker {owner} alive "
-                            f"(released={owner in self.released}, "
-                            f"{now - held.until:.2f}s past its deadline)"
+                            f"(released {ago}, {now - held.until:.2f}s past its deadline)"
                         )
 
     def granted(self, sid: str, grant: Grant) -> None:
@@ -185,7 +190,7 @@ def watched_lessor(transport: FaultyModel, watcher: Watcher, **kwargs: Any) -> A
 
     async def _release(grant: Grant) -> None:
         if isinstance(grant.handle, core.Held):
-            watcher.released.add((grant.handle.lease.id, grant.handle.seq))
+            watcher.released[grant.handle.lease.id, grant.handle.seq] = time.monotonic()
         await release(grant)
 
     lessor._acquire = _acquire  # type: ignore[method-assign]
