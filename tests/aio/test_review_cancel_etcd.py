@@ -17,8 +17,8 @@ from lessor import Partition
 from lessor.aio.give_backs import give_backs
 from lessor.etcd import AsyncEtcdLessor
 from lessor.etcd.keys import SectionKeys
-from tests.aio.test_review_cancel_model import Checker
 from tests.support.etcd_admin import admin_client
+from tests.support.holdings import Holdings
 
 BOUND = 60.0
 
@@ -32,8 +32,7 @@ def markers(endpoint: str, prefix: str, section_id: str) -> list[bytes]:
 async def _stress(endpoints: list[str], prefix: str, seed: int, seconds: float = 3.0) -> Any:
     rng = random.Random(seed)
     lessor = AsyncEtcdLessor(endpoints, prefix=prefix, acquire_timeout=5.0)
-    check = Checker.__new__(Checker)
-    check.inside, check.grants, check.violations = {}, [], []
+    check = Holdings()
     ids = iter(range(10**9))
 
     async def one() -> None:

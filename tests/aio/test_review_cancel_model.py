@@ -7,7 +7,6 @@ and nothing hangs."""
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 
@@ -19,6 +18,7 @@ from lessor.etcd import section as codec
 from lessor.etcd.keys import SectionKeys
 from tests.support.aio_model import AsyncModelTransport, model, model_lessor
 from tests.support.etcd_model import EtcdModel
+from tests.support.holdings import Holdings, overlapping
 
 BOUND = 30.0
 
@@ -31,20 +31,16 @@ def live(etcd: EtcdModel, prefix: str, sid: str) -> list[codec.Entry]:
     return [e for e in codec.decode(sid, raw.value) if keys.marker(e.lease, e.seq) in etcd.kvs]
 
 
-def overlapping(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
-    return any(lo1 < hi2 and lo2 < hi1 for lo1, hi1 in a for lo2, hi2 in b)
-
-
 def ranges(entry: codec.Entry) -> list[tuple[int, int]]:
     return [(p.low, p.high) for p in entry.ranges]
 
 
-class Checker:
+class Checker(Holdings):
+    """:class:`Holdings`, and the section's live entries as the etcd model holds them."""
+
     def __init__(self, etcd: EtcdModel, prefix: str, sid: str) -> None:
+        super().__init__()
         self.etcd, self.prefix, self.sid = etcd, prefix, sid
-        self.inside: dict[int, tuple[list[tuple[int, int]], float]] = {}
-        self.grants: list[tuple[int, list[tuple[int, int]]]] = []
-        self.violations: list[str] = []
 
     def state(self) -> None:
         entries = live(self.etcd, self.prefix, self.sid)
@@ -52,22 +48,6 @@ class Checker:
             for b in entries[i + 1 :]:
                 if overlapping(ranges(a), ranges(b)):
                     self.violations.append(f"live entries overlap: {a} {b}")
-
-    def enter(
-        self, me: int, token: int, parts: list[tuple[int, int]], deadline: float = math.inf
-    ) -> None:
-        now = time.monotonic()
-        for other, (theirs, until) in self.inside.items():
-            if overlapping(parts, theirs) and until > now:
-                self.violations.append(f"bodies overlap: {me} {parts} / {other} {theirs}")
-        for t, earlier in self.grants:
-            if overlapping(parts, earlier) and t >= token:
-                self.violations.append(f"token {token} {parts} after {t} {earlier}")
-        self.grants.append((token, parts))
-        self.inside[me] = (parts, deadline)
-
-    def leave(self, me: int) -> None:
-        self.inside.pop(me, None)
 
 
 async def _stress(seed: int, workers: int = 8, rounds: int = 400, faults: float = 0.0) -> None:

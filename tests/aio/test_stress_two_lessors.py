@@ -47,12 +47,9 @@ from lessor.etcd.keys import SectionKeys
 from lessor.etcd.transport import RetryableRpc
 from tests.support.aio_model import AsyncModelTransport, model_lessor
 from tests.support.etcd_model import EtcdModel
+from tests.support.holdings import overlapping
 
 BOUND = 0.5  # how late past its deadline a grant's marker may still be there
-
-
-def overlapping(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
-    return any(lo1 < hi2 and lo2 < hi1 for lo1, hi1 in a for lo2, hi2 in b)
 
 
 def spans(entry: codec.Entry) -> list[tuple[int, int]]:
