@@ -22,6 +22,14 @@ Every way out is here, so that the queue always has a leader while it has waiter
   as an orphan, to be settled and to have whatever it was granted given back.
 
 The gate spans only acquisitions, never callbacks: holders run concurrently.
+
+**Releases ride.** A holder that releases while one of the process's acquisitions of the
+section leads need not spend an etcd write of its own on deleting its marker: it *boards*
+(:meth:`board`) and the leader's next compare-and-swap deletes the marker in either branch
+(:meth:`take_rides`, :meth:`landed`), so a lost swap does that work too. A ride never waits
+for a leader that is not there: boarding is refused when nobody leads, and when the lead ends
+with riders still aboard they are told to delete their markers themselves, as is a rider that
+leaves (:meth:`alight`) or whose swap's outcome is unknown.
 """
 
 from __future__ import annotations
@@ -30,9 +38,14 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["Gate", "Waiter"]
+from lessor.etcd.keys import Owner
+
+__all__ = ["MAX_RIDES", "Gate", "Ride", "Waiter"]
 
 T = TypeVar("T")
+
+MAX_RIDES = 32
+"""The most releases one compare-and-swap carries (etcd takes 128 operations per Txn)."""
 
 
 class Waiter(Generic[T]):
@@ -49,6 +62,24 @@ class Waiter(Generic[T]):
         self.departed = False
 
 
+class Ride:
+    """One release that rides the leader's next compare-and-swap: the marker of ``owner`` to
+    delete, and how to wake its thread (``wake``).
+
+    ``carried`` is None while it waits; True once a swap that deleted the marker has its reply
+    (in either branch: the marker is gone); False when no swap carried it, or one whose
+    outcome is unknown did: the releaser then deletes the marker itself (a deletion of a
+    marker already gone changes nothing)."""
+
+    __slots__ = ("carried", "owner", "taken", "wake")
+
+    def __init__(self, owner: Owner, wake: Callable[[], object]) -> None:
+        self.owner = owner
+        self.wake = wake
+        self.taken = False
+        self.carried: bool | None = None
+
+
 class Gate(Generic[T]):
     """The queue of one section's acquisitions in this process, and who leads it.
 
@@ -60,6 +91,7 @@ class Gate(Generic[T]):
         self._lock = threading.Lock()
         self._leading = False
         self._queue: list[Waiter[T]] = []  # arrival order; empty whenever nobody leads
+        self._aboard: list[Ride] = []  # boarding order, not yet taken; empty while nobody leads
 
     @property
     def queued(self) -> int:
@@ -110,6 +142,46 @@ class Gate(Generic[T]):
                 w.wake()
         return [w for w in pending if w.departed]
 
+    def board(self, ride: Ride) -> bool:
+        """``ride``'s release waits for the leader's next swap to delete its marker. False
+        (it deletes the marker itself) when nobody leads now."""
+        with self._lock:
+            if not self._leading:
+                return False
+            self._aboard.append(ride)
+            return True
+
+    def take_rides(self, limit: int) -> list[Ride]:
+        """The leader takes the first ``limit`` rides aboard for the swap it is about to send;
+        it must say how that ended (:meth:`landed`) whatever happens."""
+        with self._lock:
+            rides = self._aboard[:limit]
+            del self._aboard[:limit]
+            for ride in rides:
+                ride.taken = True
+            return rides
+
+    @staticmethod
+    def landed(rides: Sequence[Ride], carried: bool) -> None:
+        """The swap that took ``rides`` is over: ``carried`` when its reply came (it deleted
+        their markers in either branch), False when its outcome is unknown or it was refused
+        whole. Each ride's thread is woken."""
+        for ride in rides:
+            ride.carried = carried
+            ride.wake()
+
+    def alight(self, ride: Ride) -> bool:
+        """``ride`` stops waiting to be taken (its time is up, or an exception reached its
+        thread). True: no swap took it, and its marker is its own to delete; False: a swap took
+        it, and :meth:`landed` will say how that ended (or already has)."""
+        with self._lock:
+            if ride.taken:
+                return False
+            if ride in self._aboard:
+                self._aboard.remove(ride)
+            ride.carried = False
+            return True
+
     def withdraw(self, waiter: Waiter[T]) -> bool:
         """Take a queued waiter out (its time is up); False while it is inside an attempt, or
         settled, or already out."""
@@ -117,9 +189,9 @@ class Gate(Generic[T]):
             if waiter.in_attempt or waiter.departed or waiter not in self._queue:
                 return False
             self._queue.remove(waiter)
-            first = self._pass_lead(waiter)
-        if first is not None:
-            first.wake()
+            wakes = self._pass_lead(waiter)
+        for wake in wakes:
+            wake()
         return True
 
     def leave(self, waiter: Waiter[T]) -> bool:
@@ -135,9 +207,9 @@ class Gate(Generic[T]):
                 return False
             if waiter in self._queue:
                 self._queue.remove(waiter)
-            first = self._pass_lead(waiter)
-        if first is not None:
-            first.wake()
+            wakes = self._pass_lead(waiter)
+        for wake in wakes:
+            wake()
         return True
 
     def hand_over(self, leader: Waiter[T]) -> None:
@@ -145,18 +217,23 @@ class Gate(Generic[T]):
         with self._lock:
             if leader in self._queue:  # it gave up between attempts
                 self._queue.remove(leader)
-            first = self._pass_lead(leader)
-        if first is not None:
-            first.wake()
+            wakes = self._pass_lead(leader)
+        for wake in wakes:
+            wake()
 
-    def _pass_lead(self, waiter: Waiter[T]) -> Waiter[T] | None:
-        """If ``waiter`` led, the next leader (to wake), else None. Under the lock."""
+    def _pass_lead(self, waiter: Waiter[T]) -> list[Callable[[], object]]:
+        """If ``waiter`` led, whom to wake (after the lock is let go): the next leader; or,
+        when nobody is left to lead, the rides still aboard, which no swap will take now: each
+        deletes its own marker. Under the lock."""
         if not waiter.lead:
-            return None
+            return []
         waiter.lead = False
-        if not self._queue:
-            self._leading = False
-            return None
-        first = self._queue[0]
-        first.lead = True
-        return first
+        if self._queue:
+            first = self._queue[0]
+            first.lead = True
+            return [first.wake]
+        self._leading = False
+        stranded, self._aboard = self._aboard, []
+        for ride in stranded:
+            ride.carried = False
+        return [ride.wake for ride in stranded]

@@ -32,7 +32,7 @@ def etcd_calls(txns: SectionTxns, pool: LeasePool) -> dict[type, Callable[[Any],
     """For each kind of operation that talks to etcd, the calls that perform one."""
     return {
         Swap: lambda op: txns.swap(
-            op.snapshot, op.live, op.relied, op.ours, op.timeout, drop=op.drop
+            op.snapshot, op.live, op.relied, op.ours, op.timeout, drop=op.drop, released=op.released
         ),
         Read: lambda op: txns.read(op.timeout),
         Check: lambda op: txns.check(op.snapshot, op.relied, op.timeout),

@@ -58,7 +58,8 @@ class Check:
 @dataclass(frozen=True, slots=True)
 class Swap:
     """Write ``ours`` beside ``live`` if ``snapshot`` and ``relied`` still hold, deleting the
-    markers of ``drop``. Result: ``(state written or state now, written)``."""
+    markers of ``drop``; delete the markers of ``released`` either way (releases riding the
+    swap: ``gate.py``). Result: ``(state written or state now, written)``."""
 
     snapshot: Snapshot
     live: Sequence[section.Entry]
@@ -66,6 +67,7 @@ class Swap:
     ours: Sequence[section.Entry]
     drop: Sequence[Owner]
     timeout: float
+    released: Sequence[Owner] = ()
 
 
 @dataclass(frozen=True, slots=True)

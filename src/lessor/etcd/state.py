@@ -74,10 +74,12 @@ class SectionTxns:
         timeout: float,
         *,
         drop: Sequence[Owner] = (),
+        released: Sequence[Owner] = (),
     ) -> Calls[tuple[Snapshot, bool]]:
         """Write the entries ``ours`` beside the ``live`` entries of ``snapshot``, with a marker
         for each, if what ``relied`` on holds, deleting the markers of the entries in ``drop``
-        (left out of ``live``).
+        (left out of ``live``). Delete the markers of ``released`` (this process's releases,
+        left out of ``live`` too) in either branch.
 
         Returns the state written (its revision is the token of every entry in ``ours``) or
         the fresh state.
@@ -85,6 +87,13 @@ class SectionTxns:
         rpc = self._rpc
         entries = (*live, *ours)
         markers = [self.keys.marker(e.lease, e.seq) for e in ours]
+        # Releases riding this swap (gate.py) are deleted whether it wins or loses: a lost swap
+        # is a raft write all the same, so they cost etcd no write of their own. The deletions
+        # come before the reads in both branches, so the state returned is the state after them.
+        releases = [
+            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.keys.marker(*o)))
+            for o in released
+        ]
         success = [
             rpc.RequestOp(
                 request_put=rpc.PutRequest(key=self.keys.value, value=section.encode(entries))
@@ -99,6 +108,7 @@ class SectionTxns:
                 rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.keys.marker(*o)))
                 for o in drop
             ),
+            *releases,
             self._state[1],  # every marker, after the writes: the state written is all fresh
         ]
         # Our markers must not exist yet: an abandoned acquisition leaves a tombstone there
@@ -108,10 +118,10 @@ class SectionTxns:
             for marker in markers
         ]
         compares = [*self._compares(snapshot, relied), *fresh]
-        response = yield self._txn(compares, success, self._state, timeout)
+        response = yield self._txn(compares, success, [*releases, *self._state], timeout)
         revision = response.header.revision
         if not response.succeeded:
-            return self._parse(revision, response.responses), False
+            return self._parse(revision, response.responses[len(releases) :]), False
         return Snapshot(revision, revision, entries, self._markers(response.responses[-1])), True
 
     def abandon(self, lease: int, seq: int, timeout: float) -> Calls[None]:
