@@ -23,13 +23,16 @@ Every way out is here, so that the queue always has a leader while it has waiter
 
 The gate spans only acquisitions, never callbacks: holders run concurrently.
 
-**Releases ride.** A holder that releases while one of the process's acquisitions of the
-section leads need not spend an etcd write of its own on deleting its marker: it *boards*
-(:meth:`board`) and the leader's next compare-and-swap deletes the marker in either branch
-(:meth:`take_rides`, :meth:`landed`), so a lost swap does that work too. A ride never waits
-for a leader that is not there: boarding is refused when nobody leads, and when the lead ends
-with riders still aboard they are told to delete their markers themselves, as is a rider that
-leaves (:meth:`alight`) or whose swap's outcome is unknown.
+**Releases ride** (group commit for releases). A release need not spend an etcd write of its
+own on deleting its marker. It *boards* the gate (:meth:`board`), and the next Txn the process
+sends on the section deletes every marker aboard: the leader's next compare-and-swap, in either
+branch (a lost swap is a write all the same), or, when no acquisition leads, one Txn of
+deletions that a release sends for all aboard, itself first: that release *leads the
+releases* (:meth:`board` says so, or the gate hands it the lead when the acquisitions' lead
+ends or the release Txn before it is done: :meth:`done_carrying`). A Txn takes the rides with
+:meth:`take_rides` and tells them how it ended with :meth:`landed`. A ride whose Txn's outcome
+is unknown, or that leaves (:meth:`alight`: its time is up, or an exception reached it),
+deletes its marker itself.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ __all__ = ["MAX_RIDES", "Gate", "Ride", "Waiter"]
 T = TypeVar("T")
 
 MAX_RIDES = 32
-"""The most releases one compare-and-swap carries (etcd takes 128 operations per Txn)."""
+"""The most releases one Txn carries (etcd takes 128 operations per Txn)."""
 
 
 class Waiter(Generic[T]):
@@ -63,19 +66,21 @@ class Waiter(Generic[T]):
 
 
 class Ride:
-    """One release that rides the leader's next compare-and-swap: the marker of ``owner`` to
-    delete, and how to wake its thread (``wake``).
+    """One release aboard the gate: the marker of ``owner`` to delete, and how to wake its
+    thread (``wake``): when a Txn that took it ended, or when it is to lead the releases
+    (``lead``).
 
-    ``carried`` is None while it waits; True once a swap that deleted the marker has its reply
-    (in either branch: the marker is gone); False when no swap carried it, or one whose
-    outcome is unknown did: the releaser then deletes the marker itself (a deletion of a
-    marker already gone changes nothing)."""
+    ``carried`` is None while it waits; True once a Txn that deleted the marker has its reply
+    (the marker is gone); False when no Txn carried it, or one whose outcome is unknown did:
+    the releaser then deletes the marker itself (deleting a marker already gone changes
+    nothing)."""
 
-    __slots__ = ("carried", "owner", "taken", "wake")
+    __slots__ = ("carried", "lead", "owner", "taken", "wake")
 
     def __init__(self, owner: Owner, wake: Callable[[], object]) -> None:
         self.owner = owner
         self.wake = wake
+        self.lead = False
         self.taken = False
         self.carried: bool | None = None
 
@@ -91,7 +96,8 @@ class Gate(Generic[T]):
         self._lock = threading.Lock()
         self._leading = False
         self._queue: list[Waiter[T]] = []  # arrival order; empty whenever nobody leads
-        self._aboard: list[Ride] = []  # boarding order, not yet taken; empty while nobody leads
+        self._aboard: list[Ride] = []  # boarding order, not yet taken by a Txn
+        self._releasing: Ride | None = None  # the ride that leads the releases, if one does
 
     @property
     def queued(self) -> int:
@@ -142,18 +148,18 @@ class Gate(Generic[T]):
                 w.wake()
         return [w for w in pending if w.departed]
 
-    def board(self, ride: Ride) -> bool:
-        """``ride``'s release waits for the leader's next swap to delete its marker. False
-        (it deletes the marker itself) when nobody leads now."""
+    def board(self, ride: Ride) -> None:
+        """``ride``'s release waits aboard for a Txn to delete its marker. When neither an
+        acquisition nor a release leads, it leads the releases at once (``ride.lead``)."""
         with self._lock:
-            if not self._leading:
-                return False
             self._aboard.append(ride)
-            return True
+            wakes = self._lead_releases()
+        for wake in wakes:
+            wake()
 
     def take_rides(self, limit: int) -> list[Ride]:
-        """The leader takes the first ``limit`` rides aboard for the swap it is about to send;
-        it must say how that ended (:meth:`landed`) whatever happens."""
+        """The first ``limit`` rides aboard, for the Txn the caller is about to send; it must
+        tell them how that ended (:meth:`landed`) whatever happens."""
         with self._lock:
             rides = self._aboard[:limit]
             del self._aboard[:limit]
@@ -163,24 +169,44 @@ class Gate(Generic[T]):
 
     @staticmethod
     def landed(rides: Sequence[Ride], carried: bool) -> None:
-        """The swap that took ``rides`` is over: ``carried`` when its reply came (it deleted
-        their markers in either branch), False when its outcome is unknown or it was refused
-        whole. Each ride's thread is woken."""
+        """The Txn that took ``rides`` is over: ``carried`` when its reply came (it deleted
+        their markers), False when its outcome is unknown or it was refused whole. Each ride's
+        thread is woken."""
         for ride in rides:
             ride.carried = carried
             ride.wake()
 
+    def done_carrying(self, ride: Ride) -> None:
+        """``ride`` led the releases and its Txn is over: the first ride still aboard leads
+        them next, unless an acquisition leads (its swap takes them)."""
+        with self._lock:
+            ride.lead = False
+            if self._releasing is ride:
+                self._releasing = None
+            wakes = self._lead_releases()
+        for wake in wakes:
+            wake()
+
     def alight(self, ride: Ride) -> bool:
         """``ride`` stops waiting to be taken (its time is up, or an exception reached its
-        thread). True: no swap took it, and its marker is its own to delete; False: a swap took
-        it, and :meth:`landed` will say how that ended (or already has)."""
+        thread; if it led the releases, the lead passes on). True: no Txn took it, and its
+        marker is its own to delete; False: a Txn took it, and :meth:`landed` will say how that
+        ended (or already has)."""
         with self._lock:
+            wakes = []
+            if self._releasing is ride:
+                ride.lead, self._releasing = False, None
+                wakes = self._lead_releases(but=ride)
             if ride.taken:
-                return False
-            if ride in self._aboard:
-                self._aboard.remove(ride)
-            ride.carried = False
-            return True
+                taken = True
+            else:
+                taken = False
+                if ride in self._aboard:
+                    self._aboard.remove(ride)
+                ride.carried = False
+        for wake in wakes:
+            wake()
+        return not taken
 
     def withdraw(self, waiter: Waiter[T]) -> bool:
         """Take a queued waiter out (its time is up); False while it is inside an attempt, or
@@ -223,8 +249,8 @@ class Gate(Generic[T]):
 
     def _pass_lead(self, waiter: Waiter[T]) -> list[Callable[[], object]]:
         """If ``waiter`` led, whom to wake (after the lock is let go): the next leader; or,
-        when nobody is left to lead, the rides still aboard, which no swap will take now: each
-        deletes its own marker. Under the lock."""
+        when no acquisition is left to lead, the ride to lead the releases still aboard, if
+        any. Under the lock."""
         if not waiter.lead:
             return []
         waiter.lead = False
@@ -233,7 +259,15 @@ class Gate(Generic[T]):
             first.lead = True
             return [first.wake]
         self._leading = False
-        stranded, self._aboard = self._aboard, []
-        for ride in stranded:
-            ride.carried = False
-        return [ride.wake for ride in stranded]
+        return self._lead_releases()
+
+    def _lead_releases(self, but: Ride | None = None) -> list[Callable[[], object]]:
+        """When neither an acquisition nor a release leads and rides are aboard, the first
+        (other than ``but``) leads the releases: whom to wake. Under the lock."""
+        if self._leading or self._releasing is not None:
+            return []
+        first = next((r for r in self._aboard if r is not but), None)
+        if first is None:
+            return []
+        first.lead, self._releasing = True, first
+        return [first.wake]

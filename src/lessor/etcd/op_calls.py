@@ -16,6 +16,7 @@ from lessor.etcd.leases import LeasePool
 from lessor.etcd.ops import (
     Check,
     DeleteMarker,
+    DeleteMarkers,
     GiveBack,
     Read,
     RetireLease,
@@ -39,6 +40,7 @@ def etcd_calls(txns: SectionTxns, pool: LeasePool) -> dict[type, Callable[[Any],
         TakeLease: lambda op: pool.take(op.until, op.timeout, op.what, users=op.users),
         GiveBack: lambda op: pool.give_back(op.lease, op.timeout),
         DeleteMarker: lambda op: txns.delete_marker(op.owner.lease, op.owner.seq, op.timeout),
+        DeleteMarkers: lambda op: txns.delete_markers(op.owners, op.timeout),
         RetireLease: lambda op: pool.retire(op.lease, op.timeout),
         Tombstone: lambda op: txns.abandon(op.owner.lease, op.owner.seq, op.timeout),
     }

@@ -24,6 +24,7 @@ __all__ = [
     "Check",
     "CleanUp",
     "DeleteMarker",
+    "DeleteMarkers",
     "GiveBack",
     "Op",
     "Read",
@@ -115,6 +116,14 @@ class DeleteMarker:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteMarkers:
+    """Delete the holder markers of ``owners`` in one Txn (releases riding it: ``gate.py``)."""
+
+    owners: tuple[Owner, ...]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class Tombstone:
     """Make sure ``owner`` holds nothing, whether or not its swap committed (``state.py``)."""
 
@@ -155,6 +164,7 @@ Op = (
     | GiveBack
     | RetireLease
     | DeleteMarker
+    | DeleteMarkers
     | Tombstone
     | Track
     | Wait

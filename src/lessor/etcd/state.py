@@ -90,10 +90,7 @@ class SectionTxns:
         # Releases riding this swap (gate.py) are deleted whether it wins or loses: a lost swap
         # is a raft write all the same, so they cost etcd no write of their own. The deletions
         # come before the reads in both branches, so the state returned is the state after them.
-        releases = [
-            rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.keys.marker(*o)))
-            for o in released
-        ]
+        releases = [self._delete(o) for o in released]
         success = [
             rpc.RequestOp(
                 request_put=rpc.PutRequest(key=self.keys.value, value=section.encode(entries))
@@ -104,10 +101,7 @@ class SectionTxns:
                 )
                 for marker, e in zip(markers, ours, strict=True)
             ),
-            *(
-                rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.keys.marker(*o)))
-                for o in drop
-            ),
+            *(self._delete(o) for o in drop),
             *releases,
             self._state[1],  # every marker, after the writes: the state written is all fresh
         ]
@@ -152,6 +146,12 @@ class SectionTxns:
         request = self._rpc.DeleteRangeRequest(key=self.keys.marker(lease, seq))
         yield Unary("kv", "DeleteRange", request, timeout, f"{self._what}: releasing")
 
+    def delete_markers(self, owners: Sequence[Owner], timeout: float) -> Calls[None]:
+        """Delete the markers of ``owners``: releases that ride one Txn (``gate.py``), one raft
+        write for all. No compare: a marker already gone (expired, or deleted by a Txn whose
+        reply was lost) is simply not there to delete."""
+        yield self._txn([], [self._delete(o) for o in owners], [], timeout)
+
     # -- building and parsing ----------------------------------------------------------------
 
     def _txn(
@@ -159,6 +159,12 @@ class SectionTxns:
     ) -> Unary:
         request = self._rpc.TxnRequest(compare=compare, success=success, failure=failure)
         return Unary("kv", "Txn", request, timeout, self._what)
+
+    def _delete(self, owner: Owner) -> Any:
+        rpc = self._rpc
+        return rpc.RequestOp(
+            request_delete_range=rpc.DeleteRangeRequest(key=self.keys.marker(*owner))
+        )
 
     def _state_ops(self) -> list[Any]:
         rpc, keys = self._rpc, self.keys

@@ -6,11 +6,11 @@ delete it: the holder's :func:`release`, or :func:`expire` at the grant's deadli
 holder overran (the reaper calls it: a renewal of the shared etcd lease for a later
 acquisition would otherwise keep the marker alive past the deadline).
 
-A release made while one of the process's acquisitions of the section leads *rides* the
-leader's next compare-and-swap, which deletes the marker in either branch (``gate.py``): no
-etcd write of its own. It waits at most :data:`RIDE_WAIT` to be taken, and a swap's first
-call time for the reply; else, and when the swap's outcome is unknown, it deletes the marker
-itself (:func:`_ride`).
+A release *rides* (``gate.py``): the next Txn the process sends on the section deletes its
+marker, be it an acquisition's compare-and-swap (in either branch) or one Txn of deletions
+for every release aboard, sent by the first of them. It waits at most :data:`RIDE_WAIT` to be
+taken, and one call's time for the reply; else, and when the Txn's outcome is unknown, it
+deletes the marker itself (:func:`_ride`).
 
 The deletion fails over across etcd's members within the release timeout
 (:func:`_delete_marker`). Its first failure retires the etcd lease, so that if every try
@@ -28,8 +28,17 @@ from typing import Any
 from lessor import observe
 from lessor.errors import LessorError, Unavailable
 from lessor.etcd.core.member import Config, Held
-from lessor.etcd.gate import Gate, Ride
-from lessor.etcd.ops import CleanUp, DeleteMarker, GiveBack, RetireLease, Steps, Wait, WaitTurn
+from lessor.etcd.gate import MAX_RIDES, Gate, Ride
+from lessor.etcd.ops import (
+    CleanUp,
+    DeleteMarker,
+    DeleteMarkers,
+    GiveBack,
+    RetireLease,
+    Steps,
+    Wait,
+    WaitTurn,
+)
 from lessor.etcd.retry import (
     MIN_CALL_TIME,
     RELEASE_PAUSE,
@@ -44,14 +53,15 @@ __all__ = ["RIDE_WAIT", "Boarding", "expire", "release", "release_quietly"]
 log = logging.getLogger("lessor")
 
 RIDE_WAIT = 0.01
-"""The longest a release waits for the leader's next swap to take it (seconds); past that it
-deletes its marker itself. A hot section's attempts take a few milliseconds on one member."""
+"""The longest a release waits aboard for a Txn to take it (seconds); past that it deletes its
+marker itself. A hot section's attempts take a few milliseconds on one member."""
 
 
 @dataclass(frozen=True, slots=True)
 class Boarding:
-    """How a release may ride the section's next swap: the section's ``gate``, and what its
-    thread waits on (``turn``, a thread's event or a task's) and what sets it (``wake``)."""
+    """How a release rides the process's next Txn on the section: the section's ``gate``, and
+    what its thread waits on (``turn``, a thread's event or a task's) and what sets it
+    (``wake``)."""
 
     gate: Gate[Any]
     turn: object
@@ -61,8 +71,8 @@ class Boarding:
 def release(held: Held, config: Config, boarding: Boarding | None = None) -> Steps:
     """Give back a grant: its entry is dead to this process at once (its next swap drops it),
     and to everyone once its marker is deleted, here or, for a holder that overran, already at
-    its deadline (:func:`expire`). With ``boarding`` the deletion may ride the process's next
-    swap of the section (:func:`_ride`). The deletion fails over across etcd's members within
+    its deadline (:func:`expire`). With ``boarding`` the deletion rides the process's next
+    Txn on the section (:func:`_ride`). The deletion fails over across etcd's members within
     the release timeout. The etcd lease is given back whatever the deletion's outcome; a
     deletion that failed retires the lease first (a renewal would keep the marker alive), and
     is raised after that as one :class:`~lessor.errors.Unavailable` that says when the ranges
@@ -110,21 +120,24 @@ def release(held: Held, config: Config, boarding: Boarding | None = None) -> Ste
 
 
 def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
-    """Wait for the leader's next swap to delete ``held``'s marker; True once one did (its
-    reply came). False when nobody leads, when no swap took the ride within
-    :data:`RIDE_WAIT`, when the swap that took it ended with its outcome unknown, or when its
-    reply has not come within one call's time (the time the release's own first try would
-    have had): the caller then deletes the marker itself, and a swap that deletes it as well
-    changes nothing. An exception that reaches the thread here takes the ride off first."""
+    """Wait aboard the gate for a Txn of the process to delete ``held``'s marker (leading the
+    releases when the gate says so: :func:`_carry`); True once one did (its reply came).
+    False when no Txn took the ride within :data:`RIDE_WAIT`, when the Txn that took it ended
+    with its outcome unknown, or when its reply has not come within one call's time (the time
+    the release's own first try would have had): the caller then deletes the marker itself,
+    and a Txn that deletes it as well changes nothing. An exception that reaches the thread
+    here takes the ride off first."""
     gate = boarding.gate
     ride = Ride(held.owner, boarding.wake)
-    if not gate.board(ride):
-        return False
     began = config.clock()
     taken_by = began + RIDE_WAIT
     landed_by = began + call_timeout(config.release_timeout, config.rpc_timeout, config.endpoints)
     try:
+        gate.board(ride)
         while ride.carried is None:
+            if ride.lead:
+                yield from _carry(gate, ride, config)
+                continue
             now = config.clock()
             if now >= taken_by and gate.alight(ride):
                 return False  # not taken in time
@@ -136,6 +149,25 @@ def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
         gate.alight(ride)
         raise
     return bool(ride.carried)
+
+
+def _carry(gate: Gate[Any], leader: Ride, config: Config) -> Steps:
+    """``leader`` leads the releases: one Txn deletes the markers of the rides aboard (its own
+    first, unless a swap took it already), and the lead passes on. A Txn that failed tells
+    its rides so: each then deletes its marker itself, with the deletion's own fail-over."""
+    rides: list[Ride] = []
+    carried = False
+    try:
+        rides = gate.take_rides(MAX_RIDES)
+        if rides:
+            timeout = call_timeout(config.release_timeout, config.rpc_timeout, config.endpoints)
+            yield DeleteMarkers(tuple(r.owner for r in rides), timeout)
+            carried = True
+    except (RetryableRpc, LessorError):
+        pass  # each ride deletes its marker itself
+    finally:
+        gate.landed(rides, carried)
+        gate.done_carrying(leader)
 
 
 def expire(held: Held, config: Config) -> Steps:
