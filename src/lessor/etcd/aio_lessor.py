@@ -118,7 +118,7 @@ class AsyncEtcdLessor(EtcdLessorBase[AsyncTransport, AsyncSectionShell], AsyncLe
 
     async def _release(self, grant: Grant) -> None:
         turn = asyncio.Event()
-        ending = self._ending(grant, turn, turn.set)
+        ending = self._ending(grant, turn)
         if ending is None:
             return  # an empty lease wrote nothing
         section, steps = ending

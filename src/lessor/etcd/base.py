@@ -32,6 +32,14 @@ from lessor.partition import Partition
 __all__ = ["EtcdLessorBase"]
 
 
+class _Turn(Protocol):
+    """What a shell's waits are made of: a thread's event, or a task's."""
+
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+
 class _Transport(Protocol):
     rpc: Any
 
@@ -192,11 +200,9 @@ class EtcdLessorBase(abc.ABC, Generic[TransportT, ShellT]):
             section = self._sections.get(section_id)  # a joined waiter's is never evicted
         return section, core.give_up(section.known, section.gate, waiter, self._config)
 
-    def _ending(
-        self, grant: Grant, turn: object, wake: Callable[[], object]
-    ) -> tuple[ShellT, Steps] | None:
-        """The shell and the steps that give ``grant`` back (``core.release``; ``turn`` is what
-        the release waits on if it rides the section's next swap, ``wake`` what sets it); None
+    def _ending(self, grant: Grant, turn: _Turn) -> tuple[ShellT, Steps] | None:
+        """The shell and the steps that give ``grant`` back (``core.release``; ``turn`` is
+        what the release waits on while it rides the process's next Txn on the section); None
         when it wrote nothing (an empty lease)."""
         held = grant.handle
         if held is None:
@@ -204,7 +210,7 @@ class EtcdLessorBase(abc.ABC, Generic[TransportT, ShellT]):
         assert isinstance(held, core.Held)
         with self._lock:
             section = self._sections.get(held.known.keys.section_id)
-        boarding = core.Boarding(section.gate, turn, wake)
+        boarding = core.Boarding(section.gate, turn, turn.set, turn.clear)
         return section, core.release(held, self._config, boarding)
 
     def _expiry(self, held: core.Held) -> tuple[ShellT, Steps]:

@@ -114,7 +114,7 @@ class EtcdLessor(EtcdLessorBase[Transport, SectionShell], Lessor):
 
     def _release(self, grant: Grant) -> None:
         turn = threading.Event()
-        ending = self._ending(grant, turn, turn.set)
+        ending = self._ending(grant, turn)
         if ending is None:
             return  # an empty lease wrote nothing
         section, steps = ending

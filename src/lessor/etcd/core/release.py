@@ -60,12 +60,14 @@ marker itself. A hot section's attempts take a few milliseconds on one member.""
 @dataclass(frozen=True, slots=True)
 class Boarding:
     """How a release rides the process's next Txn on the section: the section's ``gate``, and
-    what its thread waits on (``turn``, a thread's event or a task's) and what sets it
-    (``wake``)."""
+    what its thread waits on (``turn``, a thread's event or a task's), what sets it
+    (``wake``) and what clears it (``rearm``: a ride is woken twice when it leads the
+    releases while a swap carries its own marker)."""
 
     gate: Gate[Any]
     turn: object
     wake: Callable[[], object]
+    rearm: Callable[[], object]
 
 
 def release(held: Held, config: Config, boarding: Boarding | None = None) -> Steps:
@@ -137,6 +139,7 @@ def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
         while ride.carried is None:
             if ride.lead:
                 yield from _carry(gate, ride, config)
+                boarding.rearm()  # before looking at carried again: no wake-up is missed
                 continue
             now = config.clock()
             if now >= taken_by and gate.alight(ride):
