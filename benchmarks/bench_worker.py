@@ -117,7 +117,12 @@ class Breakdown:
                 with breakdown._lock:
                     breakdown.freed_n += 1
                     breakdown.rode += rode
-                    breakdown.freed_hist.record_value(max(1, int(seconds * 1e6)))
+
+            def released(self, backend: str, section_id: str, held_seconds: float) -> None:
+                # The benchmark's callbacks are empty: held from the grant until given back is
+                # the release's own time, until its ranges are free for every process.
+                with breakdown._lock:
+                    breakdown.released_hist.record_value(max(1, int(held_seconds * 1e6)))
 
         add_observer(_Observer())
 
@@ -137,7 +142,7 @@ class Breakdown:
         self.leads = 0
         self.freed_n = 0  # releases that freed their ranges (lessor.observe's freed)
         self.rode = 0  # of which rode a swap of the process's (no etcd write of their own)
-        self.freed_hist = new_histogram()  # release's start to its ranges free for all
+        self.released_hist = new_histogram()  # grant to given back (the callbacks are empty)
         self.runs: dict[str, int] = {}  # section -> attempts lost in a row so far
         self.loss_runs: list[int] = []  # each run of losses that ended, by its length
         self.ended: dict[str, float] = {}  # section -> when its last attempt ended
@@ -188,7 +193,7 @@ class Breakdown:
                 "leads": self.leads,
                 "freed_n": self.freed_n,
                 "rode": self.rode,
-                "freed_hist": self.freed_hist.encode().decode("ascii"),
+                "released_hist": self.released_hist.encode().decode("ascii"),
                 "loss_runs": runs,
             }
             self._reset()
