@@ -106,6 +106,12 @@ class Gate(Generic[T]):
             return len(self._queue)
 
     @property
+    def aboard(self) -> int:
+        """How many releases wait aboard for a Txn to take them."""
+        with self._lock:
+            return len(self._aboard)
+
+    @property
     def leading(self) -> bool:
         """Whether some acquisition leads (makes attempts) now."""
         with self._lock:

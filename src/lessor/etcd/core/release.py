@@ -90,11 +90,12 @@ def release(held: Held, config: Config, boarding: Boarding | None = None) -> Ste
         # goes with it: one write instead of two.
         by_revoke = ends_marker and lease.retired and lease.users == 1
         if ends_marker and not by_revoke:
-            rode = boarding is not None and (yield from _ride(held, boarding, config))
-            if not rode:
+            ridden = "no" if boarding is None else (yield from _ride(held, boarding, config))
+            if ridden == "no":
                 failure = yield from _delete_marker(held, config)
             if failure is None:
-                observe.freed("etcd", held.known.keys.section_id, config.clock() - began, rode)
+                observe.freed("etcd", held.known.keys.section_id, config.clock() - began,
+                              rode=ridden == "rode")  # fmt: skip
     except GeneratorExit:
         raise
     except BaseException as e:  # the thread's own (KeyboardInterrupt, ...): delete it apart
@@ -123,41 +124,47 @@ def release(held: Held, config: Config, boarding: Boarding | None = None) -> Ste
 
 def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
     """Wait aboard the gate for a Txn of the process to delete ``held``'s marker (leading the
-    releases when the gate says so: :func:`_carry`); True once one did (its reply came).
-    False when no Txn took the ride within :data:`RIDE_WAIT`, when the Txn that took it ended
-    with its outcome unknown, or when its reply has not come within one call's time (the time
-    the release's own first try would have had): the caller then deletes the marker itself,
-    and a Txn that deletes it as well changes nothing. An exception that reaches the thread
-    here takes the ride off first."""
+    releases when the gate says so: :func:`_carry`). Returns ``"rode"`` when a Txn deleted
+    it (its reply came) that was another's or carried others' markers too; ``"alone"`` when
+    the release's own Txn deleted it with nothing else aboard (a write of its own, as without
+    riding); ``"no"`` when no Txn took the ride within :data:`RIDE_WAIT`, when the Txn that
+    took it ended with its outcome unknown, or when its reply has not come within one call's
+    time (the time the release's own first try would have had): the caller then deletes the
+    marker itself, and a Txn that deletes it as well changes nothing. An exception that
+    reaches the thread here takes the ride off first."""
     gate = boarding.gate
     ride = Ride(held.owner, boarding.wake)
     began = config.clock()
     taken_by = began + RIDE_WAIT
     landed_by = began + call_timeout(config.release_timeout, config.rpc_timeout, config.endpoints)
+    alone = False
     try:
         gate.board(ride)
         while ride.carried is None:
             if ride.lead:
-                yield from _carry(gate, ride, config)
+                alone = (yield from _carry(gate, ride, config)) == [ride]
                 boarding.rearm()  # before looking at carried again: no wake-up is missed
                 continue
             now = config.clock()
             if now >= taken_by and gate.alight(ride):
-                return False  # not taken in time
+                return "no"  # not taken in time
             if now >= landed_by:
-                return False  # taken, and no word yet
+                return "no"  # taken, and no word yet
             until = landed_by if ride.taken else taken_by
             yield WaitTurn(boarding.turn, until - now)
     except BaseException:
         gate.alight(ride)
         raise
-    return bool(ride.carried)
+    if not ride.carried:
+        return "no"
+    return "alone" if alone else "rode"
 
 
 def _carry(gate: Gate[Any], leader: Ride, config: Config) -> Steps:
     """``leader`` leads the releases: one Txn deletes the markers of the rides aboard (its own
     first, unless a swap took it already), and the lead passes on. A Txn that failed tells
-    its rides so: each then deletes its marker itself, with the deletion's own fail-over."""
+    its rides so: each then deletes its marker itself, with the deletion's own fail-over.
+    Returns the rides it took."""
     rides: list[Ride] = []
     carried = False
     try:
@@ -171,6 +178,7 @@ def _carry(gate: Gate[Any], leader: Ride, config: Config) -> Steps:
     finally:
         gate.landed(rides, carried)
         gate.done_carrying(leader)
+    return rides
 
 
 def expire(held: Held, config: Config) -> Steps:
