@@ -10,12 +10,20 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import grpc
 import pytest
 
 from lessor import Partition
 from lessor.etcd import core
 from lessor.etcd.gate import Waiter
-from lessor.etcd.ops import CleanUp, DeleteMarker, DeleteMarkers, WaitTurn
+from lessor.etcd.ops import (
+    CleanUp,
+    DeleteMarker,
+    DeleteMarkers,
+    RetireLease,
+    WaitTurn,
+)
+from lessor.etcd.transport import RetryableRpc
 from tests.support.driver import Proc, live_entries
 from tests.support.etcd_model import EtcdModel, FakeClock
 
@@ -104,4 +112,57 @@ def test_a_second_interrupt_at_a_rides_clean_up_leaves_the_marker_on_a_renewed_l
     assert m.seq not in seqs, (
         f"15 s on, a's released entry is still live on a lease renewed all along "
         f"(retired: {held.lease.retired})"
+    )
+
+
+@pytest.mark.parametrize("ride", [False, True], ids=["main's path (no ride)", "ride"])
+def test_a_release_to_a_hung_member_retires_its_lease_no_later_than_on_main(ride: bool) -> None:
+    """Schedule: a holds [0, 4) of s on the shared etcd lease; the member hangs every deletion
+    (it runs to its timeout, then fails as unknown); a releases, nobody else acquiring.
+
+    Main's path: the marker's ``DeleteMarker`` runs one call's time (``release_timeout``, 1 s
+    here, one endpoint), fails, and the lease is retired at once: from then on no renewal
+    keeps the marker alive, and the release is over within ``release_timeout`` (the README:
+    "the marker's delete tries one etcd member after another within ``release_timeout``").
+
+    With a ride: a leads the releases and sends its ``DeleteMarkers`` with a whole call's time
+    (``_carry``); it fails as unknown, and then ``_delete_marker`` starts over with a fresh
+    ``release_timeout``. The lease is retired a whole call later (2 s), so meanwhile renewals
+    for the process's other acquisitions keep a released marker alive twice as long, and the
+    release takes twice ``release_timeout``. (A ride taken by a swap that hangs waits the same
+    whole call, ``landed_by``, before ``_delete_marker`` starts over.)"""
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p = Proc("p", etcd, clock)
+    m = p.acquire("s", Partition(0, 4), 5.0)
+    assert m.grant is not None and isinstance(m.grant.handle, core.Held)
+    held = m.grant.handle
+    section = p.section("s")
+    handlers = section._handlers
+    saved = dict(handlers)
+    retired_at: list[float] = []
+
+    def hung(op: Any) -> Any:
+        clock.advance(op.timeout)
+        raise RetryableRpc("model", grpc.StatusCode.DEADLINE_EXCEEDED, "hung member (model)")
+
+    def retire(op: Any) -> Any:
+        retired_at.append(clock())
+        return saved[RetireLease](op)
+
+    for kind in (DeleteMarker, DeleteMarkers):
+        handlers[kind] = hung
+    handlers[RetireLease] = retire  # (GiveBack is answered: only the deletions hang)
+    began = clock()
+    try:
+        # The retired lease's last user revokes it on its way out, so this ends quietly.
+        section.drive(core.release(held, p.config, _boarding(p, "s") if ride else None))
+    finally:
+        handlers.clear()
+        handlers.update(saved)
+    took = clock() - began
+    assert retired_at, "the lease was never retired"
+    assert retired_at[0] - began <= p.config.release_timeout, (
+        f"the lease was retired {retired_at[0] - began:.2f}s after the release began "
+        f"(release_timeout {p.config.release_timeout}s); the release took {took:.2f}s"
     )
