@@ -166,3 +166,61 @@ def test_a_release_to_a_hung_member_retires_its_lease_no_later_than_on_main(ride
         f"the lease was retired {retired_at[0] - began:.2f}s after the release began "
         f"(release_timeout {p.config.release_timeout}s); the release took {took:.2f}s"
     )
+
+
+@pytest.mark.parametrize("ride", [False, True], ids=["main's path (no ride)", "ride"])
+def test_a_release_does_not_wait_for_an_acquisition_leader_that_sends_nothing(ride: bool) -> None:
+    """Schedule: a holds [0, 4) of s. Another acquisition b of the same process leads s's
+    gate but sends no Txn for a while: its attempt lost and it sleeps its back-off pause
+    (``lead``'s ``Wait``; under contention that is 16 % of S3's time), or it waits for ranges
+    another process holds, or on hot-both it defers to another process's turn. a releases.
+
+    Main's path: a's ``DeleteMarker`` goes at once; its ranges are free for every process
+    when the release begins (no time passes on the test's clock for a call).
+
+    With a ride: an acquisition leads, so a does not lead the releases; it waits aboard a
+    full ``RIDE_WAIT`` (10 ms) for a swap that is not coming, then spends its own write all
+    the same. Every release of the process made while its leader pauses frees its ranges
+    10 ms later than on main, and costs the same write. (The gate cannot tell a leader that
+    is about to swap from one that is pausing.)"""
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p = Proc("p", etcd, clock)
+    m = p.acquire("s", Partition(0, 4), 5.0)
+    assert m.grant is not None and isinstance(m.grant.handle, core.Held)
+    held = m.grant.handle
+    section = p.section("s")
+    handlers = section._handlers
+    saved = dict(handlers)
+    marker = held.known.keys.marker(held.lease.id, held.seq)
+    freed_at: list[float] = []
+
+    def wait_turn(op: Any) -> Any:  # nobody wakes the ride: its wait runs out
+        clock.advance(op.seconds)
+
+    def deleted(kind: type) -> Any:
+        def handler(op: Any) -> Any:
+            result = saved[kind](op)
+            if marker not in etcd.kvs and not freed_at:
+                freed_at.append(clock())
+            return result
+
+        return handler
+
+    handlers[WaitTurn] = wait_turn
+    handlers[DeleteMarker] = deleted(DeleteMarker)
+    handlers[DeleteMarkers] = deleted(DeleteMarkers)
+    b = Waiter(p.member(Partition(10, 11), 5.0), lambda: None)
+    assert section.gate.join(b)  # b leads, and is between two attempts
+    began = clock()
+    try:
+        section.drive(core.release(held, p.config, _boarding(p, "s") if ride else None))
+    finally:
+        handlers.clear()
+        handlers.update(saved)
+        section.gate.hand_over(b)
+    assert freed_at, "the marker was never deleted"
+    assert freed_at[0] - began == 0.0, (
+        f"a's ranges came free {1000 * (freed_at[0] - began):.0f} ms after its release began, "
+        f"waiting for a swap from a leader that sent none"
+    )
