@@ -224,3 +224,87 @@ def test_a_release_does_not_wait_for_an_acquisition_leader_that_sends_nothing(ri
         f"a's ranges came free {1000 * (freed_at[0] - began):.0f} ms after its release began, "
         f"waiting for a swap from a leader that sent none"
     )
+
+
+def test_a_ride_handed_the_lead_and_then_carried_by_a_swap_gives_the_lead_back() -> None:
+    """Schedule (threads; found by tests/core/test_fold_review_threads.py):
+
+    1. a and b hold [0, 4) and [4, 8) of s; acquisition w leads s's gate (between attempts);
+    2. a releases: an acquisition leads, so a's ride waits aboard (``WaitTurn``);
+    3. w is done and hands the lead over; no acquisition waits, so the gate makes a's ride
+       the leader of the releases (``_lead_releases``: ``ride.lead``, ``_releasing``) and
+       sets a's event;
+    4. before a's thread runs, acquisition c comes, leads, and its swap takes a's ride
+       (``take_rides``) and lands it: a's marker is deleted, ``carried`` is True;
+    5. a's thread wakes: ``while ride.carried is None`` is already false, so it leaves
+       ``_ride`` without looking at ``ride.lead``: it never calls ``done_carrying`` nor
+       ``alight``, and the gate's ``_releasing`` names it for ever;
+    6. b releases with nobody acquiring: ``_lead_releases`` sees a release "leading" and
+       makes nobody lead, so b waits its full ``RIDE_WAIT`` for a Txn that never comes,
+       then deletes its marker itself; so does every release on this gate from now on that
+       no swap takes within 10 ms (every release of a lone thread's acquire/release cycle,
+       S1's shape), for as long as the section's shell lives.
+
+    Expected: b's ranges come free when its release begins, as they would had a given the
+    lead back (and as on main)."""
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p = Proc("p", etcd, clock)
+    a = p.acquire("s", Partition(0, 4), 5.0)
+    b = p.acquire("s", Partition(4, 8), 5.0)
+    assert a.grant is not None and isinstance(a.grant.handle, core.Held)
+    assert b.grant is not None and isinstance(b.grant.handle, core.Held)
+    section = p.section("s")
+    gate = section.gate
+    w = Waiter(p.member(Partition(10, 11), 5.0), lambda: None)
+    assert gate.join(w)  # 1.
+    turn = threading.Event()
+    steps = core.release(a.grant.handle, p.config,
+                         core.Boarding(gate, turn, turn.set, turn.clear))  # fmt: skip
+    op = next(steps)  # 2.
+    assert isinstance(op, WaitTurn), op
+    gate.hand_over(w)  # 3.
+    assert turn.is_set(), "a's ride was not handed the lead"
+    c = p.acquire("s", Partition(20, 21), 5.0)  # 4.
+    assert c.grant is not None
+    a_marker = a.grant.handle.known.keys.marker(a.grant.handle.lease.id, a.grant.handle.seq)
+    assert a_marker not in etcd.kvs, "c's swap did not carry a's ride"
+    result: Any = None  # 5.: a's thread runs on
+    try:
+        while True:
+            op = steps.send(result)
+            result = section.perform(op)
+    except StopIteration:
+        pass
+    held = b.grant.handle  # 6.
+    marker = held.known.keys.marker(held.lease.id, held.seq)
+    handlers = section._handlers
+    saved = dict(handlers)
+    freed_at: list[float] = []
+
+    def wait_turn(op: Any) -> Any:  # nobody wakes the ride: its wait runs out
+        clock.advance(op.seconds)
+
+    def deleted(kind: type) -> Any:
+        def handler(op: Any) -> Any:
+            result = saved[kind](op)
+            if marker not in etcd.kvs and not freed_at:
+                freed_at.append(clock())
+            return result
+
+        return handler
+
+    handlers[WaitTurn] = wait_turn
+    handlers[DeleteMarker] = deleted(DeleteMarker)
+    handlers[DeleteMarkers] = deleted(DeleteMarkers)
+    began = clock()
+    try:
+        section.drive(core.release(held, p.config, _boarding(p, "s")))
+    finally:
+        handlers.clear()
+        handlers.update(saved)
+    assert freed_at, "b's marker was never deleted"
+    assert freed_at[0] - began == 0.0, (
+        f"b's ranges came free {1000 * (freed_at[0] - began):.0f} ms after its release "
+        f"began, nobody acquiring: the gate still thinks a's finished ride leads the releases"
+    )
