@@ -118,14 +118,17 @@ class RidingModel(AcquisitionModel):
         for p in self.processes:
             for sid, section in p.sections.items():
                 gate = section.gate
-                if not gate._aboard or gate.leading:
-                    continue
                 leading = gate._releasing
-                assert leading is not None, f"{p.name} {sid}: rides aboard, nobody leads them"
+                if leading is None:
+                    assert not gate._aboard or gate.leading, (
+                        f"{p.name} {sid}: rides aboard, nobody leads them"
+                    )
+                    continue
                 owners = [a for a in self.turns if a.released is not None
                           and a.released.held.owner == leading.owner]  # fmt: skip
                 assert owners and owners[0].steps is not None, (
-                    f"{p.name} {sid}: the ride leading the releases has no thread: {owners}"
+                    f"{p.name} {sid}: the ride leading the releases has no thread: "
+                    f"{[a.name for a in owners]}"
                 )
 
 

@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from lessor.etcd import core
 from lessor.etcd.calls import blocking
 from lessor.etcd.drive import drive
@@ -81,9 +79,11 @@ class World:
             raise AssertionError(op)
 
         try:
-            rode = blocking(drive(release_module._ride(FakeHeld(owner), boarding, config), perform))
+            ridden = blocking(
+                drive(release_module._ride(FakeHeld(owner), boarding, config), perform)
+            )
             with self.lock:
-                self.results[owner] = rode
+                self.results[owner] = ridden != "no"  # "rode" or "alone": a Txn deleted it
                 self.idle_waits[owner] = idle
         except BaseException as e:
             self.errors.append(e)
@@ -118,8 +118,7 @@ class World:
             self.errors.append(e)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_rides_under_threads_switching_every_microsecond(seed: int) -> None:
+def _run(seed: int) -> World:
     world = World(seed)
     config = core.Config(holder="t", rpc_timeout=1.0, release_timeout=1.0)
     old = sys.getswitchinterval()
@@ -138,13 +137,26 @@ def test_rides_under_threads_switching_every_microsecond(seed: int) -> None:
     finally:
         sys.setswitchinterval(old)
     assert not [t for t in threads if t.is_alive()], "a thread never ended"
-    assert world.errors == []
-    releases = [Owner(1, i) for i in range(120) if i % 3]
-    assert set(world.results) == set(releases)
-    lied = [o for o, rode in world.results.items() if rode and o not in world.deleted]
-    assert lied == [], f"rides that say carried, their marker never deleted: {lied}"
-    spinning = {o: n for o, n in world.idle_waits.items() if n > 2}
-    assert spinning == {}, f"rides that waited with their turn already set: {spinning}"
-    gate = world.gate
-    assert gate._aboard == [] and gate._releasing is None and not gate.leading
-    assert sum(world.results.values()) > 0, "no ride was ever carried: the test proves nothing"
+    return world
+
+
+def test_rides_under_threads_switching_every_microsecond() -> None:
+    """Up to 40 rounds of 80 releases and 40 acquisitions on one gate (on hot-fold at
+    fdd38a9 the first failure came within 5 rounds in every run tried)."""
+    for round in range(40):
+        world = _run(round)
+        assert world.errors == []
+        releases = [Owner(1, i) for i in range(120) if i % 3]
+        assert set(world.results) == set(releases)
+        lied = [o for o, rode in world.results.items() if rode and o not in world.deleted]
+        assert lied == [], f"rides that say carried, their marker never deleted: {lied}"
+        spinning = {o: n for o, n in world.idle_waits.items() if n > 2}
+        assert spinning == {}, f"rides that waited with their turn already set: {spinning}"
+        gate = world.gate
+        assert gate._aboard == [] and not gate.leading
+        assert gate._releasing is None, (
+            f"round {round}: every thread has ended, and the gate still has a leader of the "
+            f"releases: ride {gate._releasing.owner} (lead {gate._releasing.lead}, carried "
+            f"{gate._releasing.carried}): no release on this gate will lead again"
+        )
+        assert sum(world.results.values()) > 0, "no ride was ever carried: this proves nothing"
