@@ -1,4 +1,4 @@
-"""Adversarial review of "releases ride" (branch hot-fold): the acquisition model
+"""Releases ride (from an adversarial review, kept as a regression test): the acquisition model
 (tests/test_acquisition_model.py) with its releases riding the gate.
 
 On hot-fold the model still calls ``core.release`` without a

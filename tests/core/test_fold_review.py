@@ -1,4 +1,5 @@
-"""Adversarial review of "releases ride" (branch hot-fold): schedules that break an invariant.
+"""Releases ride (gate.py, core/release.py): the schedules an adversarial review found to break
+an invariant, kept as regression tests (each fixed since; each states its schedule).
 
 Each test states its schedule. They run the real core (``core.release`` with a
 :class:`~lessor.etcd.core.Boarding`, the real :class:`~lessor.etcd.gate.Gate`) against the
@@ -181,8 +182,11 @@ def test_a_release_does_not_wait_for_an_acquisition_leader_that_sends_nothing(ri
     With a ride: an acquisition leads, so a does not lead the releases; it waits aboard a
     full ``RIDE_WAIT`` (10 ms) for a swap that is not coming, then spends its own write all
     the same. Every release of the process made while its leader pauses frees its ranges
-    10 ms later than on main, and costs the same write. (The gate cannot tell a leader that
-    is about to swap from one that is pausing.)"""
+    10 ms later than on main, and costs the same write. (The gate could not tell a leader
+    that is about to swap from one that is pausing.)
+
+    Fixed: ``lead`` tells the gate before it pauses (``Gate.pausing``), and the releases
+    aboard then lead themselves."""
     clock = FakeClock()
     etcd = EtcdModel(clock)
     p = Proc("p", etcd, clock)
@@ -211,7 +215,8 @@ def test_a_release_does_not_wait_for_an_acquisition_leader_that_sends_nothing(ri
     handlers[DeleteMarker] = deleted(DeleteMarker)
     handlers[DeleteMarkers] = deleted(DeleteMarkers)
     b = Waiter(p.member(Partition(10, 11), 5.0), lambda: None)
-    assert section.gate.join(b)  # b leads, and is between two attempts
+    assert section.gate.join(b)  # b leads, and is between two attempts: it pauses
+    section.gate.pausing()  # as lead does before its back-off's or deferral's Wait
     began = clock()
     try:
         section.drive(core.release(held, p.config, _boarding(p, "s") if ride else None))
