@@ -163,7 +163,8 @@ class Gate(Generic[T]):
             self._aboard.append(ride)
             wakes = self._lead_releases()
         for wake in wakes:
-            wake()
+            if wake is not ride.wake:  # its own thread is here: it sees ride.lead
+                wake()
 
     def take_rides(self, limit: int) -> list[Ride]:
         """The first ``limit`` rides aboard, for the Txn the caller is about to send; it must
@@ -176,13 +177,15 @@ class Gate(Generic[T]):
             return rides
 
     @staticmethod
-    def landed(rides: Sequence[Ride], carried: bool) -> None:
+    def landed(rides: Sequence[Ride], carried: bool, sender: Ride | None = None) -> None:
         """The Txn that took ``rides`` is over: ``carried`` when its reply came (it deleted
         their markers), False when its outcome is unknown or it was refused whole. Each ride's
-        thread is woken."""
+        thread is woken, but the ``sender``'s (the release that sent the Txn: its thread is
+        the one telling)."""
         for ride in rides:
             ride.carried = carried
-            ride.wake()
+            if ride is not sender:
+                ride.wake()
 
     def pausing(self) -> None:
         """The acquisitions' leader is about to pause (back off, or defer to another process):

@@ -200,7 +200,7 @@ def _carry(gate: Gate[Any], leader: Ride, config: Config) -> Steps:
     except (RetryableRpc, LessorError):
         pass  # each ride deletes its marker itself
     finally:
-        gate.landed(rides, carried)
+        gate.landed(rides, carried, sender=leader)
         gate.done_carrying(leader)
     return rides
 
