@@ -1,18 +1,19 @@
 """Hooks for watching leases: what :mod:`lessor.metrics` (Prometheus) is built on.
 
 An :class:`Observer` is told of every acquisition, failure, release and — for backends that
-compare-and-swap — every attempt, every lost swap and every wait at a section's gate (what a
-breakdown of an acquisition's time needs: ``benchmarks/bench.py`` builds one). Observers are
+compare-and-swap — every attempt, every lost swap, every wait at a section's gate and when each
+release made its ranges free (what a breakdown of an acquisition's time needs:
+``benchmarks/bench.py`` builds one). Observers are
 process-wide (:func:`add_observer`); with none installed a lease pays one empty-tuple check per
 event.
 
 A backend reports an event by calling this module's function of the event's name —
 :func:`acquired`, :func:`acquire_failed`, :func:`released`, :func:`release_failed`,
-:func:`conflict`, :func:`attempt`, :func:`queued` — with the arguments of the :class:`Observer`
-method it calls on each observer. Each is an ordinary typed function, so a misspelled event or
-a wrong argument is a type error, not a silent no-op. (The base class
-:class:`~lessor.contract.Lessor` reports every event but ``conflict``, ``attempt`` and
-``queued`` itself; a backend reports only those.)
+:func:`conflict`, :func:`attempt`, :func:`queued`, :func:`freed` — with the arguments of the
+:class:`Observer` method it calls on each observer. Each is an ordinary typed function, so a
+misspelled event or a wrong argument is a type error, not a silent no-op. (The base class
+:class:`~lessor.contract.Lessor` reports every event but ``conflict``, ``attempt``,
+``queued`` and ``freed`` itself; a backend reports only those.)
 
 Observers run on the caller's thread, inside the lease's critical path: they must be quick and
 must not raise (an exception from an observer is logged and swallowed, so that watching a lease
