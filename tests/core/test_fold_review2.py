@@ -6,13 +6,20 @@ schedules run against the real :class:`~lessor.etcd.gate.Gate` and ``release.py`
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
+from lessor import Partition
 from lessor.etcd import core
 from lessor.etcd.gate import Gate, Waiter
 from lessor.etcd.keys import Owner
-from lessor.etcd.ops import DeleteMarkers, WaitTurn
+from lessor.etcd.ops import DeleteMarker, DeleteMarkers, WaitTurn
+from lessor.etcd.transport import RetryableRpc
+from tests.support.driver import Proc
+from tests.support.etcd_model import EtcdModel, FakeClock
 
 release_module = importlib.import_module("lessor.etcd.core.release")
 
@@ -90,4 +97,59 @@ def test_a_release_timeout_below_ride_wait_leaves_the_ride_aboard_and_hands_it_t
     assert left == [] and lead is None, (
         f"a's thread left its ride ({ridden!r}), and the gate still has it aboard: {left}; "
         f"leading the releases: {lead.owner if lead else None}"
+    )
+
+
+def test_a_ride_whose_txn_hangs_leaves_its_own_deletion_a_call_of_no_time() -> None:
+    """Schedule (one endpoint, ``rpc_timeout`` = ``release_timeout`` = 1 s, the driver's
+    config; the same with any ``rpc_timeout`` >= ``release_timeout``):
+
+    1. a holds [0, 4) of s and releases, nobody else acquiring: a leads the releases;
+    2. its ``DeleteMarkers`` hangs (the member runs it to its timeout, ``call_timeout`` of the
+       whole release timeout: 1 s), then fails as unknown: "failed";
+    3. ``_end_marker`` retires the lease and calls ``_delete_marker`` with ``give_up_at`` =
+       began + release_timeout, which is now: its one try is a ``DeleteMarker`` with a
+       timeout of 0 s, which gRPC fails at once with DEADLINE_EXCEEDED without sending it;
+       the tries end, and the error ``release`` raises (when the lease is not revoked with
+       it) names that doomed call, not the ride's Txn that hung.
+
+    So after a ride's Txn that hung, the release never really tries on its own, whatever the
+    other members: with two endpoints the ride's Txn gets half the time and one real try is
+    left; with one, none. Fix idea: ``_delete_marker`` skips a try with less than
+    MIN_CALL_TIME left (and returns the ride's own failure, which ``_ride`` would then have to
+    return instead of "failed"), or the ride's wait (``landed_by``, the ``_carry`` Txn's
+    timeout) is the *first try* of ``call_timeout``'s fail-over and the own deletion the
+    second (halve it like ``call_timeout`` does with several endpoints)."""
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p = Proc("p", etcd, clock)
+    m = p.acquire("s", Partition(0, 4), 5.0)
+    assert m.grant is not None and isinstance(m.grant.handle, core.Held)
+    held = m.grant.handle
+    section = p.section("s")
+    handlers = section._handlers
+    saved = dict(handlers)
+    tries: list[float] = []
+
+    def hung(op: Any) -> Any:
+        clock.advance(op.timeout)
+        raise RetryableRpc("model", grpc.StatusCode.DEADLINE_EXCEEDED, "hung member (model)")
+
+    def own(op: Any) -> Any:
+        tries.append(op.timeout)
+        return saved[DeleteMarker](op)
+
+    handlers[DeleteMarkers] = hung
+    handlers[DeleteMarker] = own
+    turn = threading.Event()
+    try:
+        section.drive(
+            core.release(held, p.config, core.Boarding(section.gate, turn, turn.set, turn.clear))
+        )
+    finally:
+        handlers.clear()
+        handlers.update(saved)
+    assert tries and min(tries) > 0, (
+        f"after the ride's Txn hung, the release's own deletions had timeouts {tries}: "
+        "a call of 0 s fails at once, unsent"
     )
