@@ -14,7 +14,7 @@ import grpc
 
 from lessor import Partition
 from lessor.etcd import core
-from lessor.etcd.gate import Gate, Waiter
+from lessor.etcd.gate import Gate, Ride, Waiter
 from lessor.etcd.keys import Owner
 from lessor.etcd.ops import DeleteMarker, DeleteMarkers, WaitTurn
 from lessor.etcd.transport import RetryableRpc
@@ -152,4 +152,40 @@ def test_a_ride_whose_txn_hangs_leaves_its_own_deletion_a_call_of_no_time() -> N
     assert tries and min(tries) > 0, (
         f"after the ride's Txn hung, the release's own deletions had timeouts {tries}: "
         "a call of 0 s fails at once, unsent"
+    )
+
+
+def test_a_leader_interrupted_in_its_pause_leaves_the_gate_pausing_for_the_next() -> None:
+    """Schedule (gate only; ``lead``'s own calls, in its order):
+
+    1. acquisition A leads s's gate; acquisition B queues during A's attempt;
+    2. A's attempt lost: ``lead`` calls ``gate.pausing()`` and yields its ``Wait``;
+    3. an exception reaches A's thread in the ``Wait`` (its context cancelled, a Ctrl-C, or the
+       generator closed: GeneratorExit): ``gate.resumed()`` is skipped, and ``lead``'s
+       ``finally`` hands the lead to B (``hand_over``), which leaves ``_pausing`` set (only
+       the lead's end with nobody queued resets it);
+    4. B leads and sends swaps, not pausing; release a boards.
+
+    a is made leader of the releases at once and sends its own Txn of deletions beside B's
+    next swap, which would have carried it: the gate believes B pauses until B itself
+    pauses and resumes. Harmless to correctness (the two Txns take disjoint rides) but the
+    riding is lost for as long as B leads without pausing. Fix idea: ``_pass_lead`` resets
+    ``_pausing`` whenever the lead passes (the new leader has not paused), or ``lead`` calls
+    ``gate.resumed()`` in a ``finally`` around its ``Wait``."""
+    gate: Gate[Item] = Gate(lambda item: item.settled)
+    a_waiter = Waiter(Item(), lambda: None)
+    b_waiter = Waiter(Item(), lambda: None)
+    assert gate.join(a_waiter)
+    batch = gate.take(32)
+    assert not gate.join(b_waiter)  # during A's attempt
+    gate.finish(batch)  # lost: A is not settled and goes back to the front
+    gate.pausing()
+    # The Wait raises: no resumed(); lead's finally hands over.
+    gate.hand_over(a_waiter)
+    assert b_waiter.lead and gate.leading
+    ride = Ride(Owner(1, 1), lambda: None)
+    gate.board(ride)
+    assert not ride.lead, (
+        "B leads and has not paused, yet the gate made release a lead the releases: "
+        "A's pause outlived A's lead"
     )
