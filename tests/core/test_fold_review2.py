@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import pytest
 
 from lessor import Partition
 from lessor.etcd import core
 from lessor.etcd.gate import Gate, Ride, Waiter
 from lessor.etcd.keys import Owner
-from lessor.etcd.ops import DeleteMarker, DeleteMarkers, WaitTurn
+from lessor.etcd.ops import CleanUp, DeleteMarker, DeleteMarkers, RetireLease, WaitTurn
 from lessor.etcd.transport import RetryableRpc
-from tests.support.driver import Proc
+from tests.support.driver import Proc, live_entries
 from tests.support.etcd_model import EtcdModel, FakeClock
 
 release_module = importlib.import_module("lessor.etcd.core.release")
@@ -188,4 +189,73 @@ def test_a_leader_interrupted_in_its_pause_leaves_the_gate_pausing_for_the_next(
     assert not ride.lead, (
         "B leads and has not paused, yet the gate made release a lead the releases: "
         "A's pause outlived A's lead"
+    )
+
+
+class Interrupt(BaseException):
+    """Stands for a KeyboardInterrupt (a signal handler's exception) reaching the thread."""
+
+
+@pytest.mark.parametrize("ride", [False, True], ids=["main's path (no ride)", "ride"])
+def test_a_second_interrupt_after_one_at_the_retirement_leaves_the_lease_unretired(
+    ride: bool,
+) -> None:
+    """Schedule (review 1's double Ctrl-C, one step later):
+
+    1. a holds [0, 4) of s on the shared etcd lease and releases, nobody else acquiring;
+    2. its deletion fails as unknown (UNAVAILABLE): with a ride, a's ``DeleteMarkers`` as
+       leader of the releases ("failed"); on main's path, its ``DeleteMarker``;
+    3. the first interrupt reaches a's thread at the ``RetireLease`` yielded for it (in
+       ``_end_marker``; on main's path in ``_delete_marker``), before the shell starts it:
+       the lease's ``retired`` flag is never set;
+    4. ``release`` yields its ``CleanUp`` and the second interrupt arrives before it starts;
+    5. the process goes on acquiring another section for 15 s, renewing its shared lease.
+
+    The marker may still be there (the deletion's outcome was unknown; here it never
+    happened), and nothing retired the lease: renewals keep a's released ranges held.
+    Both cases fail: the window is main's own (``_delete_marker``'s ``RetireLease`` yield),
+    and fix (2) of review 1 copied it into ``_end_marker``. Fix idea: set
+    ``held.lease.retired = True`` directly before yielding ``RetireLease``
+    (as ``_ride``'s and ``_delete_marker``'s exception paths do), in both places."""
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p = Proc("p", etcd, clock)
+    m = p.acquire("s", Partition(0, 4), 5.0)
+    assert m.grant is not None and isinstance(m.grant.handle, core.Held)
+    held = m.grant.handle
+    section = p.section("s")
+    handlers = section._handlers
+    saved = dict(handlers)
+    fired: list[type] = []
+
+    def unavailable(op: Any) -> Any:
+        fired.append(type(op))
+        raise RetryableRpc("model", grpc.StatusCode.UNAVAILABLE, "member down (model)")
+
+    def interrupt(op: Any) -> Any:
+        fired.append(type(op))
+        raise Interrupt()
+
+    handlers[DeleteMarkers if ride else DeleteMarker] = unavailable
+    handlers[RetireLease] = interrupt
+    handlers[CleanUp] = interrupt
+    turn = threading.Event()
+    boarding = core.Boarding(section.gate, turn, turn.set, turn.clear) if ride else None
+    try:
+        with pytest.raises(Interrupt):
+            section.drive(core.release(held, p.config, boarding))
+    finally:
+        handlers.clear()
+        handlers.update(saved)
+    assert fired[-2:] == [RetireLease, CleanUp], fired
+    for i in range(15):  # past a's deadline (5 s) and the lease's TTL
+        clock.advance(1.0)
+        etcd.expire()
+        other = p.acquire("other", Partition(100 + i, 101 + i), 5.0)
+        assert other.grant is not None and isinstance(other.grant.handle, core.Held)
+        p.run("other", core.release(other.grant.handle, p.config))
+    seqs = [e.seq for e in live_entries(etcd, "s")]
+    assert m.seq not in seqs, (
+        f"15 s on, a's released entry is still live on a lease renewed all along "
+        f"(retired: {held.lease.retired})"
     )
