@@ -259,3 +259,40 @@ def test_a_second_interrupt_after_one_at_the_retirement_leaves_the_lease_unretir
         f"15 s on, a's released entry is still live on a lease renewed all along "
         f"(retired: {held.lease.retired})"
     )
+
+
+@dataclass
+class FakeLease:
+    retired: bool = False
+
+
+@dataclass(frozen=True)
+class LeasedHeld:
+    owner: Owner
+    lease: FakeLease
+
+
+def test_an_interrupted_leader_of_the_releases_passes_the_lead_once() -> None:
+    """Holds. Schedule: a boards with nobody leading and leads the releases: its
+    ``DeleteMarkers`` carries its own marker; b boards meanwhile; the interrupt is thrown into
+    a's Txn. ``_carry``'s ``finally`` tells a's ride it failed and passes the lead to b;
+    ``_ride``'s ``alight`` and its ``finally`` (``done_carrying`` when still leading) find a
+    leading no more: b is woken once, the only leader of the releases, and a's lease is
+    retired (a Txn of unknown outcome)."""
+    gate: Gate[Item] = Gate(lambda item: item.settled)
+    woken: list[str] = []
+    config = core.Config(holder="t", rpc_timeout=1.0, release_timeout=1.0, clock=Clock())
+    held = LeasedHeld(Owner(1, 1), FakeLease())
+    a = release_module._ride(
+        held, core.Boarding(gate, None, lambda: woken.append("a"), lambda: None), config
+    )
+    op = next(a)  # a boards, leads, and sends its DeleteMarkers at once
+    assert isinstance(op, DeleteMarkers) and op.owners == (Owner(1, 1),)
+    b = Ride(Owner(1, 2), lambda: woken.append("b"))
+    gate.board(b)
+    assert not b.lead  # a leads the releases
+    with pytest.raises(Interrupt):
+        a.throw(Interrupt())
+    assert gate._releasing is b and b.lead and woken.count("b") == 1, woken
+    assert held.lease.retired
+    assert gate._aboard == [b]
