@@ -160,3 +160,94 @@ def test_rides_under_threads_switching_every_microsecond() -> None:
             f"{gate._releasing.carried}): no release on this gate will lead again"
         )
         assert sum(world.results.values()) > 0, "no ride was ever carried: this proves nothing"
+
+
+class PausingWorld(World):
+    """As :class:`World`, and the acquisition leader pauses between its attempts as ``lead``
+    does (``gate.pausing()``, a wait, ``gate.resumed()``); one pause in four is cut short by
+    an exception (``resumed`` skipped, the lead handed over). Every Txn's rides are recorded,
+    failed or not, to find a ride taken twice."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.txns: list[tuple[Owner, ...]] = []
+
+    def txn(self, owners: Iterator[Owner] | tuple[Owner, ...]) -> None:
+        owners = tuple(owners)
+        with self.lock:
+            self.txns.append(owners)
+        super().txn(owners)
+
+    def acquire(self) -> None:
+        item = Item()
+        turn = threading.Event()
+        waiter = Waiter(item, turn.set)
+        try:
+            if not self.gate.join(waiter):
+                while not (waiter.lead or item.settled):
+                    turn.wait(1.0)
+                    turn.clear()
+                if item.settled:
+                    return
+            try:
+                for _ in range(self.rng.randrange(1, 4)):
+                    batch = self.gate.take(32)
+                    rides = self.gate.take_rides(MAX_RIDES)
+                    carried = False
+                    try:
+                        self.txn(tuple(r.owner for r in rides))
+                        carried = True
+                    except RetryableRpc:
+                        pass
+                    finally:
+                        self.gate.landed(rides, carried)
+                    self.gate.finish(batch)
+                    self.gate.pausing()
+                    time.sleep(0)
+                    with self.lock:
+                        cut = self.rng.random() < 0.25
+                    if cut:
+                        break  # the Wait raised: no resumed()
+                    self.gate.resumed()
+                item.settled = True
+            finally:
+                self.gate.hand_over(waiter)
+        except BaseException as e:
+            self.errors.append(e)
+
+
+def test_rides_beside_a_pausing_leader_are_taken_once_and_none_is_stranded() -> None:
+    """Up to 20 rounds of 80 releases and 40 acquisitions whose leaders pause between
+    attempts (releases lead themselves meanwhile, beside the leader's swaps)."""
+    for round in range(20):
+        world = PausingWorld(1000 + round)
+        config = core.Config(holder="t", rpc_timeout=1.0, release_timeout=1.0)
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        threads = []
+        try:
+            for i in range(120):
+                if i % 3 == 0:
+                    t = threading.Thread(target=world.acquire)
+                else:
+                    t = threading.Thread(target=world.release, args=(Owner(1, i), config))
+                threads.append(t)
+                t.start()
+            for t in threads:
+                t.join(30)
+        finally:
+            sys.setswitchinterval(old)
+        assert not [t for t in threads if t.is_alive()], "a thread never ended"
+        assert world.errors == []
+        taken: dict[Owner, int] = {}
+        for owners in world.txns:
+            for o in owners:
+                taken[o] = taken.get(o, 0) + 1
+        twice = {o: n for o, n in taken.items() if n > 1}
+        assert twice == {}, f"round {round}: rides taken by more than one Txn: {twice}"
+        lied = [o for o, rode in world.results.items() if rode and o not in world.deleted]
+        assert lied == []
+        gate = world.gate
+        assert gate._aboard == [] and not gate.leading and gate._releasing is None
+        assert not gate._pausing
+        assert sum(world.results.values()) > 0
