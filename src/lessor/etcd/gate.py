@@ -279,12 +279,12 @@ class Gate(Generic[T]):
         any. Under the lock."""
         if not waiter.lead:
             return []
-        waiter.lead = False
+        waiter.lead = self._pausing = False  # a pause was the old leader's
         if self._queue:
             first = self._queue[0]
             first.lead = True
             return [first.wake]
-        self._leading = self._pausing = False
+        self._leading = False
         return self._lead_releases()
 
     def _lead_releases(self, but: Ride | None = None) -> list[Callable[[], object]]:

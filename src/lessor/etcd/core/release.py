@@ -125,6 +125,7 @@ def _end_marker(held: Held, boarding: Boarding | None, config: Config, began: fl
     ridden = "no" if boarding is None else (yield from _ride(held, boarding, config))
     failure = None
     if ridden == "failed":  # as a failed try of its own: no renewal may keep the marker now
+        held.lease.retired = True  # at once, in case the op never runs (a second exception)
         yield RetireLease(held.lease, config.release_timeout)
     if ridden in ("no", "failed"):
         failure = yield from _delete_marker(held, config, began + config.release_timeout,
@@ -141,9 +142,9 @@ def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
     it (its reply came) that was another's or carried others' markers too; ``"alone"`` when
     the release's own Txn deleted it with nothing else aboard (a write of its own, as without
     riding); ``"no"`` when no Txn took the ride within :data:`RIDE_WAIT`; ``"failed"`` when
-    the Txn that took it ended with its outcome unknown, or its reply has not come within one
-    call's time (the time the release's own first try would have had), which counts as a
-    failed try of the release's own. After "no" and "failed" the caller deletes the marker
+    the Txn that took it ended with its outcome unknown, or its reply has not come within
+    half the release timeout (at most one call's time), which counts as a failed first try of
+    the release's own. After "no" and "failed" the caller deletes the marker
     itself (a Txn that deletes it as well changes nothing).
 
     An exception that reaches the thread here takes the ride off, and, unless a Txn is known
@@ -155,19 +156,22 @@ def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
     ride = Ride(held.owner, boarding.wake)
     began = config.clock()
     taken_by = began + RIDE_WAIT
-    landed_by = began + call_timeout(config.release_timeout, config.rpc_timeout, config.endpoints)
+    # The ride is the release's first try: it may take half the release timeout, so that
+    # the deletion of its own, if it comes to that, has the other half.
+    landed_by = max(taken_by, began + _ride_time(config))
     alone = False
     try:
         gate.board(ride)
         while ride.carried is None:
             if ride.lead:
-                alone = (yield from _carry(gate, ride, config)) == [ride]
+                timeout = max(MIN_CALL_TIME, min(_ride_time(config), landed_by - config.clock()))
+                alone = (yield from _carry(gate, ride, timeout)) == [ride]
                 boarding.rearm()  # before looking at carried again: no wake-up is missed
                 continue
             now = config.clock()
             if now >= taken_by and gate.alight(ride):
                 return "no"  # not taken in time
-            if now >= landed_by:
+            if ride.taken and now >= landed_by:
                 return "failed"  # taken, and no word yet
             until = landed_by if ride.taken else taken_by
             yield WaitTurn(boarding.turn, until - now)
@@ -184,7 +188,12 @@ def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
     return "alone" if alone else "rode"
 
 
-def _carry(gate: Gate[Any], leader: Ride, config: Config) -> Steps:
+def _ride_time(config: Config) -> float:
+    """The longest a ride waits for its Txn's reply, or a release's Txn of deletions takes."""
+    return min(config.rpc_timeout, config.release_timeout / 2)
+
+
+def _carry(gate: Gate[Any], leader: Ride, timeout: float) -> Steps:
     """``leader`` leads the releases: one Txn deletes the markers of the rides aboard (its own
     first, unless a swap took it already), and the lead passes on. A Txn that failed tells
     its rides so: each then deletes its marker itself, with the deletion's own fail-over.
@@ -194,7 +203,6 @@ def _carry(gate: Gate[Any], leader: Ride, config: Config) -> Steps:
     try:
         rides = gate.take_rides(MAX_RIDES)
         if rides:
-            timeout = call_timeout(config.release_timeout, config.rpc_timeout, config.endpoints)
             yield DeleteMarkers(tuple(r.owner for r in rides), timeout)
             carried = True
     except (RetryableRpc, LessorError):
@@ -254,6 +262,7 @@ def _delete_marker(
             raise
         if not retired:
             retired = True
+            held.lease.retired = True  # at once, in case the op never runs (a second exception)
             yield RetireLease(held.lease, config.release_timeout)
         if isinstance(failure, LessorError) or config.clock() + pause + MIN_CALL_TIME > give_up_at:
             return failure
