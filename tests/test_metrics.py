@@ -64,11 +64,12 @@ def test_enable_is_idempotent_and_disable_stops_counting() -> None:
 
 def test_the_observer_overrides_only_observer_events() -> None:
     """A misspelled event method would be a new method nobody calls: every public method of
-    PrometheusObserver is one of Observer's. (It exports no metric of each attempt or of the
-    wait at a gate, ``attempt`` and ``queued``: those feed the benchmark's breakdown.)"""
+    PrometheusObserver is one of Observer's. (It exports no metric of each attempt, of the
+    wait at a gate, or of when a release freed its ranges, ``attempt``, ``queued`` and
+    ``freed``: those feed the benchmark's breakdown.)"""
     from lessor.observe import Observer  # noqa: PLC0415
 
     own = {n for n, m in vars(PrometheusObserver).items() if callable(m) and n[0] != "_"}
     events = {n for n, m in vars(Observer).items() if callable(m) and n[0] != "_"}
     assert own <= events
-    assert events - own == {"attempt", "queued"}
+    assert events - own == {"attempt", "freed", "queued"}

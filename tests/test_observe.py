@@ -114,6 +114,7 @@ def test_each_observer_method_is_reached_through_its_typed_function() -> None:
         "acquired",
         "attempt",
         "conflict",
+        "freed",
         "queued",
         "release_failed",
         "released",
@@ -127,6 +128,7 @@ def test_each_observer_method_is_reached_through_its_typed_function() -> None:
         "release_failed": ("b", "s", error),
         "conflict": ("b", "s"),
         "queued": ("b", "s", 0.125, False),
+        "freed": ("b", "s", 0.003, True),
     }
     keywords: dict[str, dict[str, object]] = {
         "attempt": {"members": 3, "outcome": "lost", "seconds": 0.002, "pause": 0.001},

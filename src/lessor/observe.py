@@ -1,18 +1,19 @@
 """Hooks for watching leases: what :mod:`lessor.metrics` (Prometheus) is built on.
 
 An :class:`Observer` is told of every acquisition, failure, release and — for backends that
-compare-and-swap — every attempt, every lost swap and every wait at a section's gate (what a
-breakdown of an acquisition's time needs: ``benchmarks/bench.py`` builds one). Observers are
+compare-and-swap — every attempt, every lost swap, every wait at a section's gate and when each
+release made its ranges free (what a breakdown of an acquisition's time needs:
+``benchmarks/bench.py`` builds one). Observers are
 process-wide (:func:`add_observer`); with none installed a lease pays one empty-tuple check per
 event.
 
 A backend reports an event by calling this module's function of the event's name —
 :func:`acquired`, :func:`acquire_failed`, :func:`released`, :func:`release_failed`,
-:func:`conflict`, :func:`attempt`, :func:`queued` — with the arguments of the :class:`Observer`
-method it calls on each observer. Each is an ordinary typed function, so a misspelled event or
-a wrong argument is a type error, not a silent no-op. (The base class
-:class:`~lessor.contract.Lessor` reports every event but ``conflict``, ``attempt`` and
-``queued`` itself; a backend reports only those.)
+:func:`conflict`, :func:`attempt`, :func:`queued`, :func:`freed` — with the arguments of the
+:class:`Observer` method it calls on each observer. Each is an ordinary typed function, so a
+misspelled event or a wrong argument is a type error, not a silent no-op. (The base class
+:class:`~lessor.contract.Lessor` reports every event but ``conflict``, ``attempt``,
+``queued`` and ``freed`` itself; a backend reports only those.)
 
 Observers run on the caller's thread, inside the lease's critical path: they must be quick and
 must not raise (an exception from an observer is logged and swallowed, so that watching a lease
@@ -72,6 +73,11 @@ class Observer:
 
     def release_failed(self, backend: str, section_id: str, error: BaseException) -> None:
         """Giving a lease back failed; the lease ends by itself at its expiry."""
+
+    def freed(self, backend: str, section_id: str, seconds: float, rode: bool) -> None:
+        """A release of a compare-and-swap backend made its ranges free for every process:
+        ``seconds`` from the release's start until the backend confirmed it. ``rode``: the
+        process's next compare-and-swap of the section did it, not a write of its own."""
 
     def conflict(self, backend: str, section_id: str) -> None:
         """A compare-and-swap lost to another writer and is retried."""
@@ -172,6 +178,15 @@ def release_failed(backend: str, section_id: str, error: BaseException) -> None:
             observer.release_failed(backend, section_id, error)
         except Exception:
             _failed(observer, "release_failed")
+
+
+def freed(backend: str, section_id: str, seconds: float, rode: bool) -> None:
+    """Tell every observer :meth:`Observer.freed`."""
+    for observer in _observers:
+        try:
+            observer.freed(backend, section_id, seconds, rode)
+        except Exception:
+            _failed(observer, "freed")
 
 
 def conflict(backend: str, section_id: str) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "Check",
     "CleanUp",
     "DeleteMarker",
+    "DeleteMarkers",
     "GiveBack",
     "Op",
     "Read",
@@ -58,7 +59,8 @@ class Check:
 @dataclass(frozen=True, slots=True)
 class Swap:
     """Write ``ours`` beside ``live`` if ``snapshot`` and ``relied`` still hold, deleting the
-    markers of ``drop``. Result: ``(state written or state now, written)``."""
+    markers of ``drop``; delete the markers of ``released`` either way (releases riding the
+    swap: ``gate.py``). Result: ``(state written or state now, written)``."""
 
     snapshot: Snapshot
     live: Sequence[section.Entry]
@@ -66,6 +68,7 @@ class Swap:
     ours: Sequence[section.Entry]
     drop: Sequence[Owner]
     timeout: float
+    released: Sequence[Owner] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,14 @@ class DeleteMarker:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteMarkers:
+    """Delete the holder markers of ``owners`` in one Txn (releases riding it: ``gate.py``)."""
+
+    owners: tuple[Owner, ...]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class Tombstone:
     """Make sure ``owner`` holds nothing, whether or not its swap committed (``state.py``)."""
 
@@ -153,6 +164,7 @@ Op = (
     | GiveBack
     | RetireLease
     | DeleteMarker
+    | DeleteMarkers
     | Tombstone
     | Track
     | Wait

@@ -74,10 +74,12 @@ class SectionTxns:
         timeout: float,
         *,
         drop: Sequence[Owner] = (),
+        released: Sequence[Owner] = (),
     ) -> Calls[tuple[Snapshot, bool]]:
         """Write the entries ``ours`` beside the ``live`` entries of ``snapshot``, with a marker
         for each, if what ``relied`` on holds, deleting the markers of the entries in ``drop``
-        (left out of ``live``).
+        (left out of ``live``). Delete the markers of ``released`` (this process's releases,
+        left out of ``live`` too) in either branch.
 
         Returns the state written (its revision is the token of every entry in ``ours``) or
         the fresh state.
@@ -85,6 +87,10 @@ class SectionTxns:
         rpc = self._rpc
         entries = (*live, *ours)
         markers = [self.keys.marker(e.lease, e.seq) for e in ours]
+        # Releases riding this swap (gate.py) are deleted whether it wins or loses: a lost swap
+        # is a raft write all the same, so they cost etcd no write of their own. The deletions
+        # come before the reads in both branches, so the state returned is the state after them.
+        releases = [self._delete(o) for o in released]
         success = [
             rpc.RequestOp(
                 request_put=rpc.PutRequest(key=self.keys.value, value=section.encode(entries))
@@ -95,10 +101,8 @@ class SectionTxns:
                 )
                 for marker, e in zip(markers, ours, strict=True)
             ),
-            *(
-                rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.keys.marker(*o)))
-                for o in drop
-            ),
+            *(self._delete(o) for o in drop),
+            *releases,
             self._state[1],  # every marker, after the writes: the state written is all fresh
         ]
         # Our markers must not exist yet: an abandoned acquisition leaves a tombstone there
@@ -108,10 +112,10 @@ class SectionTxns:
             for marker in markers
         ]
         compares = [*self._compares(snapshot, relied), *fresh]
-        response = yield self._txn(compares, success, self._state, timeout)
+        response = yield self._txn(compares, success, [*releases, *self._state], timeout)
         revision = response.header.revision
         if not response.succeeded:
-            return self._parse(revision, response.responses), False
+            return self._parse(revision, response.responses[len(releases) :]), False
         return Snapshot(revision, revision, entries, self._markers(response.responses[-1])), True
 
     def abandon(self, lease: int, seq: int, timeout: float) -> Calls[None]:
@@ -142,6 +146,16 @@ class SectionTxns:
         request = self._rpc.DeleteRangeRequest(key=self.keys.marker(lease, seq))
         yield Unary("kv", "DeleteRange", request, timeout, f"{self._what}: releasing")
 
+    def delete_markers(self, owners: Sequence[Owner], timeout: float) -> Calls[None]:
+        """Delete the markers of ``owners``: releases that ride one Txn (``gate.py``), one raft
+        write for all (a lone one is a plain delete, cheaper for etcd than a Txn). No compare:
+        a marker already gone (expired, or deleted by a Txn whose reply was lost) is simply
+        not there to delete."""
+        if len(owners) == 1:
+            yield from self.delete_marker(*owners[0], timeout)
+            return
+        yield self._txn([], [self._delete(o) for o in owners], [], timeout)
+
     # -- building and parsing ----------------------------------------------------------------
 
     def _txn(
@@ -149,6 +163,12 @@ class SectionTxns:
     ) -> Unary:
         request = self._rpc.TxnRequest(compare=compare, success=success, failure=failure)
         return Unary("kv", "Txn", request, timeout, self._what)
+
+    def _delete(self, owner: Owner) -> Any:
+        rpc = self._rpc
+        return rpc.RequestOp(
+            request_delete_range=rpc.DeleteRangeRequest(key=self.keys.marker(*owner))
+        )
 
     def _state_ops(self) -> list[Any]:
         rpc, keys = self._rpc, self.keys

@@ -50,7 +50,7 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             batch = gate.take(MAX_GROUP)
             began = config.clock()
             try:
-                failed = yield from group_commit(known, [w.item for w in batch], config)
+                failed = yield from group_commit(known, [w.item for w in batch], config, gate)
                 departed = gate.finish(batch)
                 ended = config.clock()
             except GeneratorExit:  # closed unfinished: no more calls can be made
@@ -78,7 +78,10 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
                 expired = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring a lease")
                 yield from fail(known, m, failed if failed is not None else expired, config)
                 return
+            if pause > 0:
+                gate.pausing()  # the releases aboard need not wait for this leader's next swap
             yield Wait(pause, m.ctx)
+            gate.resumed()
     finally:
         gate.hand_over(me)
 
