@@ -9,8 +9,8 @@ acquisition would otherwise keep the marker alive past the deadline).
 A release *rides* (``gate.py``): the next Txn the process sends on the section deletes its
 marker, be it an acquisition's compare-and-swap (in either branch) or one Txn of deletions
 for every release aboard, sent by the first of them. It waits at most :data:`RIDE_WAIT` to be
-taken, and one call's time for the reply; else, and when the Txn's outcome is unknown, it
-deletes the marker itself (:func:`_ride`).
+taken, and half the release timeout (at most one call's time) for the reply; else, and when
+the Txn's outcome is unknown, it deletes the marker itself (:func:`_ride`).
 
 The deletion fails over across etcd's members within the release timeout
 (:func:`_delete_marker`). Its first failure retires the etcd lease, so that if every try
@@ -144,8 +144,8 @@ def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
     riding); ``"no"`` when no Txn took the ride within :data:`RIDE_WAIT`; ``"failed"`` when
     the Txn that took it ended with its outcome unknown, or its reply has not come within
     half the release timeout (at most one call's time), which counts as a failed first try of
-    the release's own. After "no" and "failed" the caller deletes the marker
-    itself (a Txn that deletes it as well changes nothing).
+    the release's own. After "no" and "failed" the caller deletes the marker itself (a Txn
+    that deletes it as well changes nothing).
 
     An exception that reaches the thread here takes the ride off, and, unless a Txn is known
     to have deleted the marker, retires the etcd lease at once, as a failed deletion does
