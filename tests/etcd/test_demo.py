@@ -96,7 +96,10 @@ def recovery(fault: str, out: str) -> tuple[float, float]:
 @pytest.mark.slow
 def test_ctrl_c_stops_every_process_and_removes_every_file(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "lessor", "demo", "--rows", "5000", "--seconds", "30"],
+        # A test run started in the background by a shell without job control ignores SIGINT,
+        # and a child inherits that (Python then installs no handler): the demo would never
+        # see the Ctrl-C. The demo runs as `python -m lessor` does, with Python's own handler.
+        [sys.executable, "-c", SIGINT_RESTORED, "demo", "--rows", "5000", "--seconds", "30"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -128,6 +131,12 @@ def test_ctrl_c_stops_every_process_and_removes_every_file(tmp_path: Path) -> No
     assert process.stderr is not None
     assert "interrupted" in process.stderr.read()
     assert_cleaned_up(tmp_path)
+
+
+SIGINT_RESTORED = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'lessor'; runpy.run_module('lessor', run_name='__main__')"
+)
 
 
 def free_port() -> int:
