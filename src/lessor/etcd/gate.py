@@ -30,10 +30,9 @@ branch (a lost swap is a write all the same), or, when no acquisition leads, one
 deletions that a release sends for all aboard, itself first: that release *leads the
 releases* (:meth:`board` says so, or the gate hands it the lead when the acquisitions' lead
 ends or pauses (:meth:`pausing`), or the release Txn before it is done:
-:meth:`done_carrying`). A Txn takes the rides with
-:meth:`take_rides` and tells them how it ended with :meth:`landed`. A ride whose Txn's outcome
-is unknown, or that leaves (:meth:`alight`: its time is up, or an exception reached it),
-deletes its marker itself.
+:meth:`done_carrying`). A Txn takes the rides with :meth:`take_rides` and tells them how it
+ended with :meth:`landed`. A ride whose Txn's outcome is unknown, or that leaves
+(:meth:`alight`: its time is up, or an exception reached it), deletes its marker itself.
 """
 
 from __future__ import annotations

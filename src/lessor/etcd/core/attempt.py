@@ -81,9 +81,7 @@ class Stale(Conflict):
     """The state at hand predates the acquisition and cannot settle it: read it again."""
 
 
-def group_commit(
-    known: Known, members: Sequence[Member], config: Config, rides: Rides | None = None
-) -> Steps:
+def group_commit(known: Known, members: Sequence[Member], config: Config, rides: Rides) -> Steps:
     """One attempt for ``members`` (in queue order): settles those it can. Returns the
     retryable error it failed with (a :class:`Conflict`, or an etcd error worth another try),
     or None. A permanent error (corrupt section, permission denied, ...) settles every member.
@@ -152,7 +150,7 @@ def _lease_gone(
 
 
 def _plan_and_commit(
-    known: Known, members: Sequence[Member], config: Config, rides: Rides | None
+    known: Known, members: Sequence[Member], config: Config, rides: Rides
 ) -> Steps:
     """Steps 1 to 5 above for ``members``: settles those the state or the Txn answers. Raises
     :class:`Conflict` (:class:`Stale`) when the state did not hold, and an etcd call's error."""
@@ -207,7 +205,7 @@ def _swap(
     live: Sequence[section.Entry],
     relied: Sequence[section.Entry],
     timeout: float,
-    rides: Rides | None,
+    rides: Rides,
     config: Config,
 ) -> Steps:
     """Write the plan's entries with one compare-and-swap, keeping track of which writers'
@@ -227,7 +225,7 @@ def _swap(
     try:
         # Taken at the last moment, so that no step between here and the swap can strand them;
         # told how the swap ended whatever happens (finally), as the gate requires.
-        taken = rides.take_rides(MAX_RIDES) if rides is not None else []
+        taken = rides.take_rides(MAX_RIDES)
         sent = config.clock()
         fresh, written = yield Swap(snapshot, live, relied, ours, drop, timeout,
                                     released=[r.owner for r in taken])  # fmt: skip
@@ -240,8 +238,7 @@ def _swap(
         known.invalidate(view)  # it may have committed: what we knew may be out of date
         raise
     finally:
-        if rides is not None:
-            rides.landed(taken, carried)
+        rides.landed(taken, carried)
     for m, lost_at in zip(writers, before, strict=True):
         m.lost_at = None if written else lost_at  # an earlier lost swap may still commit
         m.ambiguous = m.lost_at is not None
