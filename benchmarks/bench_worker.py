@@ -131,6 +131,9 @@ class Breakdown:
         self.leads = 0
         self.runs: dict[str, int] = {}  # section -> attempts lost in a row so far
         self.loss_runs: list[int] = []  # each run of losses that ended, by its length
+        # The same, counting the attempts deferred to another's turn too (no swap sent).
+        self.wait_run: dict[str, int] = {}
+        self.wait_runs: list[int] = []
         self.ended: dict[str, float] = {}  # section -> when its last attempt ended
         self.began = time.monotonic()
 
@@ -155,6 +158,12 @@ class Breakdown:
                 run = self.runs.pop(section_id, 0)
                 if run:
                     self.loss_runs.append(run)
+            if outcome in ("lost", "stale", "deferred"):
+                self.wait_run[section_id] = self.wait_run.get(section_id, 0) + 1
+            elif outcome == "settled":
+                run = self.wait_run.pop(section_id, 0)
+                if run:
+                    self.wait_runs.append(run)
 
     def take(self) -> dict[str, Any]:
         """What was told since the last call: ``conflicts`` (None without ``lessor.observe``)
@@ -163,6 +172,7 @@ class Breakdown:
             conflicts = self.conflicts
             wall = time.monotonic() - self.began
             runs = self.loss_runs + [n for n in self.runs.values() if n]
+            waits = self.wait_runs + [n for n in self.wait_run.values() if n]
             figures = {
                 "wall_s": wall,
                 "grants": self.grants,
@@ -178,6 +188,7 @@ class Breakdown:
                 "queued_s": self.queued_s,
                 "leads": self.leads,
                 "loss_runs": runs,
+                "wait_runs": waits,
             }
             self._reset()
         return {

@@ -16,6 +16,7 @@ from lessor.etcd.leases import LeasePool
 from lessor.etcd.ops import (
     Check,
     DeleteMarker,
+    DropTurn,
     GiveBack,
     Read,
     RetireLease,
@@ -32,13 +33,21 @@ def etcd_calls(txns: SectionTxns, pool: LeasePool) -> dict[type, Callable[[Any],
     """For each kind of operation that talks to etcd, the calls that perform one."""
     return {
         Swap: lambda op: txns.swap(
-            op.snapshot, op.live, op.relied, op.ours, op.timeout, drop=op.drop
+            op.snapshot,
+            op.live,
+            op.relied,
+            op.ours,
+            op.timeout,
+            drop=op.drop,
+            turn=op.turn,
+            claim=op.claim,
         ),
         Read: lambda op: txns.read(op.timeout),
         Check: lambda op: txns.check(op.snapshot, op.relied, op.timeout),
         TakeLease: lambda op: pool.take(op.until, op.timeout, op.what, users=op.users),
         GiveBack: lambda op: pool.give_back(op.lease, op.timeout),
         DeleteMarker: lambda op: txns.delete_marker(op.owner.lease, op.owner.seq, op.timeout),
+        DropTurn: lambda op: txns.drop_turn(op.create_revision, op.timeout),
         RetireLease: lambda op: pool.retire(op.lease, op.timeout),
         Tombstone: lambda op: txns.abandon(op.owner.lease, op.owner.seq, op.timeout),
     }

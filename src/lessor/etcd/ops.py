@@ -24,6 +24,7 @@ __all__ = [
     "Check",
     "CleanUp",
     "DeleteMarker",
+    "DropTurn",
     "GiveBack",
     "Op",
     "Read",
@@ -57,14 +58,25 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class Swap:
-    """Write ``ours`` beside ``live`` if ``snapshot`` and ``relied`` still hold, deleting the
-    markers of ``drop``. Result: ``(state written or state now, written)``."""
+    """Write ``ours`` beside ``live`` if ``snapshot`` and ``relied`` still hold and the turn
+    key is as ``turn`` says (``turn.py``), deleting the markers of ``drop``; ``claim``: claim
+    the turn if the swap fails. Result: ``(state written or state now, written)``."""
 
     snapshot: Snapshot
     live: Sequence[section.Entry]
     relied: Sequence[section.Entry]
     ours: Sequence[section.Entry]
     drop: Sequence[Owner]
+    timeout: float
+    turn: int = 0
+    claim: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DropTurn:
+    """Delete this process's claim of the section's turn, made at ``create_revision``."""
+
+    create_revision: int
     timeout: float
 
 
@@ -153,6 +165,7 @@ Op = (
     | GiveBack
     | RetireLease
     | DeleteMarker
+    | DropTurn
     | Tombstone
     | Track
     | Wait

@@ -48,7 +48,7 @@ from lessor.etcd.retry import MIN_CALL_TIME
 from lessor.etcd.state import Snapshot
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc
 
-__all__ = ["LEASE_SPREAD", "MAX_DROPS", "SectionFull", "Stale", "group_commit"]
+__all__ = ["LEASE_SPREAD", "MAX_DROPS", "Deferred", "SectionFull", "Stale", "group_commit"]
 
 log = logging.getLogger("lessor")
 
@@ -65,6 +65,15 @@ class SectionFull(Transient):
 
 class Stale(Conflict):
     """The state at hand predates the acquisition and cannot settle it: read it again."""
+
+
+class Deferred(Stale):
+    """Another process holds the section's turn (``turn.py``): a swap now would fail. Pause
+    :attr:`pause` seconds, then read again."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.pause = pause
 
 
 def group_commit(known: Known, members: Sequence[Member], config: Config) -> Steps:
@@ -194,6 +203,12 @@ def _swap(
     """Write the plan's entries with one compare-and-swap, keeping track of which writers'
     swaps may have committed without our knowing (their reply lost)."""
     snapshot = view.snapshot
+    turns = known.turns
+    expect = turns.expect(snapshot.turn, config.clock())
+    if expect is None:  # another's turn: our swap would fail, and cost etcd a write
+        known.invalidate(view)
+        raise Deferred(turns.pause())
+    claim = turns.wants_claim
     writers = [m for m, _ in plan.writers]
     yield from _take_leases([m for m in writers if m.lease is None], timeout)
     drop = [o for o in known.abandoned.current() if o in snapshot.markers][:MAX_DROPS]
@@ -204,7 +219,7 @@ def _swap(
         m.ambiguous, m.lost_at = True, snapshot.mod_revision
     sent = config.clock()
     try:
-        fresh, written = yield Swap(snapshot, live, relied, ours, drop, timeout)
+        fresh, written = yield Swap(snapshot, live, relied, ours, drop, timeout, expect, claim)
     except LeaseNotFound:  # refused whole: this swap did not commit
         for m, lost_at in zip(writers, before, strict=True):
             m.lost_at, m.ambiguous = lost_at, lost_at is not None
@@ -215,6 +230,8 @@ def _swap(
     for m, lost_at in zip(writers, before, strict=True):
         m.lost_at = None if written else lost_at  # an earlier lost swap may still commit
         m.ambiguous = m.lost_at is not None
+    turns.swapped(written, config.clock() - sent, claim=claim, turn=fresh.turn,
+                  revision=fresh.revision)  # fmt: skip
     known.store(fresh, sent)
     if not written:
         raise Conflict()

@@ -18,20 +18,23 @@ retired, to end: :func:`_way_out`, :func:`_forsake`.)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from lessor import observe
 from lessor.errors import Cancelled, DeadlineExceeded
 from lessor.etcd.core.abandon import fail
-from lessor.etcd.core.attempt import Stale, group_commit
+from lessor.etcd.core.attempt import Deferred, Stale, group_commit
 from lessor.etcd.core.member import Config, Conflict, Held, Member
 from lessor.etcd.core.release import release_quietly
 from lessor.etcd.gate import Gate, Waiter
 from lessor.etcd.keys import Owner
 from lessor.etcd.known import Known
-from lessor.etcd.ops import CleanUp, Steps, Track, Wait
+from lessor.etcd.ops import CleanUp, DropTurn, Steps, Track, Wait
 
 __all__ = ["MAX_GROUP", "give_up", "lead", "orphaned", "withdraw"]
+
+log = logging.getLogger("lessor")
 
 MAX_GROUP = 32
 """The most acquisitions of one section one Txn writes for a process (group commit)."""
@@ -69,24 +72,48 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             late = not m.settled and m.done(now)
             # None: the attempt settled others but not us (too many at once).
             contended = failed is None or isinstance(failed, Conflict)
-            pause = 0.0 if m.settled or late else m.backoff.after(contended, m.deadline - now)
+            if m.settled or late or known.turns.holding:
+                pause = 0.0  # the holder of the turn is the one expected to win (turn.py)
+            elif isinstance(failed, Deferred):
+                pause = min(failed.pause, max(0.0, m.deadline - now))
+            else:
+                pause = m.backoff.after(contended, m.deadline - now)
             observe.attempt("etcd", section_id, members=len(batch), outcome=_outcome(failed),
                             seconds=ended - began, pause=pause)  # fmt: skip
             if m.settled:
+                yield from _end_turn(known, gate, config)
                 return
             if late:
                 expired = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring a lease")
                 yield from fail(known, m, failed if failed is not None else expired, config)
+                yield from _end_turn(known, gate, config)
                 return
             yield Wait(pause, m.ctx)
     finally:
         gate.hand_over(me)
 
 
+def _end_turn(known: Known, gate: Gate[Member], config: Config) -> Steps:
+    """The leader leaves with nobody queued behind it: a claim of the turn it still holds (it
+    stopped contending without a win) would only hold the others back until their patience
+    ends (``turn.py``). A failure to delete it leaves that bound to end it."""
+    turns = known.turns
+    if not turns.holding or gate.queued:
+        return
+    claimed = turns.claimed
+    turns.dropped()
+    try:
+        yield DropTurn(claimed, config.rpc_timeout)
+    except Exception:  # the others' patience bounds a claim left behind
+        log.debug("section %r: could not drop our turn", known.keys.section_id, exc_info=True)
+
+
 def _outcome(failed: BaseException | None) -> observe.Outcome:
     """How an attempt that returned ``failed`` ended, for :func:`lessor.observe.attempt`."""
     if failed is None:
         return "settled"
+    if isinstance(failed, Deferred):
+        return "deferred"
     if isinstance(failed, Stale):
         return "stale"
     return "lost" if isinstance(failed, Conflict) else "error"
