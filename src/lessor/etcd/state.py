@@ -4,10 +4,11 @@ The Txns are built and their answers read here, with no I/O: each method is a ge
 yields its call (``calls.py``) and returns what the answer means, so that the threaded shell
 and the asyncio one make the very same calls.
 
-Every Txn returns, in one round trip, what the next step needs: a read returns the value and
-the markers at one revision; a check or a compare-and-swap that fails returns the same fresh
-state from its failure branch, so a retry needs no extra read (etcd's ``Mutex`` shapes its
-Txn the same way); a compare-and-swap that succeeds returns its revision, the fencing token.
+Every Txn returns, in one round trip, what the next step needs: a read returns the value, the
+markers and the section's turn (``turn.py``) at one revision; a check or a compare-and-swap
+that fails returns the same fresh state from its failure branch, so a retry needs no extra
+read (etcd's ``Mutex`` shapes its Txn the same way); a compare-and-swap that succeeds returns
+its revision, the fencing token.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class SectionTxns:
         self._rpc = rpc
         self.keys = keys
         self._what = f"section {keys.section_id!r}"
-        self._state = self._state_ops()  # the same two reads in every Txn: build them once
+        self._state = self._state_ops()  # the same three reads in every Txn: build them once
 
     def read(self, timeout: float) -> Calls[Snapshot]:
         response = yield self._txn([], self._state, [], timeout)
@@ -70,7 +71,8 @@ class SectionTxns:
         self, snapshot: Snapshot, relied: Sequence[section.Entry], timeout: float
     ) -> Calls[tuple[Snapshot, bool]]:
         """Whether ``snapshot`` still holds for the entries ``relied`` on (no write); either
-        way, the state as it is now."""
+        way, the state as it is now. It writes nothing, so it takes no win from the holder of
+        the section's turn and does not compare it."""
         response = yield self._txn(
             self._compares(snapshot, relied), self._state, self._state, timeout
         )
@@ -145,6 +147,7 @@ class SectionTxns:
         revision = response.header.revision
         if not response.succeeded:
             return self._parse(revision, response.responses[len(failure) - 3 :]), False
+        # No turn after a swap that committed: it expected none, or deleted the one it expected.
         return Snapshot(revision, revision, entries, self._markers(response.responses[-1])), True
 
     def abandon(self, lease: int, seq: int, timeout: float) -> Calls[None]:
