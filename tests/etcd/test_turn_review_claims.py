@@ -1,0 +1,54 @@
+"""Review of the turn (``turn.py``): a swap that asked to claim the turn, lost, and claimed
+nothing (another process's claim was already there) takes that other claim for its own when
+the other claim was the section's newest write. ``Turns.swapped`` decides "ours" by
+``turn.create_revision == revision``; a Txn that writes nothing answers with the store's
+current revision, which is then exactly the other claim's create revision.
+
+These tests fail on purpose on ``hot-turn`` (cbfe5d4): they state what should hold.
+"""
+
+from __future__ import annotations
+
+from lessor.etcd.calls import run
+from lessor.etcd.turn import Turns
+from tests.etcd.test_turn_txns import Side, sides  # noqa: F401  (the fixture)
+
+
+def test_turn_review_a_claim_that_did_not_happen_is_not_taken_for_ours(
+    sides: tuple[Side, Side],  # noqa: F811
+) -> None:
+    a, b = sides
+    before = a.read()
+    a.swap(before, [a.entry(1, 0, 4)])  # a wins once
+    b_state, _ = b.swap(before, [b.entry(1, 2, 8)], claim=True)  # b loses and claims
+    assert b_state.turn is not None and b_state.turn.lease == b.lease
+    # a's next swap, built on the old state too, asks to claim and loses: the turn is b's.
+    fresh, written = a.swap(before, [a.entry(2, 8, 9)], claim=True)
+    assert not written
+    assert fresh.turn == b_state.turn  # a claimed nothing: the turn is still b's ...
+    assert fresh.revision == fresh.turn.create_revision  # ... and nothing was written since
+    turns = Turns()
+    turns.losses = 1  # a lost once before: its next swap claims (CLAIM_AFTER)
+    turns.swapped(False, 0.003, claim=True, turn=fresh.turn, revision=fresh.revision)
+    assert not turns.holding, (
+        f"a takes b's claim (lease {b.lease:x}, create revision {fresh.turn.create_revision}) "
+        "for its own"
+    )
+
+
+def test_turn_review_a_process_never_drops_another_process_claim(
+    sides: tuple[Side, Side],  # noqa: F811
+) -> None:
+    """What the misattribution leads to: a's leader, leaving with nobody queued
+    (``lead._end_turn``), deletes b's claim, which ``drop_turn`` says it never does."""
+    a, b = sides
+    before = a.read()
+    a.swap(before, [a.entry(1, 0, 4)])
+    b_state, _ = b.swap(before, [b.entry(1, 2, 8)], claim=True)
+    fresh, _ = a.swap(before, [a.entry(2, 8, 9)], claim=True)
+    turns = Turns()
+    turns.losses = 1
+    turns.swapped(False, 0.003, claim=True, turn=fresh.turn, revision=fresh.revision)
+    if turns.holding:  # what _end_turn does when a leaves
+        run(a.transport, a.txns.drop_turn(turns.claimed, 5.0))
+    assert a.read().turn == b_state.turn, "a deleted b's claim of the turn"
