@@ -1,0 +1,63 @@
+"""Review of the turn (``turn.py``, ``core/lead.py``): a leader whose process holds the
+section's turn pauses 0 after *every* failed attempt (``lead``: ``if ... known.turns.holding:
+pause = 0.0``), not only after a lost swap. When etcd stops answering (calls failing fast,
+UNAVAILABLE), the holder retries with no backoff at all until its deadline: one call after
+another, where main backs off exponentially (``Backoff.after_transient``, up to 0.5 s).
+
+Fails on purpose on ``hot-turn`` (cbfe5d4): it states what should hold.
+"""
+
+from __future__ import annotations
+
+from lessor import Partition
+from lessor.etcd import core
+from lessor.etcd.gate import Waiter
+from lessor.etcd.ops import Op, Swap, Wait
+from tests.support.driver import Proc
+from tests.support.etcd_model import EtcdModel, FakeClock
+
+FAST_FAIL = 0.001  # how long a call to an etcd that is down takes to fail (seconds)
+
+
+def test_turn_review_a_turn_holder_backs_off_while_etcd_is_down() -> None:
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)
+    sec = p.section("s")
+    m = p.member(Partition(0, 4), 5.0)
+    w = Waiter(m, lambda: None)
+    assert sec.gate.join(w)
+    swaps = 0
+    down = False
+    calls_down = 0
+    pauses: list[float] = []
+
+    def on_op(op: Op) -> None:
+        nonlocal swaps, down, calls_down
+        if down:
+            clock.advance(FAST_FAIL)  # a failing call, or the loop's own time: the model's
+            # clock moves only when told (a Wait(0) in the last MIN_CALL_TIME would spin)
+            if isinstance(op, Wait):
+                pauses.append(op.seconds)
+            else:
+                calls_down += 1
+        if isinstance(op, Wait):
+            return
+        if isinstance(op, Swap) and not down:
+            swaps += 1
+            if swaps <= 2:  # q writes first: p's swap loses (and the second one claims)
+                q.acquire("s", Partition(10 + swaps, 11 + swaps), 10.0)
+            else:
+                down = True  # etcd goes away while p holds the turn
+
+    def fault(op: Op) -> str:
+        return "dropped" if down else "ok"
+
+    p.run("s", core.lead(sec.known, sec.gate, w, p.config), fault=fault, on_op=on_op)
+    assert m.error is not None  # etcd never came back
+    assert swaps == 3
+    # main: ~ a dozen calls in these 5 s (0.01 s doubling to 0.5 s between them)
+    assert calls_down < 100, (
+        f"{calls_down} calls in {m.deadline - m.started:.0f} s to an etcd that is down, "
+        f"total pause {sum(pauses):.3f} s over {len(pauses)} pauses"
+    )
