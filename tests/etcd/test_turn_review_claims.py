@@ -9,8 +9,13 @@ These tests fail on purpose on ``hot-turn`` (cbfe5d4): they state what should ho
 
 from __future__ import annotations
 
+import pytest
+
 from lessor.etcd.calls import run
+from lessor.etcd.section import Entry
+from lessor.etcd.transport import LeaseNotFound
 from lessor.etcd.turn import Turns
+from lessor.partition import Partition, SortedPartitions
 from tests.etcd.test_turn_txns import Side, sides  # noqa: F401  (the fixture)
 
 
@@ -52,3 +57,24 @@ def test_turn_review_a_process_never_drops_another_process_claim(
     if turns.holding:  # what _end_turn does when a leaves
         run(a.transport, a.txns.drop_turn(turns.claimed, 5.0))
     assert a.read().turn == b_state.turn, "a deleted b's claim of the turn"
+
+
+def test_turn_review_a_lost_swap_claiming_on_a_gone_lease_is_refused_whole(
+    sides: tuple[Side, Side],  # noqa: F811
+) -> None:
+    """etcd checks the leases of the branch it takes, nested Txns included: a swap that
+    lost, whose claim names an etcd lease gone, is refused whole (NOT_FOUND) where it used to
+    come back as a plain loss with the fresh state. Nothing is written. (Holds: the core
+    takes it as it takes LeaseNotFound today, ``attempt._lease_gone``.)"""
+    a, b = sides
+    before = a.read()
+    a.swap(before, [a.entry(1, 0, 4)])
+    gone = b.transport.lease("LeaseGrant", b.transport.rpc.LeaseGrantRequest(TTL=30), 5, "t")
+    b.transport.lease("LeaseRevoke", b.transport.rpc.LeaseRevokeRequest(ID=gone.ID), 5, "t")
+    entry = Entry(int(gone.ID), 1, SortedPartitions([Partition(2, 8)]), "b")
+    after = a.read()
+    with pytest.raises(LeaseNotFound):
+        run(b.transport, b.txns.swap(before, before.live(), [], [entry], 5.0, claim=True))
+    assert a.read().revision == after.revision  # nothing written
+    fresh, written = run(b.transport, b.txns.swap(before, before.live(), [], [entry], 5.0))
+    assert not written and fresh.revision == after.revision  # without the claim: a loss
