@@ -61,3 +61,43 @@ def test_turn_review_a_turn_holder_backs_off_while_etcd_is_down() -> None:
         f"{calls_down} calls in {m.deadline - m.started:.0f} s to an etcd that is down, "
         f"total pause {sum(pauses):.3f} s over {len(pauses)} pauses"
     )
+
+
+class Spinning(Exception):
+    """The leader went round its loop this often without a call or a moment's pause."""
+
+
+def test_turn_review_a_turn_holder_with_no_time_for_a_call_does_not_spin() -> None:
+    """Found by tests/test_acquisition_model.py (``--hypothesis-seed=1``, 600 examples:
+    "the model did not come to rest: [('p0#3', 'Wait', None)]"). A member left with less
+    than ``MIN_CALL_TIME`` stays queued without a call (``attempt._ready``) and the attempt
+    returns None; main then pauses a jitter (``Backoff.after``), so its deadline comes. A
+    turn holder pauses 0: in the model the clock never moves again (the model test can never
+    end); in a real process it is a busy loop, holding the GIL, up to ``MIN_CALL_TIME``."""
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)
+    sec = p.section("s")
+    m = p.member(Partition(0, 4), 5.0)
+    w = Waiter(m, lambda: None)
+    assert sec.gate.join(w)
+    swaps = 0
+    idle = 0  # Waits in a row with no call between them and no time passing
+
+    def on_op(op: Op) -> None:
+        nonlocal swaps, idle
+        if isinstance(op, Swap):
+            swaps += 1
+            if swaps <= 2:  # q writes first: p's swap loses (and the second one claims)
+                q.acquire("s", Partition(10 + swaps, 11 + swaps), 10.0)
+                if swaps == 2:  # p is left with too little time for another call
+                    clock.advance(m.deadline - clock() - 0.02)
+        if isinstance(op, Wait) and op.seconds == 0.0:
+            idle += 1
+            if idle > 1000:
+                raise Spinning(f"{idle} pauses of 0 s in a row, {m.deadline - clock():.3f} s left")
+        else:
+            idle = 0
+
+    p.run("s", core.lead(sec.known, sec.gate, w, p.config), on_op=on_op)
+    assert m.error is not None  # its deadline came
