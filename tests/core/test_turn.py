@@ -3,16 +3,31 @@ expect, how long it lets another's claim stand, and when it takes one over."""
 
 from __future__ import annotations
 
+from lessor.etcd.leases import EtcdLease
 from lessor.etcd.state import Turn
 from lessor.etcd.turn import CLAIM_AFTER, MAX_PATIENCE, MIN_PATIENCE, Turns
+
+MINE = 3  # the etcd lease id our claims ride on
 
 
 def another(create_revision: int = 50) -> Turn:
     return Turn(lease=7, create_revision=create_revision, holder="other")
 
 
-def lose(turns: Turns, *, claim: bool = False, turn: Turn | None = None, rev: int = 10) -> None:
-    turns.swapped(False, 0.003, claim=claim, turn=turn, revision=rev)
+def mine(create_revision: int = 11) -> Turn:
+    return Turn(lease=MINE, create_revision=create_revision, holder="me")
+
+
+def lease(ttl: int = 10, t0: float = 0.0) -> EtcdLease:
+    return EtcdLease(MINE, ttl, t0)
+
+
+def lose(turns: Turns, *, claim: EtcdLease | None = None, turn: Turn | None = None) -> None:
+    """A swap of ours lost (having told ``turns`` it claims on ``claim``, if any), and brought
+    back ``turn``."""
+    if claim is not None:
+        turns.claiming(claim, now=0.0)
+    turns.swapped(False, turn, seconds=0.003, now=0.0)
 
 
 def test_nobody_holds_the_turn_so_a_swap_expects_none() -> None:
@@ -27,16 +42,52 @@ def test_a_process_claims_after_losing_its_runs_first_swaps() -> None:
     assert turns.wants_claim
 
 
-def test_a_claim_is_ours_only_when_our_failure_branch_made_it() -> None:
+def test_a_claim_is_ours_only_on_a_lease_a_claiming_swap_of_ours_named() -> None:
     turns = Turns()
-    lose(turns, claim=False, turn=another(10), rev=10)  # another's claim at our revision
+    lose(turns, turn=mine(10))  # on our lease id, but no swap of ours claimed on it
     assert not turns.holding
-    lose(turns, claim=True, turn=another(9), rev=10)  # an older claim: not ours
+    lose(turns, claim=lease(), turn=another(11))  # ours found the turn taken: not ours
     assert not turns.holding
-    lose(turns, claim=True, turn=Turn(3, 11, "me"), rev=11)
+    lose(turns, turn=mine(11))
     assert turns.holding
-    assert turns.expect(Turn(3, 11, "me"), now=0.0) == 11
+    assert turns.expect(mine(11), now=0.0) == 11
     assert not turns.wants_claim
+
+
+def test_a_claim_of_ours_whose_reply_was_lost_is_ours_when_read() -> None:
+    turns = Turns()
+    turns.claiming(lease(), now=0.0)  # the swap is sent; its reply never comes
+    assert turns.expect(mine(11), now=0.0) == 11  # compared by create revision, not deferred to
+    assert turns.holding
+
+
+def test_a_later_claim_on_our_lease_is_compared_by_its_own_create_revision() -> None:
+    turns = Turns()
+    lose(turns, claim=lease(), turn=mine(11))
+    assert turns.expect(mine(20), now=0.0) == 20
+    assert turns.claimed == 20
+
+
+def test_a_claim_of_ours_on_a_retired_or_expired_lease_is_compared_but_not_held() -> None:
+    retired = lease()
+    retired.retired = True
+    turns = Turns()
+    lose(turns, claim=retired, turn=mine(11))
+    assert not turns.holding
+    assert turns.expect(mine(11), now=0.0) == 11  # never deferred to: it is ours
+    assert not turns.holding
+    turns = Turns()
+    lose(turns, claim=lease(ttl=10), turn=mine(11))
+    assert turns.holding
+    assert turns.expect(mine(11), now=10.0) == 11  # the lease's local expiry
+    assert not turns.holding
+
+
+def test_a_deferral_pauses_about_one_attempt_and_never_0() -> None:
+    turns = Turns()
+    assert 0.0 < turns.pause() <= turns.patience()
+    lose(turns)  # an attempt of 3 ms
+    assert turns.pause() == 0.003
 
 
 def test_another_claim_is_deferred_to_then_taken_over_after_patience() -> None:
@@ -57,13 +108,13 @@ def test_a_new_claim_gets_patience_of_its_own() -> None:
 
 def test_a_win_ends_the_run_of_losses_and_the_claim() -> None:
     turns = Turns()
-    lose(turns, claim=True, turn=Turn(3, 11, "me"), rev=11)
-    turns.swapped(True, 0.003, claim=False, turn=None, revision=12)
+    lose(turns, claim=lease(), turn=mine(11))
+    turns.swapped(True, None, seconds=0.003, now=0.0)
     assert (turns.losses, turns.holding, turns.wants_claim) == (0, False, False)
 
 
 def test_a_claim_of_ours_taken_over_is_no_longer_ours() -> None:
     turns = Turns()
-    lose(turns, claim=True, turn=Turn(3, 11, "me"), rev=11)
+    lose(turns, claim=lease(), turn=mine(11))
     assert turns.expect(another(20), now=0.0) is None
     assert not turns.holding

@@ -1,12 +1,13 @@
-"""Review of the turn (``turn.py``): a swap whose reply was lost, that lost and claimed the
-turn in its failure branch. The retry reads the section again, finds a claim made by its own
-Txn on its own etcd lease, and does not know it: ``Turns.expect`` takes it for another's and
-defers to it (no swap) for its whole patience, while every other process defers to it too.
-Nobody swaps the section until that patience ends.
+"""Regression test from the review of the turn (``turn.py``): a swap whose reply was lost,
+that lost and claimed the turn in its failure branch. The retry reads the section again and
+finds a claim made by its own Txn on its own etcd lease. The prototype did not know it for its
+own: ``Turns.expect`` took it for another's and deferred to it (no swap) for its whole
+patience, while every other process deferred to it too, so nobody swapped the section until
+that patience ended. A claim on a lease that a claiming swap of ours named is now ours
+(``Turns.claiming``, told before the swap is sent).
 
-Safety holds here (the retry adopts nothing it should not: it finds no marker of its own);
-what is lost is the time the turn was meant to save. Fails on purpose on ``hot-turn``
-(cbfe5d4): it states what should hold.
+Safety held there too (the retry adopts nothing it should not: it finds no marker of its
+own); what was lost is the time the turn is meant to save.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from tests.support.etcd_model import EtcdModel, FakeClock
 ROUND_TRIP = 0.003
 
 
-def test_turn_review_a_claim_whose_reply_was_lost_is_still_recognised_as_ours() -> None:
+def test_a_claim_whose_reply_was_lost_is_still_recognised_as_ours() -> None:
+    """Guards against a process deferring, for its whole patience, to its own claim."""
     clock = FakeClock()
     etcd = EtcdModel(clock)
     p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)

@@ -1,10 +1,9 @@
-"""Review of the turn (``turn.py``, ``core/lead.py``): a leader whose process holds the
-section's turn pauses 0 after *every* failed attempt (``lead``: ``if ... known.turns.holding:
-pause = 0.0``), not only after a lost swap. When etcd stops answering (calls failing fast,
-UNAVAILABLE), the holder retries with no backoff at all until its deadline: one call after
-another, where main backs off exponentially (``Backoff.after_transient``, up to 0.5 s).
-
-Fails on purpose on ``hot-turn`` (cbfe5d4): it states what should hold.
+"""Regression tests from the review of the turn (``turn.py``, ``core/lead.py``): the
+prototype's leader paused 0 after *every* failed attempt while its process held the section's
+turn, not only after a lost swap. When etcd stopped answering (calls failing fast,
+UNAVAILABLE), the holder retried with no backoff at all until its deadline, where main backs
+off exponentially (``Backoff.after_transient``, up to 0.5 s); with too little time left for a
+call, it spun. The holder now pauses 0 only right after a Txn of its own lost (``lead._lost``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from tests.support.etcd_model import EtcdModel, FakeClock
 FAST_FAIL = 0.001  # how long a call to an etcd that is down takes to fail (seconds)
 
 
-def test_turn_review_a_turn_holder_backs_off_while_etcd_is_down() -> None:
+def test_a_turn_holder_backs_off_while_etcd_is_down() -> None:
+    """Guards against a turn holder hammering an etcd that is down with calls."""
     clock = FakeClock()
     etcd = EtcdModel(clock)
     p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)
@@ -67,13 +67,14 @@ class Spinning(Exception):
     """The leader went round its loop this often without a call or a moment's pause."""
 
 
-def test_turn_review_a_turn_holder_with_no_time_for_a_call_does_not_spin() -> None:
-    """Found by tests/test_acquisition_model.py (``--hypothesis-seed=1``, 600 examples:
-    "the model did not come to rest: [('p0#3', 'Wait', None)]"). A member left with less
-    than ``MIN_CALL_TIME`` stays queued without a call (``attempt._ready``) and the attempt
-    returns None; main then pauses a jitter (``Backoff.after``), so its deadline comes. A
-    turn holder pauses 0: in the model the clock never moves again (the model test can never
-    end); in a real process it is a busy loop, holding the GIL, up to ``MIN_CALL_TIME``."""
+def test_a_turn_holder_with_no_time_for_a_call_does_not_spin() -> None:
+    """Guards against a busy loop found by tests/test_acquisition_model.py
+    (``--hypothesis-seed=1``, 600 examples: "the model did not come to rest: [('p0#3', 'Wait',
+    None)]"). A member left with less than ``MIN_CALL_TIME`` stays queued without a call
+    (``attempt._ready``) and the attempt returns None; main then pauses a jitter
+    (``Backoff.after``), so its deadline comes. The prototype's turn holder paused 0: in the
+    model the clock never moved again (the model test could never end); in a real process it
+    was a busy loop, holding the GIL, up to ``MIN_CALL_TIME``."""
     clock = FakeClock()
     etcd = EtcdModel(clock)
     p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)

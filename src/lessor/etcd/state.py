@@ -141,7 +141,10 @@ class SectionTxns:
         if claim and ours:
             # The claim rides on a swap that lost, which etcd writes through raft anyway: no
             # round trip or write of its own. It goes before the reads, so that the state
-            # returned shows whether it was ours.
+            # returned shows the turn as it left it. Whose claim that is, the turn's lease
+            # says (``turn.py``), not the reply's revision: a claim that found the turn taken
+            # writes nothing, and the reply then carries the revision of the newest write,
+            # which may be the other process's claim.
             failure = [self._claim(ours[0]), *self._state]
         response = yield self._txn(compares, success, failure, timeout)
         revision = response.header.revision

@@ -214,6 +214,8 @@ def _swap(
     drop = [o for o in known.abandoned.current() if o in snapshot.markers][:MAX_DROPS]
     ours = [section.Entry(_lease_of(m).id, m.seq, parts, config.holder)
             for m, parts in plan.writers]  # fmt: skip
+    if claim:  # the claim rides on ours[0]'s etcd lease (``state.py``): it is ours, reply or not
+        turns.claiming(_lease_of(writers[0]), config.clock())
     before = [m.lost_at for m in writers]
     for m in writers:  # until the reply arrives, this swap may commit unbeknown to us
         m.ambiguous, m.lost_at = True, snapshot.mod_revision
@@ -230,8 +232,8 @@ def _swap(
     for m, lost_at in zip(writers, before, strict=True):
         m.lost_at = None if written else lost_at  # an earlier lost swap may still commit
         m.ambiguous = m.lost_at is not None
-    turns.swapped(written, config.clock() - sent, claim=claim, turn=fresh.turn,
-                  revision=fresh.revision)  # fmt: skip
+    now = config.clock()
+    turns.swapped(written, fresh.turn, seconds=now - sent, now=now)
     known.store(fresh, sent)
     if not written:
         raise Conflict()

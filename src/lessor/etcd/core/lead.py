@@ -72,8 +72,14 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             late = not m.settled and m.done(now)
             # None: the attempt settled others but not us (too many at once).
             contended = failed is None or isinstance(failed, Conflict)
-            if m.settled or late or known.turns.holding:
-                pause = 0.0  # the holder of the turn is the one expected to win (turn.py)
+            if m.settled or late:
+                pause = 0.0
+            elif known.turns.holding and _lost(failed):
+                # Our Txn lost while we hold the turn: the fresh state it brought back holds
+                # while the others defer, so our next swap is the one expected to win
+                # (turn.py). Any other failure (etcd down, too little time left for a call)
+                # is backed off from like anyone's: a pause of 0 there is a busy loop.
+                pause = 0.0
             elif isinstance(failed, Deferred):
                 pause = min(failed.pause, max(0.0, m.deadline - now))
             else:
@@ -93,15 +99,28 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
         gate.hand_over(me)
 
 
+def _lost(failed: BaseException | None) -> bool:
+    """Whether an attempt that returned ``failed`` lost a Txn of ours (a swap, or a check)
+    that brought back the fresh state: a :class:`Conflict` that is not :class:`Stale` (no Txn
+    sent: the state is read again)."""
+    return isinstance(failed, Conflict) and not isinstance(failed, Stale)
+
+
 def _end_turn(known: Known, gate: Gate[Member], config: Config) -> Steps:
     """The leader leaves with nobody queued behind it: a claim of the turn it still holds (it
     stopped contending without a win) would only hold the others back until their patience
-    ends (``turn.py``). A failure to delete it leaves that bound to end it."""
+    ends (``turn.py``). It is deleted apart from the caller (a clean-up), whose grant or error
+    is settled and must not wait up to ``rpc_timeout`` for a call that is no business of its
+    own."""
     turns = known.turns
     if not turns.holding or gate.queued:
         return
     claimed = turns.claimed
     turns.dropped()
+    yield CleanUp(_drop_turn(known, claimed, config))
+
+
+def _drop_turn(known: Known, claimed: int, config: Config) -> Steps:
     try:
         yield DropTurn(claimed, config.rpc_timeout)
     except Exception:  # the others' patience bounds a claim left behind
