@@ -111,7 +111,8 @@ def _end_turn(known: Known, gate: Gate[Member], config: Config) -> Steps:
     stopped contending without a win) would only hold the others back until their patience
     ends (``turn.py``). It is deleted apart from the caller (a clean-up), whose grant or error
     is settled and must not wait up to ``rpc_timeout`` for a call that is no business of its
-    own."""
+    own. A leader that comes meanwhile still knows the claim for this process's and compares
+    it; if the clean-up deletes it first, that leader's swap loses once and reads no turn."""
     turns = known.turns
     if not turns.holding or gate.queued:
         return
