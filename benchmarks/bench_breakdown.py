@@ -49,10 +49,13 @@ class Told:
     queued_n: int = 0
     queued_s: float = 0.0
     leads: int = 0
+    freed_n: int = 0
+    rode: int = 0
     loss_runs: dict[int, list[int]] = field(default_factory=dict)  # worker -> runs of losses
     wait_runs: dict[int, list[int]] = field(default_factory=dict)  # the same, deferrals too
     attempt_hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 120_000_000, 3))
     queued_hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 120_000_000, 3))
+    released_hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 120_000_000, 3))
     profile: dict[str, Any] | None = None
 
     def add(self, b: dict[str, Any] | None, worker: int, cpu: float) -> None:
@@ -71,6 +74,10 @@ class Told:
         self.queued_n += b["queued_n"]
         self.queued_s += b["queued_s"]
         self.leads += b["leads"]
+        if "released_hist" in b:  # a newer benchmark worker
+            self.freed_n += b["freed_n"]
+            self.rode += b["rode"]
+            self.released_hist.add(HdrHistogram.decode(b["released_hist"]))
         self.loss_runs.setdefault(worker, []).extend(b["loss_runs"])
         self.wait_runs.setdefault(worker, []).extend(b.get("wait_runs", ()))
         self.attempt_hist.add(HdrHistogram.decode(b["attempt_hist"]))
@@ -138,6 +145,9 @@ def breakdown(
         "gate_ms_p99": told.queued_hist.get_value_at_percentile(99) / 1e3,
         "leading_ms_mean": None if gate is None else mean_acq - gate,
         "led_share": per(told.leads, told.queued_n),
+        "releases_rode_share": per(told.rode, told.freed_n),
+        "release_ms_p50": told.released_hist.get_value_at_percentile(50) / 1e3,
+        "release_ms_p99": told.released_hist.get_value_at_percentile(99) / 1e3,
         "client_cpu_ms_per_grant": ms(cpu, cycles),
         "client_cpu_share_of_wall": per(cpu, told.wall_s),
         "client_cpu_cores": per(cpu, elapsed),
@@ -200,6 +210,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("  of which leading (attempts and pauses) ms", "leading_ms_mean", ".2f"),
     ("gate wait p50 / p99 ms", "=gate_p50_p99", ""),
     ("acquisitions that led (the rest were settled by another's attempt)", "led_share", ".0%"),
+    ("releases that rode a swap (no etcd write of their own)", "releases_rode_share", ".0%"),
+    ("release (until its ranges are free for all) ms p50 / p99", "=release_p50_p99", ""),
     (
         "client CPU per cycle ms (acquire + release, all threads of a process)",
         "client_cpu_ms_per_grant",
@@ -237,6 +249,8 @@ def _cells(report: dict[str, Any], s: dict[str, Any]) -> dict[str, str]:
         "=p50_p99": f"{c['p50_ms']:.2f} / {c['p99_ms']:.2f}",
         "=attempt_p50_p99": f"{b['attempt_ms_p50']:.2f} / {b['attempt_ms_p99']:.2f}",
         "=gate_p50_p99": f"{b['gate_ms_p50']:.2f} / {b['gate_ms_p99']:.2f}",
+        "=release_p50_p99": f"{_fmt(b.get('release_ms_p50'), '.2f')} / "
+        f"{_fmt(b.get('release_ms_p99'), '.2f')}",
         "=attempt_by_outcome": f"{_fmt(by.get('settled'), '.2f')} / {_fmt(by.get('lost'), '.2f')}",
     }
 

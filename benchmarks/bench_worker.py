@@ -113,6 +113,17 @@ class Breakdown:
                 with breakdown._lock:
                     breakdown.grants += 1
 
+            def freed(self, backend: str, section_id: str, seconds: float, rode: bool) -> None:
+                with breakdown._lock:
+                    breakdown.freed_n += 1
+                    breakdown.rode += rode
+
+            def released(self, backend: str, section_id: str, held_seconds: float) -> None:
+                # The benchmark's callbacks are empty: held from the grant until given back is
+                # the release's own time, until its ranges are free for every process.
+                with breakdown._lock:
+                    breakdown.released_hist.record_value(max(1, int(held_seconds * 1e6)))
+
         add_observer(_Observer())
 
     def _reset(self) -> None:
@@ -129,6 +140,9 @@ class Breakdown:
         self.queued_n = 0
         self.queued_s = 0.0
         self.leads = 0
+        self.freed_n = 0  # releases that freed their ranges (lessor.observe's freed)
+        self.rode = 0  # of which rode a swap of the process's (no etcd write of their own)
+        self.released_hist = new_histogram()  # grant to given back (the callbacks are empty)
         self.runs: dict[str, int] = {}  # section -> attempts lost in a row so far
         self.loss_runs: list[int] = []  # each run of losses that ended, by its length
         # The same, counting the attempts deferred to another's turn too (no swap sent).
@@ -187,6 +201,9 @@ class Breakdown:
                 "queued_n": self.queued_n,
                 "queued_s": self.queued_s,
                 "leads": self.leads,
+                "freed_n": self.freed_n,
+                "rode": self.rode,
+                "released_hist": self.released_hist.encode().decode("ascii"),
                 "loss_runs": runs,
                 "wait_runs": waits,
             }

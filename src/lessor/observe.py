@@ -75,6 +75,11 @@ class Observer:
     def release_failed(self, backend: str, section_id: str, error: BaseException) -> None:
         """Giving a lease back failed; the lease ends by itself at its expiry."""
 
+    def freed(self, backend: str, section_id: str, seconds: float, rode: bool) -> None:
+        """A release of a compare-and-swap backend made its ranges free for every process:
+        ``seconds`` from the release's start until the backend confirmed it. ``rode``: the
+        process's next compare-and-swap of the section did it, not a write of its own."""
+
     def conflict(self, backend: str, section_id: str) -> None:
         """A compare-and-swap lost to another writer and is retried."""
 
@@ -174,6 +179,15 @@ def release_failed(backend: str, section_id: str, error: BaseException) -> None:
             observer.release_failed(backend, section_id, error)
         except Exception:
             _failed(observer, "release_failed")
+
+
+def freed(backend: str, section_id: str, seconds: float, rode: bool) -> None:
+    """Tell every observer :meth:`Observer.freed`."""
+    for observer in _observers:
+        try:
+            observer.freed(backend, section_id, seconds, rode)
+        except Exception:
+            _failed(observer, "freed")
 
 
 def conflict(backend: str, section_id: str) -> None:

@@ -117,7 +117,8 @@ class AsyncEtcdLessor(EtcdLessorBase[AsyncTransport, AsyncSectionShell], AsyncLe
             raise
 
     async def _release(self, grant: Grant) -> None:
-        ending = self._ending(grant)
+        turn = asyncio.Event()
+        ending = self._ending(grant, turn)
         if ending is None:
             return  # an empty lease wrote nothing
         section, steps = ending

@@ -32,6 +32,14 @@ from lessor.partition import Partition
 __all__ = ["EtcdLessorBase"]
 
 
+class _Turn(Protocol):
+    """What a shell's waits are made of: a thread's event, or a task's."""
+
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+
 class _Transport(Protocol):
     rpc: Any
 
@@ -192,16 +200,18 @@ class EtcdLessorBase(abc.ABC, Generic[TransportT, ShellT]):
             section = self._sections.get(section_id)  # a joined waiter's is never evicted
         return section, core.give_up(section.known, section.gate, waiter, self._config)
 
-    def _ending(self, grant: Grant) -> tuple[ShellT, Steps] | None:
-        """The shell and the steps that give ``grant`` back (``core.release``); None when it
-        wrote nothing (an empty lease)."""
+    def _ending(self, grant: Grant, turn: _Turn) -> tuple[ShellT, Steps] | None:
+        """The shell and the steps that give ``grant`` back (``core.release``; ``turn`` is
+        what the release waits on while it rides the process's next Txn on the section); None
+        when it wrote nothing (an empty lease)."""
         held = grant.handle
         if held is None:
             return None
         assert isinstance(held, core.Held)
         with self._lock:
             section = self._sections.get(held.known.keys.section_id)
-        return section, core.release(held, self._config)
+        boarding = core.Boarding(section.gate, turn, turn.set, turn.clear)
+        return section, core.release(held, self._config, boarding)
 
     def _expiry(self, held: core.Held) -> tuple[ShellT, Steps]:
         """The shell and the steps that end ``held`` at its deadline (``core.expire``)."""

@@ -22,6 +22,17 @@ Every way out is here, so that the queue always has a leader while it has waiter
   as an orphan, to be settled and to have whatever it was granted given back.
 
 The gate spans only acquisitions, never callbacks: holders run concurrently.
+
+**Releases ride** (group commit for releases). A release need not spend an etcd write of its
+own on deleting its marker. It *boards* the gate (:meth:`board`), and the next Txn the process
+sends on the section deletes every marker aboard: the leader's next compare-and-swap, in either
+branch (a lost swap is a write all the same), or, when no acquisition leads, one Txn of
+deletions that a release sends for all aboard, itself first: that release *leads the
+releases* (:meth:`board` says so, or the gate hands it the lead when the acquisitions' lead
+ends or the release Txn before it is done: :meth:`done_carrying`). A Txn takes the rides with
+:meth:`take_rides` and tells them how it ended with :meth:`landed`. A ride whose Txn's outcome
+is unknown, or that leaves (:meth:`alight`: its time is up, or an exception reached it),
+deletes its marker itself.
 """
 
 from __future__ import annotations
@@ -30,9 +41,14 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["Gate", "Waiter"]
+from lessor.etcd.keys import Owner
+
+__all__ = ["MAX_RIDES", "Gate", "Ride", "Waiter"]
 
 T = TypeVar("T")
+
+MAX_RIDES = 32
+"""The most releases one Txn carries (etcd takes 128 operations per Txn)."""
 
 
 class Waiter(Generic[T]):
@@ -49,6 +65,26 @@ class Waiter(Generic[T]):
         self.departed = False
 
 
+class Ride:
+    """One release aboard the gate: the marker of ``owner`` to delete, and how to wake its
+    thread (``wake``): when a Txn that took it ended, or when it is to lead the releases
+    (``lead``).
+
+    ``carried`` is None while it waits; True once a Txn that deleted the marker has its reply
+    (the marker is gone); False when no Txn carried it, or one whose outcome is unknown did:
+    the releaser then deletes the marker itself (deleting a marker already gone changes
+    nothing)."""
+
+    __slots__ = ("carried", "lead", "owner", "taken", "wake")
+
+    def __init__(self, owner: Owner, wake: Callable[[], object]) -> None:
+        self.owner = owner
+        self.wake = wake
+        self.lead = False
+        self.taken = False
+        self.carried: bool | None = None
+
+
 class Gate(Generic[T]):
     """The queue of one section's acquisitions in this process, and who leads it.
 
@@ -60,6 +96,8 @@ class Gate(Generic[T]):
         self._lock = threading.Lock()
         self._leading = False
         self._queue: list[Waiter[T]] = []  # arrival order; empty whenever nobody leads
+        self._aboard: list[Ride] = []  # boarding order, not yet taken by a Txn
+        self._releasing: Ride | None = None  # the ride that leads the releases, if one does
 
     @property
     def queued(self) -> int:
@@ -110,6 +148,66 @@ class Gate(Generic[T]):
                 w.wake()
         return [w for w in pending if w.departed]
 
+    def board(self, ride: Ride) -> None:
+        """``ride``'s release waits aboard for a Txn to delete its marker. When neither an
+        acquisition nor a release leads, it leads the releases at once (``ride.lead``)."""
+        with self._lock:
+            self._aboard.append(ride)
+            wakes = self._lead_releases()
+        for wake in wakes:
+            wake()
+
+    def take_rides(self, limit: int) -> list[Ride]:
+        """The first ``limit`` rides aboard, for the Txn the caller is about to send; it must
+        tell them how that ended (:meth:`landed`) whatever happens."""
+        with self._lock:
+            rides = self._aboard[:limit]
+            del self._aboard[:limit]
+            for ride in rides:
+                ride.taken = True
+            return rides
+
+    @staticmethod
+    def landed(rides: Sequence[Ride], carried: bool) -> None:
+        """The Txn that took ``rides`` is over: ``carried`` when its reply came (it deleted
+        their markers), False when its outcome is unknown or it was refused whole. Each ride's
+        thread is woken."""
+        for ride in rides:
+            ride.carried = carried
+            ride.wake()
+
+    def done_carrying(self, ride: Ride) -> None:
+        """``ride`` led the releases and its Txn is over: the first ride still aboard leads
+        them next, unless an acquisition leads (its swap takes them)."""
+        with self._lock:
+            ride.lead = False
+            if self._releasing is ride:
+                self._releasing = None
+            wakes = self._lead_releases()
+        for wake in wakes:
+            wake()
+
+    def alight(self, ride: Ride) -> bool:
+        """``ride`` stops waiting to be taken (its time is up, or an exception reached its
+        thread; if it led the releases, the lead passes on). True: no Txn took it, and its
+        marker is its own to delete; False: a Txn took it, and :meth:`landed` will say how that
+        ended (or already has)."""
+        with self._lock:
+            wakes = []
+            if self._releasing is ride:
+                ride.lead, self._releasing = False, None
+                wakes = self._lead_releases(but=ride)
+            if ride.taken:
+                taken = True
+            else:
+                taken = False
+                if ride in self._aboard:
+                    self._aboard.remove(ride)
+                ride.carried = False
+        for wake in wakes:
+            wake()
+        return not taken
+
     def withdraw(self, waiter: Waiter[T]) -> bool:
         """Take a queued waiter out (its time is up); False while it is inside an attempt, or
         settled, or already out."""
@@ -117,9 +215,9 @@ class Gate(Generic[T]):
             if waiter.in_attempt or waiter.departed or waiter not in self._queue:
                 return False
             self._queue.remove(waiter)
-            first = self._pass_lead(waiter)
-        if first is not None:
-            first.wake()
+            wakes = self._pass_lead(waiter)
+        for wake in wakes:
+            wake()
         return True
 
     def leave(self, waiter: Waiter[T]) -> bool:
@@ -135,9 +233,9 @@ class Gate(Generic[T]):
                 return False
             if waiter in self._queue:
                 self._queue.remove(waiter)
-            first = self._pass_lead(waiter)
-        if first is not None:
-            first.wake()
+            wakes = self._pass_lead(waiter)
+        for wake in wakes:
+            wake()
         return True
 
     def hand_over(self, leader: Waiter[T]) -> None:
@@ -145,18 +243,31 @@ class Gate(Generic[T]):
         with self._lock:
             if leader in self._queue:  # it gave up between attempts
                 self._queue.remove(leader)
-            first = self._pass_lead(leader)
-        if first is not None:
-            first.wake()
+            wakes = self._pass_lead(leader)
+        for wake in wakes:
+            wake()
 
-    def _pass_lead(self, waiter: Waiter[T]) -> Waiter[T] | None:
-        """If ``waiter`` led, the next leader (to wake), else None. Under the lock."""
+    def _pass_lead(self, waiter: Waiter[T]) -> list[Callable[[], object]]:
+        """If ``waiter`` led, whom to wake (after the lock is let go): the next leader; or,
+        when no acquisition is left to lead, the ride to lead the releases still aboard, if
+        any. Under the lock."""
         if not waiter.lead:
-            return None
+            return []
         waiter.lead = False
-        if not self._queue:
-            self._leading = False
-            return None
-        first = self._queue[0]
-        first.lead = True
-        return first
+        if self._queue:
+            first = self._queue[0]
+            first.lead = True
+            return [first.wake]
+        self._leading = False
+        return self._lead_releases()
+
+    def _lead_releases(self, but: Ride | None = None) -> list[Callable[[], object]]:
+        """When neither an acquisition nor a release leads and rides are aboard, the first
+        (other than ``but``) leads the releases: whom to wake. Under the lock."""
+        if self._leading or self._releasing is not None:
+            return []
+        first = next((r for r in self._aboard if r is not but), None)
+        if first is None:
+            return []
+        first.lead, self._releasing = True, first
+        return [first.wake]

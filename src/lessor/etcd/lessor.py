@@ -113,7 +113,8 @@ class EtcdLessor(EtcdLessorBase[Transport, SectionShell], Lessor):
             raise
 
     def _release(self, grant: Grant) -> None:
-        ending = self._ending(grant)
+        turn = threading.Event()
+        ending = self._ending(grant, turn)
         if ending is None:
             return  # an empty lease wrote nothing
         section, steps = ending

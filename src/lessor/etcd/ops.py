@@ -24,6 +24,7 @@ __all__ = [
     "Check",
     "CleanUp",
     "DeleteMarker",
+    "DeleteMarkers",
     "DropTurn",
     "GiveBack",
     "Op",
@@ -60,7 +61,8 @@ class Check:
 class Swap:
     """Write ``ours`` beside ``live`` if ``snapshot`` and ``relied`` still hold and the turn
     key is as ``turn`` says (``turn.py``), deleting the markers of ``drop``; ``claim``: claim
-    the turn if the swap fails. Result: ``(state written or state now, written)``."""
+    the turn if the swap fails. Delete the markers of ``released`` either way (releases
+    riding the swap: ``gate.py``). Result: ``(state written or state now, written)``."""
 
     snapshot: Snapshot
     live: Sequence[section.Entry]
@@ -70,6 +72,7 @@ class Swap:
     timeout: float
     turn: int = 0
     claim: bool = False
+    released: Sequence[Owner] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,14 @@ class DeleteMarker:
 
 
 @dataclass(frozen=True, slots=True)
+class DeleteMarkers:
+    """Delete the holder markers of ``owners`` in one Txn (releases riding it: ``gate.py``)."""
+
+    owners: tuple[Owner, ...]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class Tombstone:
     """Make sure ``owner`` holds nothing, whether or not its swap committed (``state.py``)."""
 
@@ -165,6 +176,7 @@ Op = (
     | GiveBack
     | RetireLease
     | DeleteMarker
+    | DeleteMarkers
     | DropTurn
     | Tombstone
     | Track

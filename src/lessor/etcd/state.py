@@ -89,10 +89,12 @@ class SectionTxns:
         drop: Sequence[Owner] = (),
         turn: int = 0,
         claim: bool = False,
+        released: Sequence[Owner] = (),
     ) -> Calls[tuple[Snapshot, bool]]:
         """Write the entries ``ours`` beside the ``live`` entries of ``snapshot``, with a marker
         for each, if what ``relied`` on holds, deleting the markers of the entries in ``drop``
-        (left out of ``live``).
+        (left out of ``live``). Delete the markers of ``released`` (this process's releases,
+        left out of ``live`` too) in either branch.
 
         ``turn`` is the create revision the section's turn key must have (0: it must not
         exist); a swap that expects one deletes it when it commits. With ``claim``, its failure
@@ -104,6 +106,10 @@ class SectionTxns:
         rpc = self._rpc
         entries = (*live, *ours)
         markers = [self.keys.marker(e.lease, e.seq) for e in ours]
+        # Releases riding this swap (gate.py) are deleted whether it wins or loses: a lost swap
+        # is a raft write all the same, so they cost etcd no write of their own. The deletions
+        # come before the reads in both branches, so the state returned is the state after them.
+        releases = [self._delete(o) for o in released]
         success = [
             rpc.RequestOp(
                 request_put=rpc.PutRequest(key=self.keys.value, value=section.encode(entries))
@@ -114,16 +120,10 @@ class SectionTxns:
                 )
                 for marker, e in zip(markers, ours, strict=True)
             ),
-            *(
-                rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.keys.marker(*o)))
-                for o in drop
-            ),
+            *(self._delete(o) for o in drop),
+            *releases,
             # A swap that commits under a turn ends it: the next loser may claim it.
-            *(
-                [rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.keys.turn))]
-                if turn
-                else []
-            ),
+            *([self._delete_key(self.keys.turn)] if turn else []),
             self._state[1],  # every marker, after the writes: the state written is all fresh
         ]
         # Our markers must not exist yet: an abandoned acquisition leaves a tombstone there
@@ -137,7 +137,7 @@ class SectionTxns:
         # the claim they last saw), so its own next swap, built on the state its failure
         # branch brought back, is the one left to win.
         compares = [*self._compares(snapshot, relied), *fresh, self._turn_compare(turn)]
-        failure = self._state
+        failure = [*releases, *self._state]
         if claim and ours:
             # The claim rides on a swap that lost, which etcd writes through raft anyway: no
             # round trip or write of its own. It goes before the reads, so that the state
@@ -145,11 +145,12 @@ class SectionTxns:
             # says (``turn.py``), not the reply's revision: a claim that found the turn taken
             # writes nothing, and the reply then carries the revision of the newest write,
             # which may be the other process's claim.
-            failure = [self._claim(ours[0]), *self._state]
+            failure = [*releases, self._claim(ours[0]), *self._state]
         response = yield self._txn(compares, success, failure, timeout)
         revision = response.header.revision
         if not response.succeeded:
-            return self._parse(revision, response.responses[len(failure) - 3 :]), False
+            state = response.responses[len(failure) - len(self._state) :]
+            return self._parse(revision, state), False
         # No turn after a swap that committed: it expected none, or deleted the one it expected.
         return Snapshot(revision, revision, entries, self._markers(response.responses[-1])), True
 
@@ -171,7 +172,7 @@ class SectionTxns:
         rpc, marker = self._rpc, self.keys.marker(lease, seq)
         committed = rpc.Compare(key=marker, target=rpc.Compare.VALUE,
                                 result=rpc.Compare.NOT_EQUAL, value=TOMBSTONE)  # fmt: skip
-        delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=marker))
+        delete = self._delete_key(marker)
         tombstone = rpc.RequestOp(
             request_put=rpc.PutRequest(key=marker, value=TOMBSTONE, lease=lease)
         )
@@ -183,12 +184,18 @@ class SectionTxns:
         rpc = self._rpc
         ours = rpc.Compare(key=self.keys.turn, target=rpc.Compare.CREATE,
                            result=rpc.Compare.EQUAL, create_revision=create_revision)  # fmt: skip
-        delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.keys.turn))
+        delete = self._delete_key(self.keys.turn)
         yield self._txn([ours], [delete], [], timeout)
 
     def delete_marker(self, lease: int, seq: int, timeout: float) -> Calls[None]:
         request = self._rpc.DeleteRangeRequest(key=self.keys.marker(lease, seq))
         yield Unary("kv", "DeleteRange", request, timeout, f"{self._what}: releasing")
+
+    def delete_markers(self, owners: Sequence[Owner], timeout: float) -> Calls[None]:
+        """Delete the markers of ``owners``: releases that ride one Txn (``gate.py``), one raft
+        write for all. No compare: a marker already gone (expired, or deleted by a Txn whose
+        reply was lost) is simply not there to delete."""
+        yield self._txn([], [self._delete(o) for o in owners], [], timeout)
 
     # -- building and parsing ----------------------------------------------------------------
 
@@ -197,6 +204,13 @@ class SectionTxns:
     ) -> Unary:
         request = self._rpc.TxnRequest(compare=compare, success=success, failure=failure)
         return Unary("kv", "Txn", request, timeout, self._what)
+
+    def _delete(self, owner: Owner) -> Any:
+        return self._delete_key(self.keys.marker(*owner))
+
+    def _delete_key(self, key: bytes) -> Any:
+        rpc = self._rpc
+        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
 
     def _state_ops(self) -> list[Any]:
         rpc, keys = self._rpc, self.keys

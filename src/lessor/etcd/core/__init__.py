@@ -18,8 +18,8 @@ One mechanism a module:
 * ``attempt.py``: one attempt: read, adopt, plan, and one compare-and-swap for the group.
 * ``abandon.py``: an acquisition that ends without ranges: give back its etcd lease, or
   abandon it (tombstones and clean-ups) when a swap of its may still commit.
-* ``release.py``: the end of a grant: its release, its expiry at the deadline, and the
-  marker deletion's fail-over.
+* ``release.py``: the end of a grant: its release (riding the leader's next swap when one
+  leads), its expiry at the deadline, and the marker deletion's fail-over.
 
 How long to wait between attempts, and which failures are worth another, is ``retry.py``'s;
 who gets which ranges is ``plan.py``'s; what the process knows of the section, ``known.py``'s.
@@ -30,11 +30,12 @@ from lessor.etcd.core.acquire import NOTICE, acquire
 from lessor.etcd.core.attempt import SectionFull, group_commit
 from lessor.etcd.core.lead import MAX_GROUP, give_up, lead, orphaned, withdraw
 from lessor.etcd.core.member import Config, Conflict, Held, Member
-from lessor.etcd.core.release import expire, release
+from lessor.etcd.core.release import Boarding, expire, release
 
 __all__ = [
     "MAX_GROUP",
     "NOTICE",
+    "Boarding",
     "Config",
     "Conflict",
     "Held",

@@ -25,6 +25,10 @@ revision taken from state other threads can change.
 marked ambiguous (``Member.ambiguous``, ``Member.lost_at``) and stay so until the swap is known
 to have failed or succeeded; one that ends without a grant meanwhile is abandoned
 (``abandon.py``).
+
+**Rides.** A swap also deletes the markers of the process's releases that wait aboard the gate
+(``gate.py``), in either branch; a release whose swap's outcome is unknown deletes its marker
+itself (``release.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 from lessor import observe
 from lessor.contract import Grant
@@ -39,6 +44,7 @@ from lessor.errors import DeadlineExceeded, LessorError, Transient
 from lessor.etcd import section
 from lessor.etcd.core.abandon import abandon, fail, give_back
 from lessor.etcd.core.member import Config, Conflict, Held, Member
+from lessor.etcd.gate import MAX_RIDES, Ride
 from lessor.etcd.keys import Owner
 from lessor.etcd.known import Known, View
 from lessor.etcd.leases import EtcdLease
@@ -59,6 +65,14 @@ LEASE_SPREAD = 1.0
 """Members of one attempt share an etcd lease when their deadlines lie this close (seconds)."""
 
 
+class Rides(Protocol):
+    """Where a swap takes the releases it carries: the section's gate (``gate.py``)."""
+
+    def take_rides(self, limit: int) -> list[Ride]: ...
+
+    def landed(self, rides: Sequence[Ride], carried: bool) -> None: ...
+
+
 class SectionFull(Transient):
     """A section already holds :data:`~lessor.etcd.plan.MAX_LIVE_LEASES` live leases."""
 
@@ -76,16 +90,19 @@ class Deferred(Stale):
         self.pause = pause
 
 
-def group_commit(known: Known, members: Sequence[Member], config: Config) -> Steps:
+def group_commit(
+    known: Known, members: Sequence[Member], config: Config, rides: Rides | None = None
+) -> Steps:
     """One attempt for ``members`` (in queue order): settles those it can. Returns the
     retryable error it failed with (a :class:`Conflict`, or an etcd error worth another try),
     or None. A permanent error (corrupt section, permission denied, ...) settles every member.
+    A swap it sends carries the releases waiting aboard ``rides`` (the section's gate).
     """
     active = yield from _ready(known, members, config)
     if not active:
         return None
     try:
-        yield from _plan_and_commit(known, active, config)
+        yield from _plan_and_commit(known, active, config, rides)
     except Conflict as e:
         for m in active:
             m.last_failure = e
@@ -143,7 +160,9 @@ def _lease_gone(
             m.ambiguous, m.lost_at = False, None
 
 
-def _plan_and_commit(known: Known, members: Sequence[Member], config: Config) -> Steps:
+def _plan_and_commit(
+    known: Known, members: Sequence[Member], config: Config, rides: Rides | None
+) -> Steps:
     """Steps 1 to 5 above for ``members``: settles those the state or the Txn answers. Raises
     :class:`Conflict` (:class:`Stale`) when the state did not hold, and an etcd call's error."""
     timeout = min(m.timeout(config.clock(), config) for m in members)
@@ -174,9 +193,8 @@ def _plan_and_commit(known: Known, members: Sequence[Member], config: Config) ->
     # proves nothing (a coarse clock gives one reading to events in either order).
     relied = plan.relied(lambda m: m.started >= view.fetched_at)
     if plan.writers:
-        yield from _swap(
-            known, view, plan, live=live, relied=relied or (), timeout=timeout, config=config
-        )
+        yield from _swap(known, view, plan, live=live, relied=relied or (), timeout=timeout,
+                         rides=rides, config=config)  # fmt: skip
         return
     token = snapshot.revision
     if relied is not None:
@@ -198,10 +216,12 @@ def _swap(
     live: Sequence[section.Entry],
     relied: Sequence[section.Entry],
     timeout: float,
+    rides: Rides | None,
     config: Config,
 ) -> Steps:
     """Write the plan's entries with one compare-and-swap, keeping track of which writers'
-    swaps may have committed without our knowing (their reply lost)."""
+    swaps may have committed without our knowing (their reply lost). The swap deletes the
+    markers of the releases it takes from ``rides`` too, and tells them how it ended."""
     snapshot = view.snapshot
     turns = known.turns
     expect = turns.expect(snapshot.turn, config.clock())
@@ -219,9 +239,16 @@ def _swap(
     before = [m.lost_at for m in writers]
     for m in writers:  # until the reply arrives, this swap may commit unbeknown to us
         m.ambiguous, m.lost_at = True, snapshot.mod_revision
-    sent = config.clock()
+    taken: list[Ride] = []
+    carried = False
     try:
-        fresh, written = yield Swap(snapshot, live, relied, ours, drop, timeout, expect, claim)
+        # Taken at the last moment, so that no step between here and the swap can strand them;
+        # told how the swap ended whatever happens (finally), as the gate requires.
+        taken = rides.take_rides(MAX_RIDES) if rides is not None else []
+        sent = config.clock()
+        fresh, written = yield Swap(snapshot, live, relied, ours, drop, timeout, expect, claim,
+                                    released=[r.owner for r in taken])  # fmt: skip
+        carried = True  # the reply came: in either branch, the markers were deleted
     except LeaseNotFound:  # refused whole: this swap did not commit
         for m, lost_at in zip(writers, before, strict=True):
             m.lost_at, m.ambiguous = lost_at, lost_at is not None
@@ -229,6 +256,9 @@ def _swap(
     except BaseException:
         known.invalidate(view)  # it may have committed: what we knew may be out of date
         raise
+    finally:
+        if rides is not None:
+            rides.landed(taken, carried)
     for m, lost_at in zip(writers, before, strict=True):
         m.lost_at = None if written else lost_at  # an earlier lost swap may still commit
         m.ambiguous = m.lost_at is not None

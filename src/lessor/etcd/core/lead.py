@@ -53,7 +53,7 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             batch = gate.take(MAX_GROUP)
             began = config.clock()
             try:
-                failed = yield from group_commit(known, [w.item for w in batch], config)
+                failed = yield from group_commit(known, [w.item for w in batch], config, gate)
                 departed = gate.finish(batch)
                 ended = config.clock()
             except GeneratorExit:  # closed unfinished: no more calls can be made

@@ -6,6 +6,12 @@ delete it: the holder's :func:`release`, or :func:`expire` at the grant's deadli
 holder overran (the reaper calls it: a renewal of the shared etcd lease for a later
 acquisition would otherwise keep the marker alive past the deadline).
 
+A release *rides* (``gate.py``): the next Txn the process sends on the section deletes its
+marker, be it an acquisition's compare-and-swap (in either branch) or one Txn of deletions
+for every release aboard, sent by the first of them. It waits at most :data:`RIDE_WAIT` to be
+taken, and one call's time for the reply; else, and when the Txn's outcome is unknown, it
+deletes the marker itself (:func:`_ride`).
+
 The deletion fails over across etcd's members within the release timeout
 (:func:`_delete_marker`). Its first failure retires the etcd lease, so that if every try
 fails the marker still ends, at the lease's TTL as it stood then; the error then says when
@@ -15,10 +21,24 @@ the ranges come free.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from lessor import observe
 from lessor.errors import LessorError, Unavailable
 from lessor.etcd.core.member import Config, Held
-from lessor.etcd.ops import CleanUp, DeleteMarker, GiveBack, RetireLease, Steps, Wait
+from lessor.etcd.gate import MAX_RIDES, Gate, Ride
+from lessor.etcd.ops import (
+    CleanUp,
+    DeleteMarker,
+    DeleteMarkers,
+    GiveBack,
+    RetireLease,
+    Steps,
+    Wait,
+    WaitTurn,
+)
 from lessor.etcd.retry import (
     MIN_CALL_TIME,
     RELEASE_PAUSE,
@@ -28,19 +48,38 @@ from lessor.etcd.retry import (
 )
 from lessor.etcd.transport import RetryableRpc
 
-__all__ = ["expire", "release", "release_quietly"]
+__all__ = ["RIDE_WAIT", "Boarding", "expire", "release", "release_quietly"]
 
 log = logging.getLogger("lessor")
 
+RIDE_WAIT = 0.01
+"""The longest a release waits aboard for a Txn to take it (seconds); past that it deletes its
+marker itself. A hot section's attempts take a few milliseconds on one member."""
 
-def release(held: Held, config: Config) -> Steps:
+
+@dataclass(frozen=True, slots=True)
+class Boarding:
+    """How a release rides the process's next Txn on the section: the section's ``gate``, and
+    what its thread waits on (``turn``, a thread's event or a task's), what sets it
+    (``wake``) and what clears it (``rearm``: a ride is woken twice when it leads the
+    releases while a swap carries its own marker)."""
+
+    gate: Gate[Any]
+    turn: object
+    wake: Callable[[], object]
+    rearm: Callable[[], object]
+
+
+def release(held: Held, config: Config, boarding: Boarding | None = None) -> Steps:
     """Give back a grant: its entry is dead to this process at once (its next swap drops it),
     and to everyone once its marker is deleted, here or, for a holder that overran, already at
-    its deadline (:func:`expire`). The deletion fails over across etcd's members within the
-    release timeout. The etcd lease is given back whatever the deletion's outcome; a deletion
-    that failed retires the lease first (a renewal would keep the marker alive), and is
-    raised after that as one :class:`~lessor.errors.Unavailable` that says when the ranges
+    its deadline (:func:`expire`). With ``boarding`` the deletion rides the process's next
+    Txn on the section (:func:`_ride`). The deletion fails over across etcd's members within
+    the release timeout. The etcd lease is given back whatever the deletion's outcome; a
+    deletion that failed retires the lease first (a renewal would keep the marker alive), and
+    is raised after that as one :class:`~lessor.errors.Unavailable` that says when the ranges
     come free."""
+    began = config.clock()
     held.known.release(held.owner)
     lease = held.lease
     failure: BaseException | None = None
@@ -51,7 +90,11 @@ def release(held: Held, config: Config) -> Steps:
         # goes with it: one write instead of two.
         by_revoke = ends_marker and lease.retired and lease.users == 1
         if ends_marker and not by_revoke:
-            failure = yield from _delete_marker(held, config)
+            rode = boarding is not None and (yield from _ride(held, boarding, config))
+            if not rode:
+                failure = yield from _delete_marker(held, config)
+            if failure is None:
+                observe.freed("etcd", held.known.keys.section_id, config.clock() - began, rode)
     except GeneratorExit:
         raise
     except BaseException as e:  # the thread's own (KeyboardInterrupt, ...): delete it apart
@@ -76,6 +119,58 @@ def release(held: Held, config: Config) -> Steps:
             f"section {held.known.keys.section_id!r}: could not revoke etcd lease "
             f"{lease.id:x}; the lease's marker lives until the lease expires"
         )
+
+
+def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
+    """Wait aboard the gate for a Txn of the process to delete ``held``'s marker (leading the
+    releases when the gate says so: :func:`_carry`); True once one did (its reply came).
+    False when no Txn took the ride within :data:`RIDE_WAIT`, when the Txn that took it ended
+    with its outcome unknown, or when its reply has not come within one call's time (the time
+    the release's own first try would have had): the caller then deletes the marker itself,
+    and a Txn that deletes it as well changes nothing. An exception that reaches the thread
+    here takes the ride off first."""
+    gate = boarding.gate
+    ride = Ride(held.owner, boarding.wake)
+    began = config.clock()
+    taken_by = began + RIDE_WAIT
+    landed_by = began + call_timeout(config.release_timeout, config.rpc_timeout, config.endpoints)
+    try:
+        gate.board(ride)
+        while ride.carried is None:
+            if ride.lead:
+                yield from _carry(gate, ride, config)
+                boarding.rearm()  # before looking at carried again: no wake-up is missed
+                continue
+            now = config.clock()
+            if now >= taken_by and gate.alight(ride):
+                return False  # not taken in time
+            if now >= landed_by:
+                return False  # taken, and no word yet
+            until = landed_by if ride.taken else taken_by
+            yield WaitTurn(boarding.turn, until - now)
+    except BaseException:
+        gate.alight(ride)
+        raise
+    return bool(ride.carried)
+
+
+def _carry(gate: Gate[Any], leader: Ride, config: Config) -> Steps:
+    """``leader`` leads the releases: one Txn deletes the markers of the rides aboard (its own
+    first, unless a swap took it already), and the lead passes on. A Txn that failed tells
+    its rides so: each then deletes its marker itself, with the deletion's own fail-over."""
+    rides: list[Ride] = []
+    carried = False
+    try:
+        rides = gate.take_rides(MAX_RIDES)
+        if rides:
+            timeout = call_timeout(config.release_timeout, config.rpc_timeout, config.endpoints)
+            yield DeleteMarkers(tuple(r.owner for r in rides), timeout)
+            carried = True
+    except (RetryableRpc, LessorError):
+        pass  # each ride deletes its marker itself
+    finally:
+        gate.landed(rides, carried)
+        gate.done_carrying(leader)
 
 
 def expire(held: Held, config: Config) -> Steps:
