@@ -29,7 +29,8 @@ sends on the section deletes every marker aboard: the leader's next compare-and-
 branch (a lost swap is a write all the same), or, when no acquisition leads, one Txn of
 deletions that a release sends for all aboard, itself first: that release *leads the
 releases* (:meth:`board` says so, or the gate hands it the lead when the acquisitions' lead
-ends or the release Txn before it is done: :meth:`done_carrying`). A Txn takes the rides with
+ends or pauses (:meth:`pausing`), or the release Txn before it is done:
+:meth:`done_carrying`). A Txn takes the rides with
 :meth:`take_rides` and tells them how it ended with :meth:`landed`. A ride whose Txn's outcome
 is unknown, or that leaves (:meth:`alight`: its time is up, or an exception reached it),
 deletes its marker itself.
@@ -98,12 +99,19 @@ class Gate(Generic[T]):
         self._queue: list[Waiter[T]] = []  # arrival order; empty whenever nobody leads
         self._aboard: list[Ride] = []  # boarding order, not yet taken by a Txn
         self._releasing: Ride | None = None  # the ride that leads the releases, if one does
+        self._pausing = False  # the acquisitions' leader sends nothing for now
 
     @property
     def queued(self) -> int:
         """How many acquisitions wait in the queue (not counting those inside an attempt)."""
         with self._lock:
             return len(self._queue)
+
+    @property
+    def aboard(self) -> int:
+        """How many releases wait aboard for a Txn to take them."""
+        with self._lock:
+            return len(self._aboard)
 
     @property
     def leading(self) -> bool:
@@ -175,6 +183,21 @@ class Gate(Generic[T]):
         for ride in rides:
             ride.carried = carried
             ride.wake()
+
+    def pausing(self) -> None:
+        """The acquisitions' leader is about to pause (back off, or defer to another process):
+        it sends no swap meanwhile, so the releases lead themselves (:meth:`resumed` ends
+        that; so does the end of the lead)."""
+        with self._lock:
+            self._pausing = True
+            wakes = self._lead_releases()
+        for wake in wakes:
+            wake()
+
+    def resumed(self) -> None:
+        """The acquisitions' leader sends swaps again after its pause."""
+        with self._lock:
+            self._pausing = False
 
     def done_carrying(self, ride: Ride) -> None:
         """``ride`` led the releases and its Txn is over: the first ride still aboard leads
@@ -258,13 +281,14 @@ class Gate(Generic[T]):
             first = self._queue[0]
             first.lead = True
             return [first.wake]
-        self._leading = False
+        self._leading = self._pausing = False
         return self._lead_releases()
 
     def _lead_releases(self, but: Ride | None = None) -> list[Callable[[], object]]:
-        """When neither an acquisition nor a release leads and rides are aboard, the first
-        (other than ``but``) leads the releases: whom to wake. Under the lock."""
-        if self._leading or self._releasing is not None:
+        """When neither an acquisition that sends swaps nor a release leads and rides are
+        aboard, the first (other than ``but``) leads the releases: whom to wake. Under the
+        lock."""
+        if (self._leading and not self._pausing) or self._releasing is not None:
             return []
         first = next((r for r in self._aboard if r is not but), None)
         if first is None:

@@ -94,7 +94,10 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
                 yield from fail(known, m, failed if failed is not None else expired, config)
                 yield from _end_turn(known, gate, config)
                 return
+            if pause > 0:
+                gate.pausing()  # the releases aboard need not wait for this leader's next swap
             yield Wait(pause, m.ctx)
+            gate.resumed()
     finally:
         gate.hand_over(me)
 

@@ -90,11 +90,7 @@ def release(held: Held, config: Config, boarding: Boarding | None = None) -> Ste
         # goes with it: one write instead of two.
         by_revoke = ends_marker and lease.retired and lease.users == 1
         if ends_marker and not by_revoke:
-            rode = boarding is not None and (yield from _ride(held, boarding, config))
-            if not rode:
-                failure = yield from _delete_marker(held, config)
-            if failure is None:
-                observe.freed("etcd", held.known.keys.section_id, config.clock() - began, rode)
+            failure = yield from _end_marker(held, boarding, config, began)
     except GeneratorExit:
         raise
     except BaseException as e:  # the thread's own (KeyboardInterrupt, ...): delete it apart
@@ -121,43 +117,78 @@ def release(held: Held, config: Config, boarding: Boarding | None = None) -> Ste
         )
 
 
+def _end_marker(held: Held, boarding: Boarding | None, config: Config, began: float) -> Steps:
+    """Delete ``held``'s marker for a release that began at ``began``: riding the process's
+    next Txn on the section when it can (:func:`_ride`), else, or when the ride failed, with a
+    deletion of its own within what is left of the release timeout. Returns None, or the
+    error that ended the deletion's tries."""
+    ridden = "no" if boarding is None else (yield from _ride(held, boarding, config))
+    failure = None
+    if ridden == "failed":  # as a failed try of its own: no renewal may keep the marker now
+        yield RetireLease(held.lease, config.release_timeout)
+    if ridden in ("no", "failed"):
+        failure = yield from _delete_marker(held, config, began + config.release_timeout,
+                                            retired=ridden == "failed")  # fmt: skip
+    if failure is None:
+        observe.freed("etcd", held.known.keys.section_id, config.clock() - began,
+                      rode=ridden == "rode")  # fmt: skip
+    return failure
+
+
 def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
     """Wait aboard the gate for a Txn of the process to delete ``held``'s marker (leading the
-    releases when the gate says so: :func:`_carry`); True once one did (its reply came).
-    False when no Txn took the ride within :data:`RIDE_WAIT`, when the Txn that took it ended
-    with its outcome unknown, or when its reply has not come within one call's time (the time
-    the release's own first try would have had): the caller then deletes the marker itself,
-    and a Txn that deletes it as well changes nothing. An exception that reaches the thread
-    here takes the ride off first."""
+    releases when the gate says so: :func:`_carry`). Returns ``"rode"`` when a Txn deleted
+    it (its reply came) that was another's or carried others' markers too; ``"alone"`` when
+    the release's own Txn deleted it with nothing else aboard (a write of its own, as without
+    riding); ``"no"`` when no Txn took the ride within :data:`RIDE_WAIT`; ``"failed"`` when
+    the Txn that took it ended with its outcome unknown, or its reply has not come within one
+    call's time (the time the release's own first try would have had), which counts as a
+    failed try of the release's own. After "no" and "failed" the caller deletes the marker
+    itself (a Txn that deletes it as well changes nothing).
+
+    An exception that reaches the thread here takes the ride off, and, unless a Txn is known
+    to have deleted the marker, retires the etcd lease at once, as a failed deletion does
+    (:func:`_delete_marker`): the caller's clean-up may never start (a second exception), and
+    no renewal may then keep the marker alive. A ride that leaves while it leads the releases
+    (a swap took it after the gate handed it the lead) passes the lead on."""
     gate = boarding.gate
     ride = Ride(held.owner, boarding.wake)
     began = config.clock()
     taken_by = began + RIDE_WAIT
     landed_by = began + call_timeout(config.release_timeout, config.rpc_timeout, config.endpoints)
+    alone = False
     try:
         gate.board(ride)
         while ride.carried is None:
             if ride.lead:
-                yield from _carry(gate, ride, config)
+                alone = (yield from _carry(gate, ride, config)) == [ride]
                 boarding.rearm()  # before looking at carried again: no wake-up is missed
                 continue
             now = config.clock()
             if now >= taken_by and gate.alight(ride):
-                return False  # not taken in time
+                return "no"  # not taken in time
             if now >= landed_by:
-                return False  # taken, and no word yet
+                return "failed"  # taken, and no word yet
             until = landed_by if ride.taken else taken_by
             yield WaitTurn(boarding.turn, until - now)
     except BaseException:
+        if not ride.carried:
+            held.lease.retired = True  # directly: no op can be relied on to run from here
         gate.alight(ride)
         raise
-    return bool(ride.carried)
+    finally:
+        if ride.lead:  # handed the lead, then taken by a swap before it could lead
+            gate.done_carrying(ride)
+    if not ride.carried:
+        return "failed"  # the Txn that took it failed (alight returned above otherwise)
+    return "alone" if alone else "rode"
 
 
 def _carry(gate: Gate[Any], leader: Ride, config: Config) -> Steps:
     """``leader`` leads the releases: one Txn deletes the markers of the rides aboard (its own
     first, unless a swap took it already), and the lead passes on. A Txn that failed tells
-    its rides so: each then deletes its marker itself, with the deletion's own fail-over."""
+    its rides so: each then deletes its marker itself, with the deletion's own fail-over.
+    Returns the rides it took."""
     rides: list[Ride] = []
     carried = False
     try:
@@ -171,6 +202,7 @@ def _carry(gate: Gate[Any], leader: Ride, config: Config) -> Steps:
     finally:
         gate.landed(rides, carried)
         gate.done_carrying(leader)
+    return rides
 
 
 def expire(held: Held, config: Config) -> Steps:
@@ -188,19 +220,22 @@ def expire(held: Held, config: Config) -> Steps:
         log.warning("%s", _undeleted(held, failure, config))
 
 
-def _delete_marker(held: Held, config: Config) -> Steps:
-    """Delete ``held``'s marker, trying the next etcd endpoint after each failure, until the
-    release timeout runs out. Returns None, or the error that ended the tries: etcd's
-    permanent refusal, or the last of the failures.
+def _delete_marker(
+    held: Held, config: Config, give_up_at: float | None = None, *, retired: bool = False
+) -> Steps:
+    """Delete ``held``'s marker, trying the next etcd endpoint after each failure, until
+    ``give_up_at`` (by default the release timeout from now; ``retired``: the lease was
+    retired already). Returns None, or the error that ended the tries: etcd's permanent
+    refusal, or the last of the failures.
 
     The first failure retires the etcd lease at once, not after the last: from then on no
     renewal (for this process's next acquisitions) extends the marker, so if the tries all
     fail it ends at the lease's TTL as it stood then. Any other exception out of a try
     retires it too before it goes on. (A renewal already on its way may still
     land: see :meth:`~lessor.etcd.leases.LeasePool.take`.)"""
-    give_up_at = config.clock() + config.release_timeout
+    if give_up_at is None:
+        give_up_at = config.clock() + config.release_timeout
     pause = RELEASE_PAUSE
-    retired = False
     while True:
         timeout = call_timeout(give_up_at - config.clock(), config.rpc_timeout, config.endpoints)
         try:
