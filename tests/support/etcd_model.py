@@ -7,7 +7,8 @@ It answers the lessor's own protobuf requests (``pyetcd.etcdrpc``), so the real 
   writes; its ops apply in order (a read after a write in the same branch sees it);
   ``create_revision``, ``mod_revision`` and ``version`` per key;
 * Txn compares on VERSION, CREATE, MOD, VALUE and LEASE (a VALUE compare on a missing key is
-  false, as in etcd), with ``range_end``;
+  false, as in etcd), with ``range_end``; Txns nested in a branch (etcd >= 3.3), whose
+  branches are decided, as etcd does, from the state before the outer Txn writes;
 * leases: granted with the TTL asked, ended at ``grant time + TTL`` by :meth:`EtcdModel.expire`
   or by a revoke, deleting every key attached; a put naming an unknown lease refuses the whole
   Txn with "requested lease not found" (:class:`LeaseNotFound` here);
@@ -171,14 +172,40 @@ class EtcdModel:
         return bool(have < want)
 
     def _txn(self, request: Any) -> Any:
+        path = self._path(request)  # etcd decides every branch, nested ones too, up front
+        self._check_leases(request, path)  # and refuses the whole Txn for an unknown lease
+        rev = self.revision + 1
+        responses, wrote = self._apply(request, path, rev)
+        if wrote:
+            self.revision = rev
+        return rpc.TxnResponse(header=self._header(), succeeded=path[0], responses=responses)
+
+    def _path(self, request: Any) -> tuple[bool, list[Any]]:
+        """Which branch a Txn takes, and the paths of the Txns nested in that branch (etcd
+        >= 3.3), all from the state before the Txn writes anything, as etcd decides them."""
         succeeded = all(self._compare(c) for c in request.compare)
         ops = request.success if succeeded else request.failure
-        for op in ops:  # etcd checks every lease a put names before applying anything
-            if op.WhichOneof("request") == "request_put":
+        nested = [self._path(op.request_txn) for op in ops
+                  if op.WhichOneof("request") == "request_txn"]  # fmt: skip
+        return succeeded, nested
+
+    def _check_leases(self, request: Any, path: tuple[bool, list[Any]]) -> None:
+        nested = iter(path[1])
+        for op in request.success if path[0] else request.failure:
+            kind = op.WhichOneof("request")
+            if kind == "request_put":
                 lease = op.request_put.lease
                 if lease and lease not in self.leases:
                     raise LeaseNotFound("etcdserver: requested lease not found")
-        rev = self.revision + 1
+            elif kind == "request_txn":
+                self._check_leases(op.request_txn, next(nested))
+
+    def _apply(
+        self, request: Any, path: tuple[bool, list[Any]], rev: int
+    ) -> tuple[list[Any], bool]:
+        """Apply one Txn's branch in order; a nested Txn's writes share the outer revision."""
+        nested = iter(path[1])
+        ops = request.success if path[0] else request.failure
         wrote = False
         responses = []
         for op in ops:
@@ -200,11 +227,18 @@ class EtcdModel:
                 responses.append(
                     rpc.ResponseOp(response_delete_range=rpc.DeleteRangeResponse(deleted=deleted))
                 )
+            elif kind == "request_txn":
+                inner_path = next(nested)
+                inner, inner_wrote = self._apply(op.request_txn, inner_path, rev)
+                wrote = wrote or inner_wrote
+                responses.append(
+                    rpc.ResponseOp(
+                        response_txn=rpc.TxnResponse(succeeded=inner_path[0], responses=inner)
+                    )
+                )
             else:
                 raise NotImplementedError(kind)
-        if wrote:
-            self.revision = rev
-        return rpc.TxnResponse(header=self._header(), succeeded=succeeded, responses=responses)
+        return responses, wrote
 
     def _kv_message(self, key: bytes, keys_only: bool) -> Any:
         kv = self.kvs[key]

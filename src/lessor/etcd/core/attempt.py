@@ -54,7 +54,7 @@ from lessor.etcd.retry import MIN_CALL_TIME
 from lessor.etcd.state import Snapshot
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc
 
-__all__ = ["LEASE_SPREAD", "MAX_DROPS", "SectionFull", "Stale", "group_commit"]
+__all__ = ["LEASE_SPREAD", "MAX_DROPS", "Deferred", "SectionFull", "Stale", "group_commit"]
 
 log = logging.getLogger("lessor")
 
@@ -79,6 +79,15 @@ class SectionFull(Transient):
 
 class Stale(Conflict):
     """The state at hand predates the acquisition and cannot settle it: read it again."""
+
+
+class Deferred(Stale):
+    """Another process holds the section's turn (``turn.py``): a swap now would fail. Pause
+    :attr:`pause` seconds, then read again."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.pause = pause
 
 
 def group_commit(known: Known, members: Sequence[Member], config: Config, rides: Rides) -> Steps:
@@ -212,11 +221,19 @@ def _swap(
     swaps may have committed without our knowing (their reply lost). The swap deletes the
     markers of the releases it takes from ``rides`` too, and tells them how it ended."""
     snapshot = view.snapshot
+    turns = known.turns
+    expect = turns.expect(snapshot.turn, config.clock())
+    if expect is None:  # another's turn: our swap would fail, and cost etcd a write
+        known.invalidate(view)
+        raise Deferred(turns.pause())
+    claim = turns.wants_claim
     writers = [m for m, _ in plan.writers]
     yield from _take_leases([m for m in writers if m.lease is None], timeout)
     drop = [o for o in known.abandoned.current() if o in snapshot.markers][:MAX_DROPS]
     ours = [section.Entry(_lease_of(m).id, m.seq, parts, config.holder)
             for m, parts in plan.writers]  # fmt: skip
+    if claim:  # the claim rides on ours[0]'s etcd lease (``state.py``): it is ours, reply or not
+        turns.claiming(_lease_of(writers[0]), config.clock())
     before = [m.lost_at for m in writers]
     for m in writers:  # until the reply arrives, this swap may commit unbeknown to us
         m.ambiguous, m.lost_at = True, snapshot.mod_revision
@@ -227,7 +244,7 @@ def _swap(
         # told how the swap ended whatever happens (finally), as the gate requires.
         taken = rides.take_rides(MAX_RIDES)
         sent = config.clock()
-        fresh, written = yield Swap(snapshot, live, relied, ours, drop, timeout,
+        fresh, written = yield Swap(snapshot, live, relied, ours, drop, timeout, expect, claim,
                                     released=[r.owner for r in taken])  # fmt: skip
         carried = True  # the reply came: in either branch, the markers were deleted
     except LeaseNotFound:  # refused whole: this swap did not commit
@@ -242,6 +259,8 @@ def _swap(
     for m, lost_at in zip(writers, before, strict=True):
         m.lost_at = None if written else lost_at  # an earlier lost swap may still commit
         m.ambiguous = m.lost_at is not None
+    now = config.clock()
+    turns.swapped(written, fresh.turn, seconds=now - sent, now=now)
     known.store(fresh, sent)
     if not written:
         raise Conflict()

@@ -18,20 +18,23 @@ retired, to end: :func:`_way_out`, :func:`_forsake`.)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from lessor import observe
 from lessor.errors import Cancelled, DeadlineExceeded
 from lessor.etcd.core.abandon import fail
-from lessor.etcd.core.attempt import Stale, group_commit
+from lessor.etcd.core.attempt import Deferred, Stale, group_commit
 from lessor.etcd.core.member import Config, Conflict, Held, Member
 from lessor.etcd.core.release import release_quietly
 from lessor.etcd.gate import Gate, Waiter
 from lessor.etcd.keys import Owner
 from lessor.etcd.known import Known
-from lessor.etcd.ops import CleanUp, Steps, Track, Wait
+from lessor.etcd.ops import CleanUp, DropTurn, Steps, Track, Wait
 
 __all__ = ["MAX_GROUP", "give_up", "lead", "orphaned", "withdraw"]
+
+log = logging.getLogger("lessor")
 
 MAX_GROUP = 32
 """The most acquisitions of one section one Txn writes for a process (group commit)."""
@@ -69,14 +72,27 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             late = not m.settled and m.done(now)
             # None: the attempt settled others but not us (too many at once).
             contended = failed is None or isinstance(failed, Conflict)
-            pause = 0.0 if m.settled or late else m.backoff.after(contended, m.deadline - now)
+            if m.settled or late:
+                pause = 0.0
+            elif known.turns.holding and _lost(failed):
+                # Our Txn lost while we hold the turn: the fresh state it brought back holds
+                # while the others defer, so our next swap is the one expected to win
+                # (turn.py). Any other failure (etcd down, too little time left for a call)
+                # is backed off from like anyone's: a pause of 0 there is a busy loop.
+                pause = 0.0
+            elif isinstance(failed, Deferred):
+                pause = min(failed.pause, max(0.0, m.deadline - now))
+            else:
+                pause = m.backoff.after(contended, m.deadline - now)
             observe.attempt("etcd", section_id, members=len(batch), outcome=_outcome(failed),
                             seconds=ended - began, pause=pause)  # fmt: skip
             if m.settled:
+                yield from _end_turn(known, gate, config)
                 return
             if late:
                 expired = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring a lease")
                 yield from fail(known, m, failed if failed is not None else expired, config)
+                yield from _end_turn(known, gate, config)
                 return
             if pause > 0:
                 gate.pausing()  # the releases aboard need not wait for this leader's next swap
@@ -86,10 +102,41 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
         gate.hand_over(me)
 
 
+def _lost(failed: BaseException | None) -> bool:
+    """Whether an attempt that returned ``failed`` lost a Txn of ours (a swap, or a check)
+    that brought back the fresh state: a :class:`Conflict` that is not :class:`Stale` (no Txn
+    sent: the state is read again)."""
+    return isinstance(failed, Conflict) and not isinstance(failed, Stale)
+
+
+def _end_turn(known: Known, gate: Gate[Member], config: Config) -> Steps:
+    """The leader leaves with nobody queued behind it: a claim of the turn it still holds (it
+    stopped contending without a win) would only hold the others back until their patience
+    ends (``turn.py``). It is deleted apart from the caller (a clean-up), whose grant or error
+    is settled and must not wait up to ``rpc_timeout`` for a call that is no business of its
+    own. A leader that comes meanwhile still knows the claim for this process's and compares
+    it; if the clean-up deletes it first, that leader's swap loses once and reads no turn."""
+    turns = known.turns
+    if not turns.holding or gate.queued:
+        return
+    claimed = turns.claimed
+    turns.dropped()
+    yield CleanUp(_drop_turn(known, claimed, config))
+
+
+def _drop_turn(known: Known, claimed: int, config: Config) -> Steps:
+    try:
+        yield DropTurn(claimed, config.rpc_timeout)
+    except Exception:  # the others' patience bounds a claim left behind
+        log.debug("section %r: could not drop our turn", known.keys.section_id, exc_info=True)
+
+
 def _outcome(failed: BaseException | None) -> observe.Outcome:
     """How an attempt that returned ``failed`` ended, for :func:`lessor.observe.attempt`."""
     if failed is None:
         return "settled"
+    if isinstance(failed, Deferred):
+        return "deferred"
     if isinstance(failed, Stale):
         return "stale"
     return "lost" if isinstance(failed, Conflict) else "error"

@@ -1,0 +1,142 @@
+"""Fairness across processes on one section: its turn, and what one process makes of it.
+
+Every swap of a section compares one key, so without help the process closest to etcd's
+leader wins almost every race and the others lose run after run. The section's *turn key*
+(``keys.py``) bounds those runs:
+
+* A process whose swaps lost :data:`CLAIM_AFTER` times in a row claims the turn in the failure
+  branch of its next swap, if nobody holds it (``state.SectionTxns.swap``): the claim costs
+  no round trip and no write of its own, for a lost swap is a raft write anyway.
+* Every swap compares the turn as it last saw it: none (``VERSION == 0``), or the claim it
+  saw (``CREATE == c``, and the swap deletes the key when it commits). A claim made after the
+  swap's state was read therefore makes it fail.
+* A process that sees another's claim sends no swap that is bound to fail: it pauses about
+  one attempt's time (:meth:`Turns.pause`, never 0) and reads again (a read, no write). The
+  holder pauses 0 right after a Txn of its own lost (a swap, or a check): its state, fresh
+  from the failure branch, holds while everyone else waits, so its next swap wins. After any
+  other failure (an etcd error, too little time left for a call) it backs off as everyone
+  does.
+* A claim seen for longer than :meth:`Turns.patience` (its holder died or stopped
+  acquiring) is taken over: the swap expects it and deletes it when it commits. A holder
+  that stops contending without a win deletes its own claim (``core/lead.py``).
+
+**Whose claim.** A claim is this process's when it lies on an etcd lease that one of its own
+claiming swaps named (:meth:`Turns.claiming`, told before the swap is sent): a claim made by a
+swap whose reply was lost is then still known for ours, and a claim made by another process
+is never taken for ours, whatever revision the reply carries (a failure branch whose claim
+found the turn taken writes nothing, and its reply carries the revision of the newest write,
+which may be that other claim). Ours or not, a swap compares a claim by its create revision:
+the same lease can carry a later claim. A claim of ours on an etcd lease that is retired or
+past its local expiry is still compared (never deferred to) but not held: it may vanish any
+moment, so it earns no pause of 0.
+
+**Safety.** The turn only ever adds a compare to a swap: no swap commits that would not have
+committed without it, and the fencing token is still the revision of the winning Txn. The
+turn key holds no ranges, and its writes touch neither the section value nor any marker.
+
+**Liveness.** The turn key lives on an etcd lease of its claimer's, so a crashed holder's claim
+outlives it by up to that lease's TTL. The others defer to a claim for their patience only
+(at most :data:`MAX_PATIENCE`) from when they first see it: after a crash, the first
+acquirer of the freed keys may come up to about that much later than the "no lost release"
+bound says (``DESIGN.md``).
+
+Only the leader of the section's gate (one thread at a time) uses a :class:`Turns`.
+"""
+
+from __future__ import annotations
+
+from lessor.etcd.leases import EtcdLease
+from lessor.etcd.state import Turn
+
+__all__ = ["CLAIM_AFTER", "Turns"]
+
+CLAIM_AFTER = 1
+"""Lost swaps in a row after which a process's next swap claims the turn if it loses too."""
+
+PATIENCE_ATTEMPTS = 8
+"""Another's claim is respected for this many of our attempts' time (:meth:`Turns.patience`)."""
+
+MIN_PATIENCE = 0.01
+MAX_PATIENCE = 0.5
+
+MIN_PAUSE = 0.002
+"""The shortest pause before reading again while another holds the turn: a process that has
+timed no swap yet (or whose swaps took no measurable time) still lets time pass between reads."""
+
+
+class Turns:
+    """One process's view of one section's turn: its own claim, the losses that lead to one,
+    and for how long it has let another's claim stand."""
+
+    def __init__(self) -> None:
+        self.losses = 0  # swaps lost in a row
+        self.claimed = 0  # the create revision of the claim we hold; 0: we hold none
+        self._on: dict[int, EtcdLease] = {}  # the etcd leases our claiming swaps named, by id
+        self._seen = 0  # another's claim we defer to ...
+        self._seen_at = 0.0  # ... since then
+        self.attempt = 0.0  # a swap's round trip, smoothed (seconds)
+
+    @property
+    def holding(self) -> bool:
+        return self.claimed != 0
+
+    @property
+    def wants_claim(self) -> bool:
+        return not self.claimed and self.losses >= CLAIM_AFTER
+
+    def patience(self) -> float:
+        """How long another's claim is respected: its holder needs one round trip to win."""
+        return min(MAX_PATIENCE, max(MIN_PATIENCE, PATIENCE_ATTEMPTS * self.attempt))
+
+    def claiming(self, lease: EtcdLease, now: float) -> None:
+        """Our next swap claims the turn on ``lease`` if it loses: from before it is sent, a
+        claim on ``lease`` is ours, whether or not the reply comes back. Leases past their
+        local expiry are forgotten (their claims with them, or soon after)."""
+        self._on = {i: on for i, on in self._on.items() if now < on.expiry}
+        self._on[lease.id] = lease
+
+    def expect(self, turn: Turn | None, now: float) -> int | None:
+        """What our next swap compares the turn key to (0: absent; else a create revision),
+        given the ``turn`` of the state it is built on; None: another holds the turn, do
+        not swap (pause :meth:`pause` and read again)."""
+        if turn is None:
+            self.claimed = self._seen = 0
+            return 0
+        on = self._on.get(turn.lease)
+        if on is not None:  # ours: compared, never deferred to
+            self.claimed = _held(turn, on, now)
+            return turn.create_revision
+        self.claimed = 0  # another's (ours was taken over, if we held one)
+        if turn.create_revision != self._seen:
+            self._seen, self._seen_at = turn.create_revision, now
+        if now - self._seen_at < self.patience():
+            return None
+        return turn.create_revision  # held too long: take it over
+
+    def pause(self) -> float:
+        """How long to wait before reading again while another holds the turn: about one
+        attempt, never 0 (:data:`MIN_PAUSE`), never past our patience."""
+        return min(self.patience(), max(MIN_PAUSE, self.attempt))
+
+    def swapped(self, written: bool, turn: Turn | None, *, seconds: float, now: float) -> None:
+        """A swap that took ``seconds`` ended at ``now``; ``turn`` is that of the state it
+        brought back (the state written, or the fresh state of its failure branch)."""
+        self.attempt = seconds if not self.attempt else 0.8 * self.attempt + 0.2 * seconds
+        if written:  # it expected no turn, or deleted the one it expected
+            self.losses, self.claimed, self._seen = 0, 0, 0
+            return
+        self.losses += 1
+        on = None if turn is None else self._on.get(turn.lease)
+        # None, or another's (ours was taken over), or ours: made by this swap's failure
+        # branch, or by an earlier swap of ours whose reply was lost.
+        self.claimed = 0 if turn is None or on is None else _held(turn, on, now)
+
+    def dropped(self) -> None:
+        self.claimed = 0
+
+
+def _held(turn: Turn, on: EtcdLease, now: float) -> int:
+    """The create revision of ``turn``, our claim on the etcd lease ``on``, while it is worth
+    holding: 0 once that lease is retired or past its local expiry (the claim may vanish any
+    moment)."""
+    return turn.create_revision if not on.retired and now < on.expiry else 0
