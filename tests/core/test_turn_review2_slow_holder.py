@@ -58,9 +58,11 @@ class Sim:
         self._n += 1
         heapq.heappush(self._events, (t, self._n, kind, what))
 
-    def start(self, proc: Proc, sid: str, steps: Steps, rtt: float, on_op: Any = None) -> None:
+    def start(
+        self, proc: Proc, sid: str, steps: Steps, rtt: float, on_op: Any = None, fault: Any = None
+    ) -> None:
         actor = {"proc": proc, "sid": sid, "steps": steps, "rtt": rtt, "on_op": on_op,
-                 "result": None, "error": None}  # fmt: skip
+                 "fault": fault, "result": None, "error": None}  # fmt: skip
         self._at(self.clock(), "resume", actor)
 
     def run(self, until: Any) -> None:
@@ -70,7 +72,8 @@ class Sim:
             self.etcd.expire()
             if kind == "apply":
                 op = actor["op"]
-                actor["proc"].transport.fault = "ok"
+                fault = actor["fault"]
+                actor["proc"].transport.fault = "ok" if fault is None else fault(op)
                 try:
                     actor["result"] = actor["proc"].section(actor["sid"]).perform(op)
                 except Exception as e:
@@ -91,7 +94,9 @@ class Sim:
             if actor["on_op"] is not None:
                 actor["on_op"](op)
             if isinstance(op, CleanUp):
-                self.start(actor["proc"], actor["sid"], op.steps, actor["rtt"])
+                self.start(
+                    actor["proc"], actor["sid"], op.steps, actor["rtt"], None, actor["fault"]
+                )
                 continue
             if isinstance(op, Wait):
                 self._at(self.clock() + op.seconds, "resume", actor)
