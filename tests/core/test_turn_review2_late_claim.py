@@ -1,0 +1,88 @@
+"""Turn review 2: a claiming swap that etcd applies late leaves a claim nobody will drop.
+
+Found by ``tests/test_acquisition_model.py --hypothesis-seed=21`` (``LESSOR_MODEL_EXAMPLES=600``),
+which hangs in its teardown: after every acquisition ended, the turn key of section s0 still
+holds p1's claim, on an etcd lease that is alive (idle in p1's pool, not retired, ~3.9 s
+left); p1's ``Turns`` has ``claimed == 0`` and ``losses == 0`` (its last swap won after the
+claim's swap was sent). The newcomer defers to the claim, and the model's ``_run_now`` skips
+``Wait`` without moving its clock, so the patience that would end the deferral never passes:
+the model test spins forever instead of failing (a harness defect of its own).
+
+Schedule (this test):
+
+1. q writes before p's first swap: p loses (``losses == 1``).
+2. p's second swap (its failure branch would claim the turn) is *delayed*: etcd applies it
+   later, p is told it failed (a timeout).
+3. p reads, finds no turn, swaps a third time and wins; it releases the grant. Its etcd lease
+   stays in its pool, alive. p acquires nothing more.
+4. etcd applies the delayed swap: its compares fail, and its failure branch claims the turn on
+   p's lease.
+5. Nothing of p's ever drops it (``_end_turn`` ran long ago, with nothing held); it lives as
+   long as the lease, renewed whenever p's pool hands the lease to another acquisition of any
+   section. Every other process defers to it for its patience when it first meets it.
+
+Bounded by the others' patience (``MAX_PATIENCE``), as for a crashed holder, but the holder is
+alive and the claim has no owner at all; the same holds for a claiming swap whose reply was lost
+and that the process never learns committed its claim.
+
+Fix idea: claim on a short etcd lease of the turn's own (TTL about ``MAX_PATIENCE``, renewed
+only while the process contends), so that an orphaned claim ends by itself within the bound.
+"""
+
+from __future__ import annotations
+
+from lessor import Partition
+from lessor.etcd import core
+from lessor.etcd.gate import Waiter
+from lessor.etcd.keys import SectionKeys
+from lessor.etcd.ops import Op, Swap, Wait
+from tests.support.driver import PREFIX, Proc
+from tests.support.etcd_model import EtcdModel, FakeClock
+
+
+def test_a_claim_applied_late_does_not_outlive_its_process_acquisitions() -> None:
+    """Schedule in the module docstring."""
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)
+    sec = p.section("s")
+    turn_key = SectionKeys.of(PREFIX, "s").turn
+    m = p.member(Partition(0, 4), 5.0)
+    w = Waiter(m, lambda: None)
+    assert sec.gate.join(w)
+    swaps = 0
+
+    def on_op(op: Op) -> None:
+        nonlocal swaps
+        if isinstance(op, Swap):
+            swaps += 1
+            if swaps == 1:  # q writes first: p's first swap loses
+                q.acquire("s", Partition(10, 11), 10.0)
+
+    def fault(op: Op) -> str:
+        return "delayed" if isinstance(op, Swap) and swaps == 2 else "ok"
+
+    p.run("s", core.lead(sec.known, sec.gate, w, p.config), fault=fault, on_op=on_op)
+    assert m.grant is not None and isinstance(m.grant.handle, core.Held)
+    assert swaps == 3 and len(etcd.delayed) == 1
+    p.run("s", core.release(m.grant.handle, p.config))
+    while p.cleanups:
+        p.run("s", p.cleanups.pop(0))
+    assert turn_key not in etcd.kvs
+    etcd.apply_delayed(0)  # etcd commits the late swap: it fails, and claims the turn
+
+    claim = etcd.kvs.get(turn_key)
+    assert claim is None or claim.lease not in etcd.leases, (
+        f"p acquires nothing, yet a claim of its stands on its live etcd lease {claim.lease:x}"
+        f" ({etcd.leases[claim.lease].expiry - clock():.1f} s left); p's turn: claimed="
+        f"{sec.known.turns.claimed}"
+    )
+    # what it costs the others: a newcomer's first swap waits for its patience
+    waits: list[float] = []
+
+    def pauses(op: Op) -> None:
+        if isinstance(op, Wait):
+            waits.append(op.seconds)
+
+    q.acquire("s", Partition(20, 21), 10.0, on_op=pauses)
+    assert not waits
