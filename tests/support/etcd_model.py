@@ -12,6 +12,10 @@ It answers the lessor's own protobuf requests (``pyetcd.etcdrpc``), so the real 
 * leases: granted with the TTL asked, ended at ``grant time + TTL`` by :meth:`EtcdModel.expire`
   or by a revoke, deleting every key attached; a put naming an unknown lease refuses the whole
   Txn with "requested lease not found" (:class:`LeaseNotFound` here);
+* the checks etcd makes before it applies a Txn (``api/v3rpc/key.go``), refused whole as
+  etcd refuses them (``INVALID_ARGUMENT``, a :class:`LessorError` here): more than
+  :data:`MAX_TXN_OPS` compares or ops in a branch (a nested Txn gets the room its parent
+  leaves), and a key put twice, or put and deleted, in one branch and the Txns nested in it;
 * faults, one call at a time (:class:`ModelTransport`): a reply lost after the call applied,
   a call dropped before it applied, and a call *delayed*: its caller is told it failed, and
   the model applies it whenever the test says (a commit that lands after its sender gave up).
@@ -29,9 +33,13 @@ from typing import Any
 
 import grpc
 
+from lessor.errors import LessorError
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc
 
-__all__ = ["EtcdModel", "FakeClock", "ModelTransport"]
+__all__ = ["MAX_TXN_OPS", "EtcdModel", "FakeClock", "ModelTransport"]
+
+MAX_TXN_OPS = 128
+"""etcd's ``--max-txn-ops`` default."""
 
 rpc: Any = importlib.import_module("pyetcd.etcdrpc")
 
@@ -172,6 +180,9 @@ class EtcdModel:
         return bool(have < want)
 
     def _txn(self, request: Any) -> Any:
+        _check_size(request, MAX_TXN_OPS)
+        _check_keys(request.success)
+        _check_keys(request.failure)
         path = self._path(request)  # etcd decides every branch, nested ones too, up front
         self._check_leases(request, path)  # and refuses the whole Txn for an unknown lease
         rev = self.revision + 1
@@ -328,3 +339,59 @@ class ModelTransport:
 
     def close(self) -> None:
         pass
+
+
+def _refused(details: str) -> LessorError:
+    return LessorError(f"etcd model refused a Txn: INVALID_ARGUMENT: etcdserver: {details}")
+
+
+def _check_size(request: Any, room: int) -> None:
+    """etcd's ``checkTxnRequest``: a Txn's size is the largest of its compares and branches;
+    a Txn nested in a branch gets the room its parent leaves."""
+    size = max(len(request.compare), len(request.success), len(request.failure))
+    if size > room:
+        raise _refused("too many operations in txn request")
+    for op in [*request.success, *request.failure]:
+        if op.WhichOneof("request") == "request_txn":
+            _check_size(op.request_txn, room - size)
+
+
+def _check_keys(ops: Any) -> tuple[set[bytes], list[tuple[bytes, bytes]]]:
+    """etcd's ``checkIntervals``: no key put twice, or put and deleted, by one branch and the
+    Txns nested in it (a nested Txn's two branches may put the same key: only one applies).
+    Returns the branch's puts and deletes."""
+    deletes = [
+        (op.request_delete_range.key, op.request_delete_range.range_end)
+        for op in ops
+        if op.WhichOneof("request") == "request_delete_range"
+    ]
+    puts: set[bytes] = set()
+    for op in ops:
+        if op.WhichOneof("request") != "request_txn":
+            continue
+        then_puts, then_deletes = _check_keys(op.request_txn.success)
+        else_puts, else_deletes = _check_keys(op.request_txn.failure)
+        for key in then_puts:
+            if key in puts or _deleted(key, deletes):
+                raise _refused("duplicate key given in txn request")
+            puts.add(key)
+        for key in else_puts:
+            if (key in puts and key not in then_puts) or _deleted(key, deletes):
+                raise _refused("duplicate key given in txn request")
+            puts.add(key)
+        deletes += then_deletes + else_deletes
+    for op in ops:
+        if op.WhichOneof("request") != "request_put":
+            continue
+        key = op.request_put.key
+        if key in puts or _deleted(key, deletes):
+            raise _refused("duplicate key given in txn request")
+        puts.add(key)
+    return puts, deletes
+
+
+def _deleted(key: bytes, deletes: list[tuple[bytes, bytes]]) -> bool:
+    for low, end in deletes:
+        if key == low if not end else low <= key and (end == b"\0" or key < end):
+            return True
+    return False

@@ -18,7 +18,7 @@ from lessor.errors import CorruptSection, LessorError, Unavailable
 from lessor.etcd import section
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.lessor import EtcdLessor
-from lessor.etcd.state import TOMBSTONE
+from lessor.etcd.state import TOMBSTONE, Turn
 from lessor.etcd.transport import RetryableRpc
 from lessor.partition import SortedPartitions
 
@@ -89,8 +89,7 @@ def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionIn
                                       ranged(turns, section_id is not None, False)])  # fmt: skip
     response = _call(lessor, "kv", "Txn", request, "inspecting sections")
     marker_kvs = response.responses[1].response_range.kvs
-    turn_of = {kv.key: TurnInfo(kv.value.decode("utf-8", errors="replace"), kv.lease,
-                                kv.create_revision)
+    turn_of = {kv.key: TurnInfo(Turn.of(kv).holder, kv.lease, kv.create_revision)
                for kv in response.responses[2].response_range.kvs}  # fmt: skip
     ttls: dict[int, int] = {}
     infos = []

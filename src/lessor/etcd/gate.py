@@ -106,6 +106,11 @@ class Gate(Generic[T]):
         with self._lock:
             return len(self._queue)
 
+    def queued_besides(self, waiter: Waiter[T]) -> int:
+        """How many acquisitions other than ``waiter`` wait in the queue."""
+        with self._lock:
+            return sum(w is not waiter for w in self._queue)
+
     @property
     def aboard(self) -> int:
         """How many releases wait aboard for a Txn to take them."""

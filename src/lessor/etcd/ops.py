@@ -60,9 +60,10 @@ class Check:
 @dataclass(frozen=True, slots=True)
 class Swap:
     """Write ``ours`` beside ``live`` if ``snapshot`` and ``relied`` still hold and the turn
-    key is as ``turn`` says (``turn.py``), deleting the markers of ``drop``; ``claim``: claim
-    the turn if the swap fails. Delete the markers of ``released`` either way (releases
-    riding the swap: ``gate.py``). Result: ``(state written or state now, written)``."""
+    key is as ``turn`` says (``turn.py``), deleting the markers of ``drop``; ``claim`` (this
+    process's swaps' round trip, or None): claim the turn if the swap fails. Delete the
+    markers of ``released`` either way (releases riding the swap: ``gate.py``). Result:
+    ``(state written or state now, written)``."""
 
     snapshot: Snapshot
     live: Sequence[section.Entry]
@@ -71,7 +72,7 @@ class Swap:
     drop: Sequence[Owner]
     timeout: float
     turn: int = 0
-    claim: bool = False
+    claim: float | None = None
     released: Sequence[Owner] = ()
 
 

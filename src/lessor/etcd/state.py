@@ -13,6 +13,9 @@ its revision, the fencing token.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +34,35 @@ holder's label, which the lessor never lets be this."""
 @dataclass(frozen=True, slots=True)
 class Turn:
     """The section's turn key as read (``turn.py``): which process's swap the others let win
-    next. It lives on an etcd lease of its claimer's, so it ends with a crashed process."""
+    next. It lives on an etcd lease of its claimer's, so it ends with a crashed process.
+
+    Its value is JSON: the holder's label, and its swaps' round trip when it claimed (what
+    the others' patience is reckoned from). A value that is not that JSON (none the lessor
+    writes) reads as a holder named by its text, with no round trip known."""
 
     lease: int
     create_revision: int  # which claim this is: a key deleted and claimed again is another
     holder: str
+    attempt: float = 0.0  # seconds; 0: not known
+
+    @staticmethod
+    def value(holder: str, attempt: float) -> bytes:
+        """The value a claim by ``holder``, whose swaps take ``attempt`` seconds, writes."""
+        return json.dumps({"holder": holder, "attempt": round(attempt, 6)}).encode()
+
+    @classmethod
+    def of(cls, kv: Any) -> Turn:
+        """The turn an etcd ``KeyValue`` of the turn key holds."""
+        text = kv.value.decode("utf-8", errors="replace")
+        holder, attempt = text, 0.0
+        with contextlib.suppress(ValueError):
+            fields = json.loads(text)
+            if isinstance(fields, dict) and isinstance(fields.get("holder"), str):
+                holder = fields["holder"]
+                given = fields.get("attempt")
+                if isinstance(given, (int, float)) and math.isfinite(given) and given > 0:
+                    attempt = float(given)
+        return cls(kv.lease, kv.create_revision, holder, attempt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +115,7 @@ class SectionTxns:
         *,
         drop: Sequence[Owner] = (),
         turn: int = 0,
-        claim: bool = False,
+        claim: float | None = None,
         released: Sequence[Owner] = (),
     ) -> Calls[tuple[Snapshot, bool]]:
         """Write the entries ``ours`` beside the ``live`` entries of ``snapshot``, with a marker
@@ -97,8 +124,9 @@ class SectionTxns:
         left out of ``live`` too) in either branch.
 
         ``turn`` is the create revision the section's turn key must have (0: it must not
-        exist); a swap that expects one deletes it when it commits. With ``claim``, its failure
-        branch claims the turn, if nobody holds it, on the etcd lease of ``ours[0]``.
+        exist); a swap that expects one deletes it when it commits. With ``claim`` (this
+        process's swaps' round trip, seconds), its failure branch claims the turn, if nobody
+        holds it, on the etcd lease of ``ours[0]``.
 
         Returns the state written (its revision is the token of every entry in ``ours``) or
         the fresh state.
@@ -138,14 +166,14 @@ class SectionTxns:
         # branch brought back, is the one left to win.
         compares = [*self._compares(snapshot, relied), *fresh, self._turn_compare(turn)]
         failure = [*releases, *self._state]
-        if claim and ours:
+        if claim is not None and ours:
             # The claim rides on a swap that lost, which etcd writes through raft anyway: no
             # round trip or write of its own. It goes before the reads, so that the state
             # returned shows the turn as it left it. Whose claim that is, the turn's lease
             # says (``turn.py``), not the reply's revision: a claim that found the turn taken
             # writes nothing, and the reply then carries the revision of the newest write,
             # which may be the other process's claim.
-            failure = [*releases, self._claim(ours[0]), *self._state]
+            failure = [*releases, self._claim(ours[0], claim), *self._state]
         response = yield self._txn(compares, success, failure, timeout)
         revision = response.header.revision
         if not response.succeeded:
@@ -235,14 +263,13 @@ class SectionTxns:
         return rpc.Compare(key=key, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL,
                            version=0)  # fmt: skip
 
-    def _claim(self, writer: section.Entry) -> Any:
+    def _claim(self, writer: section.Entry, attempt: float) -> Any:
         # A Txn inside the failure branch (etcd >= 3.3): take the turn only if nobody has it.
         rpc, key = self._rpc, self.keys.turn
         free = rpc.Compare(key=key, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL,
                            version=0)  # fmt: skip
-        put = rpc.RequestOp(
-            request_put=rpc.PutRequest(key=key, value=writer.holder.encode(), lease=writer.lease)
-        )
+        value = Turn.value(writer.holder, attempt)
+        put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=writer.lease))
         return rpc.RequestOp(request_txn=rpc.TxnRequest(compare=[free], success=[put]))
 
     def _compares(self, snapshot: Snapshot, relied: Sequence[section.Entry]) -> list[Any]:
@@ -278,7 +305,7 @@ class SectionTxns:
             entries, mod_revision = (), 0
         turn = None
         for kv in responses[2].response_range.kvs:
-            turn = Turn(kv.lease, kv.create_revision, kv.value.decode(errors="replace"))
+            turn = Turn.of(kv)
         return Snapshot(revision, mod_revision, entries, self._markers(responses[1]), turn)
 
     def _markers(self, response: Any) -> dict[Owner, int]:

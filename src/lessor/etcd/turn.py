@@ -73,7 +73,8 @@ class Turns:
         self.claimed = 0  # the create revision of the claim we hold; 0: we hold none
         self._on: dict[int, EtcdLease] = {}  # the etcd leases our claiming swaps named, by id
         self._seen = 0  # another's claim we defer to ...
-        self._seen_at = 0.0  # ... since then
+        self._seen_at = 0.0  # ... since then ...
+        self._patience = MIN_PATIENCE  # ... and for how long
         self.attempt = 0.0  # a swap's round trip, smoothed (seconds)
 
     @property
@@ -84,9 +85,12 @@ class Turns:
     def wants_claim(self) -> bool:
         return not self.claimed and self.losses >= CLAIM_AFTER
 
-    def patience(self) -> float:
-        """How long another's claim is respected: its holder needs one round trip to win."""
-        return min(MAX_PATIENCE, max(MIN_PATIENCE, PATIENCE_ATTEMPTS * self.attempt))
+    def patience(self, holder: float = 0.0) -> float:
+        """How long a claim is respected whose holder's swaps take ``holder`` seconds (0: not
+        known): it needs one of its round trips to win, and ours tells how long the others'
+        take now (their calls cross the same etcd)."""
+        rounds = PATIENCE_ATTEMPTS * max(self.attempt, holder)
+        return min(MAX_PATIENCE, max(MIN_PATIENCE, rounds))
 
     def claiming(self, lease: EtcdLease, now: float) -> None:
         """Our next swap claims the turn on ``lease`` if it loses: from before it is sent, a
@@ -109,14 +113,15 @@ class Turns:
         self.claimed = 0  # another's (ours was taken over, if we held one)
         if turn.create_revision != self._seen:
             self._seen, self._seen_at = turn.create_revision, now
-        if now - self._seen_at < self.patience():
+        self._patience = self.patience(turn.attempt)
+        if now - self._seen_at < self._patience:
             return None
         return turn.create_revision  # held too long: take it over
 
     def pause(self) -> float:
         """How long to wait before reading again while another holds the turn: about one
-        attempt, never 0 (:data:`MIN_PAUSE`), never past our patience."""
-        return min(self.patience(), max(MIN_PAUSE, self.attempt))
+        attempt, never 0 (:data:`MIN_PAUSE`), never past our patience with it."""
+        return min(self._patience, max(MIN_PAUSE, self.attempt))
 
     def swapped(self, written: bool, turn: Turn | None, *, seconds: float, now: float) -> None:
         """A swap that took ``seconds`` ended at ``now``; ``turn`` is that of the state it

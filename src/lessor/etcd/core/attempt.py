@@ -226,13 +226,13 @@ def _swap(
     if expect is None:  # another's turn: our swap would fail, and cost etcd a write
         known.invalidate(view)
         raise Deferred(turns.pause())
-    claim = turns.wants_claim
+    claim = turns.attempt if turns.wants_claim else None  # the others' patience is told ours
     writers = [m for m, _ in plan.writers]
     yield from _take_leases([m for m in writers if m.lease is None], timeout)
     drop = [o for o in known.abandoned.current() if o in snapshot.markers][:MAX_DROPS]
     ours = [section.Entry(_lease_of(m).id, m.seq, parts, config.holder)
             for m, parts in plan.writers]  # fmt: skip
-    if claim:  # the claim rides on ours[0]'s etcd lease (``state.py``): it is ours, reply or not
+    if claim is not None:  # on ours[0]'s etcd lease (``state.py``): it is ours, reply or not
         turns.claiming(_lease_of(writers[0]), config.clock())
     before = [m.lost_at for m in writers]
     for m in writers:  # until the reply arrives, this swap may commit unbeknown to us

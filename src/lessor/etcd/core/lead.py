@@ -70,36 +70,45 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
             yield from _orphans(known, departed, config)
             now = config.clock()
             late = not m.settled and m.done(now)
-            # None: the attempt settled others but not us (too many at once).
-            contended = failed is None or isinstance(failed, Conflict)
-            if m.settled or late:
-                pause = 0.0
-            elif known.turns.holding and _lost(failed):
-                # Our Txn lost while we hold the turn: the fresh state it brought back holds
-                # while the others defer, so our next swap is the one expected to win
-                # (turn.py). Any other failure (etcd down, too little time left for a call)
-                # is backed off from like anyone's: a pause of 0 there is a busy loop.
-                pause = 0.0
-            elif isinstance(failed, Deferred):
-                pause = min(failed.pause, max(0.0, m.deadline - now))
-            else:
-                pause = m.backoff.after(contended, m.deadline - now)
+            pause = 0.0 if m.settled or late else _pause(known, m, failed, now)
             observe.attempt("etcd", section_id, members=len(batch), outcome=_outcome(failed),
                             seconds=ended - began, pause=pause)  # fmt: skip
             if m.settled:
-                yield from _end_turn(known, gate, config)
+                yield from _end_turn(known, gate, me, config)
                 return
             if late:
                 expired = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring a lease")
                 yield from fail(known, m, failed if failed is not None else expired, config)
-                yield from _end_turn(known, gate, config)
+                yield from _end_turn(known, gate, me, config)
                 return
             if pause > 0:
                 gate.pausing()  # the releases aboard need not wait for this leader's next swap
             yield Wait(pause, m.ctx)
             gate.resumed()
+    except GeneratorExit:  # no call can be made: a claim left is ended by others' patience
+        raise
+    except BaseException:
+        # An exception reached the leader's thread (KeyboardInterrupt; in asyncio, any
+        # cancel): it stops contending as surely as after a win.
+        yield from _end_turn(known, gate, me, config)
+        raise
     finally:
         gate.hand_over(me)
+
+
+def _pause(known: Known, m: Member, failed: BaseException | None, now: float) -> float:
+    """How long the leader of ``m`` waits before its next attempt, after one that returned
+    ``failed`` (None: it settled others but not ``m``, too many at once)."""
+    if known.turns.holding and _lost(failed):
+        # Our Txn lost while we hold the turn: the fresh state it brought back holds while
+        # the others defer, so our next swap is the one expected to win (turn.py). Any other
+        # failure (etcd down, too little time left for a call) is backed off from like
+        # anyone's: a pause of 0 there is a busy loop.
+        return 0.0
+    if isinstance(failed, Deferred):
+        return min(failed.pause, max(0.0, m.deadline - now))
+    contended = failed is None or isinstance(failed, Conflict)
+    return m.backoff.after(contended, m.deadline - now)
 
 
 def _lost(failed: BaseException | None) -> bool:
@@ -109,15 +118,16 @@ def _lost(failed: BaseException | None) -> bool:
     return isinstance(failed, Conflict) and not isinstance(failed, Stale)
 
 
-def _end_turn(known: Known, gate: Gate[Member], config: Config) -> Steps:
-    """The leader leaves with nobody queued behind it: a claim of the turn it still holds (it
-    stopped contending without a win) would only hold the others back until their patience
-    ends (``turn.py``). It is deleted apart from the caller (a clean-up), whose grant or error
-    is settled and must not wait up to ``rpc_timeout`` for a call that is no business of its
-    own. A leader that comes meanwhile still knows the claim for this process's and compares
-    it; if the clean-up deletes it first, that leader's swap loses once and reads no turn."""
+def _end_turn(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -> Steps:
+    """The leader ``me`` leaves (settled, late, or interrupted) with nobody else queued: a
+    claim of the turn it still holds (it stopped contending without a win) would only hold
+    the others back until their patience ends (``turn.py``). It is deleted apart from the
+    caller (a clean-up), whose grant or error is settled and must not wait up to
+    ``rpc_timeout`` for a call that is no business of its own. A leader that comes meanwhile
+    still knows the claim for this process's and compares it; if the clean-up deletes it
+    first, that leader's swap loses once and reads no turn."""
     turns = known.turns
-    if not turns.holding or gate.queued:
+    if not turns.holding or gate.queued_besides(me):
         return
     claimed = turns.claimed
     turns.dropped()
