@@ -16,9 +16,13 @@ leader wins almost every race and the others lose run after run. The section's *
   from the failure branch, holds while everyone else waits, so its next swap wins. After any
   other failure (an etcd error, too little time left for a call) it backs off as everyone
   does.
-* A claim seen for longer than :meth:`Turns.patience` (its holder died or stopped
-  acquiring) is taken over: the swap expects it and deletes it when it commits. A holder
-  that stops contending without a win deletes its own claim (``core/lead.py``).
+* A claim seen for longer than the others' patience (:meth:`Turns.patience`: eight round
+  trips of the slower of the deferring process and the holder, whose round trip the claim
+  carries; at least :data:`MIN_PATIENCE`, at most :data:`MAX_PATIENCE`) is taken over: the
+  swap expects it and deletes it when it commits. So a holder farther from etcd than the
+  others (another datacenter) still has the time its swap needs. A holder that stops
+  contending without a win (settled, late, or interrupted) deletes its own claim unless
+  another acquisition of its process carries on (``core/lead.py``).
 
 **Whose claim.** A claim is this process's when it lies on an etcd lease that one of its own
 claiming swaps named (:meth:`Turns.claiming`, told before the swap is sent): a claim made by a
@@ -34,11 +38,14 @@ moment, so it earns no pause of 0.
 committed without it, and the fencing token is still the revision of the winning Txn. The
 turn key holds no ranges, and its writes touch neither the section value nor any marker.
 
-**Liveness.** The turn key lives on an etcd lease of its claimer's, so a crashed holder's claim
-outlives it by up to that lease's TTL. The others defer to a claim for their patience only
-(at most :data:`MAX_PATIENCE`) from when they first see it: after a crash, the first
-acquirer of the freed keys may come up to about that much later than the "no lost release"
-bound says (``DESIGN.md``).
+**Liveness.** A claim nobody drops is ended by the others' patience: the first process to
+meet it defers for at most :data:`MAX_PATIENCE` from when it first sees it, then takes it
+over. That covers a crashed holder (the claim lives on its etcd lease until the TTL), a holder
+whose generator was closed mid-attempt (no call can be made there), a failed or unanswered
+drop, and a claiming swap that etcd applied after its sender stopped waiting for it (the
+process does not know it claimed). After a crash, the first acquirer of the freed keys may
+therefore come up to about :data:`MAX_PATIENCE` later than the "no lost release" bound says
+(``DESIGN.md``).
 
 Only the leader of the section's gate (one thread at a time) uses a :class:`Turns`.
 """
