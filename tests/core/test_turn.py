@@ -31,7 +31,7 @@ def lose(turns: Turns, *, claim: EtcdLease | None = None, turn: Turn | None = No
 
 
 def test_nobody_holds_the_turn_so_a_swap_expects_none() -> None:
-    assert Turns().expect(None, now=0.0) == 0
+    assert Turns().expect(None, now=0.0, deadline=1e9) == 0
 
 
 def test_a_process_claims_after_losing_its_runs_first_swaps() -> None:
@@ -50,21 +50,23 @@ def test_a_claim_is_ours_only_on_a_lease_a_claiming_swap_of_ours_named() -> None
     assert not turns.holding
     lose(turns, turn=mine(11))
     assert turns.holding
-    assert turns.expect(mine(11), now=0.0) == 11
+    assert turns.expect(mine(11), now=0.0, deadline=1e9) == 11
     assert not turns.wants_claim
 
 
 def test_a_claim_of_ours_whose_reply_was_lost_is_ours_when_read() -> None:
     turns = Turns()
     turns.claiming(lease(), now=0.0)  # the swap is sent; its reply never comes
-    assert turns.expect(mine(11), now=0.0) == 11  # compared by create revision, not deferred to
+    assert (
+        turns.expect(mine(11), now=0.0, deadline=1e9) == 11
+    )  # compared by create revision, not deferred to
     assert turns.holding
 
 
 def test_a_later_claim_on_our_lease_is_compared_by_its_own_create_revision() -> None:
     turns = Turns()
     lose(turns, claim=lease(), turn=mine(11))
-    assert turns.expect(mine(20), now=0.0) == 20
+    assert turns.expect(mine(20), now=0.0, deadline=1e9) == 20
     assert turns.claimed == 20
 
 
@@ -74,12 +76,12 @@ def test_a_claim_of_ours_on_a_retired_or_expired_lease_is_compared_but_not_held(
     turns = Turns()
     lose(turns, claim=retired, turn=mine(11))
     assert not turns.holding
-    assert turns.expect(mine(11), now=0.0) == 11  # never deferred to: it is ours
+    assert turns.expect(mine(11), now=0.0, deadline=1e9) == 11  # never deferred to: it is ours
     assert not turns.holding
     turns = Turns()
     lose(turns, claim=lease(ttl=10), turn=mine(11))
     assert turns.holding
-    assert turns.expect(mine(11), now=10.0) == 11  # the lease's local expiry
+    assert turns.expect(mine(11), now=10.0, deadline=1e9) == 11  # the lease's local expiry
     assert not turns.holding
 
 
@@ -95,15 +97,17 @@ def test_another_claim_is_deferred_to_then_taken_over_after_patience() -> None:
     lose(turns)
     patience = turns.patience()
     assert MIN_PATIENCE <= patience <= MAX_PATIENCE
-    assert turns.expect(another(), now=100.0) is None
-    assert turns.expect(another(), now=100.0 + patience / 2) is None
-    assert turns.expect(another(), now=100.0 + patience) == 50  # compared, and deleted on a win
+    assert turns.expect(another(), now=100.0, deadline=1e9) is None
+    assert turns.expect(another(), now=100.0 + patience / 2, deadline=1e9) is None
+    assert (
+        turns.expect(another(), now=100.0 + patience, deadline=1e9) == 50
+    )  # compared, and deleted on a win
 
 
 def test_a_new_claim_gets_patience_of_its_own() -> None:
     turns = Turns()
-    assert turns.expect(another(50), now=100.0) is None
-    assert turns.expect(another(60), now=100.0 + turns.patience()) is None
+    assert turns.expect(another(50), now=100.0, deadline=1e9) is None
+    assert turns.expect(another(60), now=100.0 + turns.patience(), deadline=1e9) is None
 
 
 def test_a_win_ends_the_run_of_losses_and_the_claim() -> None:
@@ -116,5 +120,5 @@ def test_a_win_ends_the_run_of_losses_and_the_claim() -> None:
 def test_a_claim_of_ours_taken_over_is_no_longer_ours() -> None:
     turns = Turns()
     lose(turns, claim=lease(), turn=mine(11))
-    assert turns.expect(another(20), now=0.0) is None
+    assert turns.expect(another(20), now=0.0, deadline=1e9) is None
     assert not turns.holding

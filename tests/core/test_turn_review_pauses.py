@@ -17,5 +17,8 @@ from lessor.etcd.turn import Turns
 def test_a_deferral_always_pauses() -> None:
     """Guards against a deferral that is a loop of reads with no pause."""
     turns = Turns()
-    assert turns.expect(Turn(lease=7, create_revision=50, holder="other"), now=0.0) is None
+    assert (
+        turns.expect(Turn(lease=7, create_revision=50, holder="other"), now=0.0, deadline=1e9)
+        is None
+    )
     assert turns.pause() > 0.0, "a process that never swapped defers with no pause at all"

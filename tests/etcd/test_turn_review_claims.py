@@ -64,7 +64,7 @@ def test_a_process_never_drops_another_process_claim(
     fresh, _ = a.swap(before, [a.entry(2, 8, 9)], claim=True)
     turns = lost_claiming(a, fresh.turn)
     if turns.holding:  # what _end_turn does when a leaves
-        run(a.transport, a.txns.drop_turn(turns.claimed, 5.0))
+        run(a.transport, a.txns.drop_turn(turns.claimed, 0, 5.0))
     assert a.read().turn == b_state.turn, "a deleted b's claim of the turn"
 
 

@@ -125,9 +125,9 @@ def test_drop_turn_ends_only_the_claim_it_names(sides: tuple[Side, Side]) -> Non
     a.swap(before, [a.entry(1, 0, 4)])
     held, _ = b.swap(before, [b.entry(1, 2, 8)], claim=True)
     assert held.turn is not None
-    run(b.transport, b.txns.drop_turn(held.turn.create_revision + 1000, 5.0))
+    run(b.transport, b.txns.drop_turn(held.turn.create_revision + 1000, 0, 5.0))
     assert a.read().turn == held.turn
-    run(b.transport, b.txns.drop_turn(held.turn.create_revision, 5.0))
+    run(b.transport, b.txns.drop_turn(held.turn.create_revision, 0, 5.0))
     assert a.read().turn is None
 
 

@@ -106,10 +106,11 @@ class Gate(Generic[T]):
         with self._lock:
             return len(self._queue)
 
-    def queued_besides(self, waiter: Waiter[T]) -> int:
-        """How many acquisitions other than ``waiter`` wait in the queue."""
+    @property
+    def idle(self) -> bool:
+        """Whether no acquisition leads or waits: the process has stopped acquiring here."""
         with self._lock:
-            return sum(w is not waiter for w in self._queue)
+            return not self._leading and not self._queue
 
     @property
     def aboard(self) -> int:

@@ -50,7 +50,7 @@ def etcd_calls(txns: SectionTxns, pool: LeasePool) -> dict[type, Callable[[Any],
         GiveBack: lambda op: pool.give_back(op.lease, op.timeout),
         DeleteMarker: lambda op: txns.delete_marker(op.owner.lease, op.owner.seq, op.timeout),
         DeleteMarkers: lambda op: txns.delete_markers(op.owners, op.timeout),
-        DropTurn: lambda op: txns.drop_turn(op.create_revision, op.timeout),
+        DropTurn: lambda op: txns.drop_turn(op.create_revision, op.lease, op.timeout),
         RetireLease: lambda op: pool.retire(op.lease, op.timeout),
         Tombstone: lambda op: txns.abandon(op.owner.lease, op.owner.seq, op.timeout),
     }

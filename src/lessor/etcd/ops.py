@@ -78,9 +78,11 @@ class Swap:
 
 @dataclass(frozen=True, slots=True)
 class DropTurn:
-    """Delete this process's claim of the section's turn, made at ``create_revision``."""
+    """Delete this process's claim of the section's turn: the one made at ``create_revision``,
+    or (0) whichever lies on the etcd lease ``lease``."""
 
     create_revision: int
+    lease: int
     timeout: float
 
 

@@ -206,12 +206,18 @@ class SectionTxns:
         )
         yield self._txn([committed], [delete], [tombstone], timeout)
 
-    def drop_turn(self, create_revision: int, timeout: float) -> Calls[None]:
-        """End this process's claim of the turn (made at ``create_revision``) when it stops
-        contending without a win: only that claim, never a later one of another process."""
-        rpc = self._rpc
-        ours = rpc.Compare(key=self.keys.turn, target=rpc.Compare.CREATE,
-                           result=rpc.Compare.EQUAL, create_revision=create_revision)  # fmt: skip
+    def drop_turn(self, create_revision: int, lease: int, timeout: float) -> Calls[None]:
+        """End this process's claim of the turn when it stops contending without a win: the
+        claim made at ``create_revision``, or (0) one that lies on our etcd lease ``lease``
+        (made by a swap whose reply never came); never another process's claim, which lies
+        on a lease of its own."""
+        rpc, key = self._rpc, self.keys.turn
+        if create_revision:
+            ours = rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL,
+                               create_revision=create_revision)  # fmt: skip
+        else:  # a missing key's lease is 0: no lease of ours
+            ours = rpc.Compare(key=key, target=rpc.Compare.LEASE, result=rpc.Compare.EQUAL,
+                               lease=lease)  # fmt: skip
         delete = self._delete_key(self.keys.turn)
         yield self._txn([ours], [delete], [], timeout)
 

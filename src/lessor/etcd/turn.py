@@ -20,9 +20,13 @@ leader wins almost every race and the others lose run after run. The section's *
   trips of the slower of the deferring process and the holder, whose round trip the claim
   carries; at least :data:`MIN_PATIENCE`, at most :data:`MAX_PATIENCE`) is taken over: the
   swap expects it and deletes it when it commits. So a holder farther from etcd than the
-  others (another datacenter) still has the time its swap needs. A holder that stops
-  contending without a win (settled, late, or interrupted) deletes its own claim unless
-  another acquisition of its process carries on (``core/lead.py``).
+  others (another datacenter) still has the time its swap needs. A deferral never costs an
+  acquisition its grant: one whose deadline leaves no time to defer again and then read and
+  swap takes the claim over at once (:meth:`Turns.expect`).
+* A process that stops contending (the last of its acquisitions of the section leaves the
+  gate: settled, late, withdrawn or interrupted) deletes the claim it holds, or the one its
+  last claiming swap may have made if that swap's reply never came (``core/lead.py``,
+  ``_end_turn``).
 
 **Whose claim.** A claim is this process's when it lies on an etcd lease that one of its own
 claiming swaps named (:meth:`Turns.claiming`, told before the swap is sent): a claim made by a
@@ -42,12 +46,12 @@ turn key holds no ranges, and its writes touch neither the section value nor any
 meet it defers for at most :data:`MAX_PATIENCE` from when it first sees it, then takes it
 over. That covers a crashed holder (the claim lives on its etcd lease until the TTL), a holder
 whose generator was closed mid-attempt (no call can be made there), a failed or unanswered
-drop, and a claiming swap that etcd applied after its sender stopped waiting for it (the
-process does not know it claimed). After a crash, the first acquirer of the freed keys may
-therefore come up to about :data:`MAX_PATIENCE` later than the "no lost release" bound says
-(``DESIGN.md``).
+drop, and a claiming swap that etcd applied after the drop that followed it. After a crash,
+the first acquirer of the freed keys may therefore come up to about :data:`MAX_PATIENCE`
+later than the "no lost release" bound says (``DESIGN.md``).
 
-Only the leader of the section's gate (one thread at a time) uses a :class:`Turns`.
+Only the leader of the section's gate (one thread at a time) uses a :class:`Turns`, or, when
+the gate is left idle, the acquisition that left it so (``core/lead.py``, ``_end_turn``).
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ class Turns:
         self._seen = 0  # another's claim we defer to ...
         self._seen_at = 0.0  # ... since then ...
         self._patience = MIN_PATIENCE  # ... and for how long
-        self.attempt = 0.0  # a swap's round trip, smoothed (seconds)
+        self._unanswered = 0  # the etcd lease our claiming swap named whose reply never came
+        self.attempt = 0.0  # a call's round trip (swaps and reads), smoothed (seconds)
 
     @property
     def holding(self) -> bool:
@@ -105,11 +110,18 @@ class Turns:
         local expiry are forgotten (their claims with them, or soon after)."""
         self._on = {i: on for i, on in self._on.items() if now < on.expiry}
         self._on[lease.id] = lease
+        self._unanswered = lease.id  # until :meth:`swapped` says how it ended
 
-    def expect(self, turn: Turn | None, now: float) -> int | None:
+    def expect(self, turn: Turn | None, now: float, deadline: float) -> int | None:
         """What our next swap compares the turn key to (0: absent; else a create revision),
         given the ``turn`` of the state it is built on; None: another holds the turn, do
-        not swap (pause :meth:`pause` and read again)."""
+        not swap (pause :meth:`pause` and read again).
+
+        Another's claim is taken over once our patience with it is over, or sooner when
+        deferring once more would leave no time before ``deadline`` (the earliest of the
+        acquisitions the swap is for) to read again and swap: a deferral never costs an
+        acquisition its grant, whatever the patience (a claim nobody drops stands until
+        someone takes it over)."""
         if turn is None:
             self.claimed = self._seen = 0
             return 0
@@ -121,19 +133,25 @@ class Turns:
         if turn.create_revision != self._seen:
             self._seen, self._seen_at = turn.create_revision, now
         self._patience = self.patience(turn.attempt)
-        if now - self._seen_at < self._patience:
+        calls = 2 * max(self.attempt, MIN_PAUSE)  # a read, then a swap
+        if now - self._seen_at < self._patience and now + self.pause() + calls < deadline:
             return None
-        return turn.create_revision  # held too long: take it over
+        return turn.create_revision  # held too long, or no time left to wait: take it over
 
     def pause(self) -> float:
         """How long to wait before reading again while another holds the turn: about one
         attempt, never 0 (:data:`MIN_PAUSE`), never past our patience with it."""
         return min(self._patience, max(MIN_PAUSE, self.attempt))
 
+    def timed(self, seconds: float) -> None:
+        """A call on the section (a swap, or a read) took ``seconds``."""
+        self.attempt = seconds if not self.attempt else 0.8 * self.attempt + 0.2 * seconds
+
     def swapped(self, written: bool, turn: Turn | None, *, seconds: float, now: float) -> None:
         """A swap that took ``seconds`` ended at ``now``; ``turn`` is that of the state it
         brought back (the state written, or the fresh state of its failure branch)."""
-        self.attempt = seconds if not self.attempt else 0.8 * self.attempt + 0.2 * seconds
+        self.timed(seconds)
+        self._unanswered = 0  # the state it brought back shows whether a claim of ours stands
         if written:  # it expected no turn, or deleted the one it expected
             self.losses, self.claimed, self._seen = 0, 0, 0
             return
@@ -143,8 +161,16 @@ class Turns:
         # branch, or by an earlier swap of ours whose reply was lost.
         self.claimed = 0 if turn is None or on is None else _held(turn, on, now)
 
-    def dropped(self) -> None:
-        self.claimed = 0
+    def leaving(self) -> tuple[int, int] | None:
+        """The process stops contending (no acquisition of the section is left): the claim to
+        delete, if any, as ``(create revision, 0)`` of the claim we hold, or ``(0, lease)``:
+        a claim our last claiming swap may have made on that etcd lease (its reply never
+        came). Forgotten either way: a later claim is found in a later state."""
+        claimed, unanswered = self.claimed, self._unanswered
+        self.claimed = self._unanswered = 0
+        if claimed:
+            return claimed, 0
+        return (0, unanswered) if unanswered else None
 
 
 def _held(turn: Turn, on: EtcdLease, now: float) -> int:

@@ -168,6 +168,7 @@ def _plan_and_commit(
     if view is None:
         sent = config.clock()
         view = known.store((yield Read(timeout)), sent)
+        known.turns.timed(config.clock() - sent)  # a process that only defers learns it too
     snapshot = view.snapshot
     pending = []
     for m in members:
@@ -222,12 +223,12 @@ def _swap(
     markers of the releases it takes from ``rides`` too, and tells them how it ended."""
     snapshot = view.snapshot
     turns = known.turns
-    expect = turns.expect(snapshot.turn, config.clock())
+    writers = [m for m, _ in plan.writers]
+    expect = turns.expect(snapshot.turn, config.clock(), min(m.deadline for m in writers))
     if expect is None:  # another's turn: our swap would fail, and cost etcd a write
         known.invalidate(view)
         raise Deferred(turns.pause())
     claim = turns.attempt if turns.wants_claim else None  # the others' patience is told ours
-    writers = [m for m, _ in plan.writers]
     yield from _take_leases([m for m in writers if m.lease is None], timeout)
     drop = [o for o in known.abandoned.current() if o in snapshot.markers][:MAX_DROPS]
     ours = [section.Entry(_lease_of(m).id, m.seq, parts, config.holder)
