@@ -5,23 +5,15 @@ not wait for that call (up to ``rpc_timeout``) before it is returned."""
 from __future__ import annotations
 
 from lessor import Partition
-from lessor.etcd import core
-from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.ops import CleanUp, DropTurn, Op, Swap
-from tests.support.driver import PREFIX, Proc
-from tests.support.etcd_model import EtcdModel, FakeClock
+from tests.support.driver import PREFIX, two_processes
 
 
 def test_a_holder_leaving_without_a_win_drops_its_claim_apart_from_its_caller() -> None:
-    clock = FakeClock()
-    etcd = EtcdModel(clock)
-    p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)
-    sec = p.section("s")
+    clock, etcd, p, q = two_processes()
     turn_key = SectionKeys.of(PREFIX, "s").turn
-    m = p.member(Partition(0, 4), 5.0)
-    w = Waiter(m, lambda: None)
-    assert sec.gate.join(w)
+    m, _, steps = p.lead("s", Partition(0, 4), 5.0)
     swaps = 0
     ops: list[Op] = []
     claimer: list[int] = []
@@ -38,7 +30,7 @@ def test_a_holder_leaving_without_a_win_drops_its_claim_apart_from_its_caller() 
                     assert m.lease is not None
                     claimer.append(m.lease.id)
 
-    p.run("s", core.lead(sec.known, sec.gate, w, p.config), on_op=on_op)
+    p.run("s", steps, on_op=on_op)
     assert m.error is not None  # its deadline came, holding the turn
     assert [etcd.kvs[turn_key].lease] == claimer  # p's claim stands when the caller returns
     assert not any(isinstance(op, DropTurn) for op in ops), "the caller waited for DropTurn"

@@ -29,61 +29,42 @@ drops a claim still held when nobody is queued, as ``_end_turn`` does.
 
 from __future__ import annotations
 
+import pytest
+
 from lessor import Partition
-from lessor.etcd import core
-from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
-from lessor.etcd.ops import CleanUp, Op, Swap, Wait
-from tests.support.driver import PREFIX, Proc
-from tests.support.etcd_model import EtcdModel, FakeClock
-
-
-class Interrupt(BaseException):
-    """Stands for a KeyboardInterrupt, or an asyncio task's cancellation."""
+from lessor.etcd.ops import Op, Swap, Wait
+from tests.support.driver import PREFIX, Interrupt, two_processes
 
 
 def test_an_interrupted_turn_holder_leaves_no_claim_behind() -> None:
     """Schedule in the module docstring."""
-    clock = FakeClock()
-    etcd = EtcdModel(clock)
-    p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)
+    _, etcd, p, q = two_processes()
     sec = p.section("s")
     turn_key = SectionKeys.of(PREFIX, "s").turn
-    m = p.member(Partition(0, 4), 5.0)
-    w = Waiter(m, lambda: None)
-    assert sec.gate.join(w)
-    steps = core.lead(sec.known, sec.gate, w, p.config)
+    _, w, steps = p.lead("s", Partition(0, 4), 5.0)
     swaps = 0
-    result: object = None
-    error: BaseException | None = None
     interrupted = False
-    while True:
-        try:
-            op: Op = steps.send(result) if error is None else steps.throw(error)
-        except Interrupt:
-            break
-        result, error = None, None
-        if isinstance(op, CleanUp):
-            p.cleanups.append(op.steps)
-            continue
-        if isinstance(op, Wait):
-            if swaps == 2 and not interrupted:  # p holds the turn, about to swap again
-                assert turn_key in etcd.kvs and sec.known.turns.holding
-                interrupted = True
-                error = Interrupt()
-            continue
+
+    def on_op(op: Op) -> None:
+        nonlocal swaps
         if isinstance(op, Swap):
             swaps += 1
             if swaps <= 2:  # q writes first: p's swap loses (and the second one claims)
                 q.acquire("s", Partition(10 + swaps, 11 + swaps), 10.0)
-        try:
-            result = sec.perform(op)
-        except Exception as e:
-            error = e
-    assert interrupted
-    p.run("s", core.give_up(sec.known, sec.gate, w, p.config))
-    while p.cleanups:
-        p.run("s", p.cleanups.pop(0))
+
+    def throw(op: Op) -> BaseException | None:
+        nonlocal interrupted
+        if isinstance(op, Wait) and swaps == 2 and not interrupted:
+            # p holds the turn, about to swap again
+            assert turn_key in etcd.kvs and sec.known.turns.holding
+            interrupted = True
+            return Interrupt()
+        return None
+
+    with pytest.raises(Interrupt):
+        p.run("s", steps, on_op=on_op, throw=throw)
+    p.give_up("s", w)
     assert not sec.gate.leading and not sec.gate.queued  # p acquires nothing any more
     claim = etcd.kvs.get(turn_key)
     assert claim is None, (

@@ -40,25 +40,19 @@ from typing import Any
 
 from lessor import Partition
 from lessor.etcd import core
-from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.ops import Op, Swap, Wait
 from lessor.etcd.state import Turn
 from lessor.etcd.turn import MAX_PATIENCE, MIN_PAUSE
-from tests.support.driver import PREFIX, Proc
-from tests.support.etcd_model import EtcdModel, FakeClock, _Key, rpc
+from tests.support.driver import PREFIX, two_processes
+from tests.support.etcd_model import _Key, rpc
 
 
 def test_a_claim_applied_late_does_not_outlive_its_process_acquisitions() -> None:
     """Schedule in the module docstring."""
-    clock = FakeClock()
-    etcd = EtcdModel(clock)
-    p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)
-    sec = p.section("s")
+    clock, etcd, p, q = two_processes()
     turn_key = SectionKeys.of(PREFIX, "s").turn
-    m = p.member(Partition(0, 4), 5.0)
-    w = Waiter(m, lambda: None)
-    assert sec.gate.join(w)
+    m, _, steps = p.lead("s", Partition(0, 4), 5.0)
     swaps = 0
 
     def on_op(op: Op) -> None:
@@ -71,7 +65,7 @@ def test_a_claim_applied_late_does_not_outlive_its_process_acquisitions() -> Non
     def fault(op: Op) -> str:
         return "delayed" if isinstance(op, Swap) and swaps == 2 else "ok"
 
-    p.run("s", core.lead(sec.known, sec.gate, w, p.config), fault=fault, on_op=on_op)
+    p.run("s", steps, fault=fault, on_op=on_op)
     assert m.grant is not None and isinstance(m.grant.handle, core.Held)
     assert swaps == 3 and len(etcd.delayed) == 1
     p.run("s", core.release(m.grant.handle, p.config))

@@ -28,82 +28,20 @@ waits ``min(MAX_PATIENCE, PATIENCE_ATTEMPTS * max(own, holder's))``.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections.abc import Iterator
-from typing import Any
 
 from lessor import Partition
 from lessor.etcd import core
 from lessor.etcd.gate import Waiter
-from lessor.etcd.ops import CleanUp, Op, Steps, Swap, Wait
+from lessor.etcd.ops import Op, Swap
 from lessor.etcd.retry import Backoff
 from tests.support.driver import Proc
 from tests.support.etcd_model import EtcdModel, FakeClock
+from tests.support.sim import Sim
 
 P_ROUND_TRIP = 0.020
 Q_ROUND_TRIP = 0.001
-
-
-class Sim:
-    """Processes' generators against one etcd model, each call applied half a round trip after
-    it is sent and answered half a round trip later, in time order."""
-
-    def __init__(self, clock: FakeClock, etcd: EtcdModel) -> None:
-        self.clock, self.etcd = clock, etcd
-        self._events: list[tuple[float, int, str, Any]] = []
-        self._n = 0
-
-    def _at(self, t: float, kind: str, what: Any) -> None:
-        self._n += 1
-        heapq.heappush(self._events, (t, self._n, kind, what))
-
-    def start(
-        self, proc: Proc, sid: str, steps: Steps, rtt: float, on_op: Any = None, fault: Any = None
-    ) -> None:
-        actor = {"proc": proc, "sid": sid, "steps": steps, "rtt": rtt, "on_op": on_op,
-                 "fault": fault, "result": None, "error": None}  # fmt: skip
-        self._at(self.clock(), "resume", actor)
-
-    def run(self, until: Any) -> None:
-        while self._events and not until():
-            t, _, kind, actor = heapq.heappop(self._events)
-            self.clock.advance(max(0.0, t - self.clock()))
-            self.etcd.expire()
-            if kind == "apply":
-                op = actor["op"]
-                fault = actor["fault"]
-                actor["proc"].transport.fault = "ok" if fault is None else fault(op)
-                try:
-                    actor["result"] = actor["proc"].section(actor["sid"]).perform(op)
-                except Exception as e:
-                    actor["error"] = e
-                self._at(t + actor["rtt"] / 2, "resume", actor)
-                continue
-            self._resume(actor)
-
-    def _resume(self, actor: dict[str, Any]) -> None:
-        steps = actor["steps"]
-        while True:
-            result, error = actor["result"], actor["error"]
-            actor["result"] = actor["error"] = None
-            try:
-                op = steps.send(result) if error is None else steps.throw(error)
-            except StopIteration:
-                return
-            if actor["on_op"] is not None:
-                actor["on_op"](op)
-            if isinstance(op, CleanUp):
-                self.start(
-                    actor["proc"], actor["sid"], op.steps, actor["rtt"], None, actor["fault"]
-                )
-                continue
-            if isinstance(op, Wait):
-                self._at(self.clock() + op.seconds, "resume", actor)
-                return
-            actor["op"] = op
-            self._at(self.clock() + actor["rtt"] / 2, "apply", actor)
-            return
 
 
 def _closed_loop(q: Proc, sid: str) -> Iterator[Op]:

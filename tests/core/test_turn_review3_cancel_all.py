@@ -32,66 +32,46 @@ leader's exit).
 
 from __future__ import annotations
 
+import pytest
+
 from lessor import Partition
-from lessor.etcd import core
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
-from lessor.etcd.ops import CleanUp, Op, Swap, Wait
-from tests.support.driver import PREFIX, Proc
-from tests.support.etcd_model import EtcdModel, FakeClock
-
-
-class Cancel(BaseException):
-    """Stands for an asyncio task's cancellation."""
+from lessor.etcd.ops import Op, Swap, Wait
+from tests.support.driver import PREFIX, Interrupt, two_processes
 
 
 def test_a_claim_is_dropped_when_every_acquisition_of_its_process_is_cancelled() -> None:
     """Schedule in the module docstring."""
-    clock = FakeClock()
-    etcd = EtcdModel(clock)
-    p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)
+    _, etcd, p, q = two_processes()
     sec = p.section("s")
     turn_key = SectionKeys.of(PREFIX, "s").turn
-    a = p.member(Partition(0, 4), 5.0)
-    wa = Waiter(a, lambda: None)
-    assert sec.gate.join(wa)
-    steps = core.lead(sec.known, sec.gate, wa, p.config)
+    a, wa, steps = p.lead("s", Partition(0, 4), 5.0)
     b = p.member(Partition(4, 8), 5.0)
     wb = Waiter(b, lambda: None)
     swaps = 0
-    result: object = None
-    error: BaseException | None = None
     cancelled = False
-    while True:
-        try:
-            op: Op = steps.send(result) if error is None else steps.throw(error)
-        except Cancel:
-            break
-        result, error = None, None
-        if isinstance(op, CleanUp):
-            p.cleanups.append(op.steps)
-            continue
-        if isinstance(op, Wait):
-            if sec.known.turns.holding and not cancelled:  # a holds the turn: pause 0
-                assert op.seconds == 0 and turn_key in etcd.kvs
-                assert not sec.gate.join(wb)  # b queues behind a
-                cancelled = True
-                error = Cancel()  # a's cancellation runs first
-            else:
-                clock.advance(op.seconds)
-            continue
+
+    def on_op(op: Op) -> None:
+        nonlocal swaps
         if isinstance(op, Swap):
             swaps += 1
             q.acquire("s", Partition(10 + swaps, 11 + swaps), 10.0)  # q writes first
-        try:
-            result = sec.perform(op)
-        except Exception as e:
-            error = e
-    assert cancelled and wb.lead  # a handed the lead to b ...
-    p.run("s", core.give_up(sec.known, sec.gate, wa, p.config))
-    p.run("s", core.give_up(sec.known, sec.gate, wb, p.config))  # ... whose cancel runs next
-    while p.cleanups:
-        p.run("s", p.cleanups.pop(0))
+
+    def throw(op: Op) -> BaseException | None:
+        nonlocal cancelled
+        if isinstance(op, Wait) and sec.known.turns.holding and not cancelled:
+            assert op.seconds == 0 and turn_key in etcd.kvs  # a holds the turn: pause 0
+            assert not sec.gate.join(wb)  # b queues behind a
+            cancelled = True
+            return Interrupt()  # a's cancellation runs first
+        return None
+
+    with pytest.raises(Interrupt):
+        p.run("s", steps, on_op=on_op, throw=throw)
+    assert wb.lead  # a handed the lead to b ...
+    p.give_up("s", wa)
+    p.give_up("s", wb)  # ... whose cancel runs next
     assert a.settled and b.settled
     assert not sec.gate.leading and not sec.gate.queued  # p acquires nothing any more
     claim = etcd.kvs.get(turn_key)

@@ -37,63 +37,40 @@ from __future__ import annotations
 import pytest
 
 from lessor import Partition
-from lessor.etcd import core
-from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
-from lessor.etcd.ops import CleanUp, Op, Swap, Wait
-from tests.support.driver import PREFIX, Proc
-from tests.support.etcd_model import EtcdModel, FakeClock
-
-
-class Interrupt(BaseException):
-    """Stands for an asyncio task's cancellation, or a KeyboardInterrupt."""
+from lessor.etcd.ops import Op, Swap
+from tests.support.driver import PREFIX, Interrupt, two_processes
 
 
 @pytest.mark.parametrize("other_grant", [False, True], ids=["alone", "other-grant-held"])
 def test_a_leader_interrupted_during_its_claiming_swap_leaves_no_claim(other_grant: bool) -> None:
     """Schedule in the module docstring."""
-    clock = FakeClock()
-    etcd = EtcdModel(clock)
-    p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)
+    _, etcd, p, q = two_processes()
     if other_grant:  # p holds a grant of another section, on the etcd lease it shares
         assert p.acquire("o", Partition(0, 1), 5.0).grant is not None
     sec = p.section("s")
     turn_key = SectionKeys.of(PREFIX, "s").turn
-    m = p.member(Partition(0, 4), 5.0)
-    w = Waiter(m, lambda: None)
-    assert sec.gate.join(w)
-    steps = core.lead(sec.known, sec.gate, w, p.config)
+    m, w, steps = p.lead("s", Partition(0, 4), 5.0)
     swaps = 0
-    result: object = None
-    error: BaseException | None = None
     interrupted = False
-    while True:
-        try:
-            op: Op = steps.send(result) if error is None else steps.throw(error)
-        except Interrupt:
-            break
-        result, error = None, None
-        if isinstance(op, CleanUp):
-            p.cleanups.append(op.steps)
-            continue
-        if isinstance(op, Wait):
-            clock.advance(op.seconds)
-            continue
+
+    def on_op(op: Op) -> None:
+        nonlocal swaps
         if isinstance(op, Swap):
             swaps += 1
             q.acquire("s", Partition(10 + swaps, 11 + swaps), 10.0)  # q writes first
-        try:
-            result = sec.perform(op)
-        except Exception as e:
-            error = e
+
+    def throw(op: Op) -> BaseException | None:
+        nonlocal interrupted
         if isinstance(op, Swap) and op.claim is not None and not interrupted:
             assert turn_key in etcd.kvs  # applied: the claim is made
             interrupted = True
-            result, error = None, Interrupt()  # the reply is never handled
-    assert interrupted
-    p.run("s", core.give_up(sec.known, sec.gate, w, p.config))
-    while p.cleanups:
-        p.run("s", p.cleanups.pop(0))
+            return Interrupt()  # the reply is never handled
+        return None
+
+    with pytest.raises(Interrupt):
+        p.run("s", steps, on_op=on_op, throw=throw)
+    p.give_up("s", w)
     assert not sec.gate.leading and not sec.gate.queued  # p acquires nothing any more
     claim = etcd.kvs.get(turn_key)
     assert claim is None, (

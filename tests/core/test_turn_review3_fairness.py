@@ -1,10 +1,10 @@
 """Turn review 3 (holds): fairness and safety with group commit, riding releases and faults,
 one process much farther from etcd than the others.
 
-Explored with review 2's simulator (``test_turn_review2_slow_holder.Sim``: per-process round
-trips on the model's clock), here with several threads per process (each acquisition through
-``core.acquire``, so queued ones wait at the gate and one leads for all), releases that ride
-the next Txn (``Boarding``), and calls lost or dropped at random. Four processes 1 ms from
+Explored with ``tests/support/sim.py`` (per-process round trips on the model's clock), with
+several threads per process (each acquisition through ``core.acquire``, so queued ones wait
+at the gate and one leads for all), releases that ride the next Txn (``Boarding``), and calls
+lost or dropped at random. Four processes 1 ms from
 etcd with three threads each, one 40 ms away with two, every thread in a closed loop on one
 key out of 50 of one section; checked at every call a thread sends: no two live entries
 overlap.
@@ -28,40 +28,15 @@ from lessor import Partition
 from lessor.etcd import core
 from lessor.etcd.core.release import Boarding
 from lessor.etcd.gate import Waiter
-from lessor.etcd.ops import CleanUp, Op, Wait, WaitTurn
+from lessor.etcd.ops import Op, Wait
 from lessor.etcd.retry import Backoff
 from lessor.etcd.turn import MAX_PATIENCE
-from tests.core.test_turn_review2_slow_holder import Sim
 from tests.support.driver import Proc, live_entries
 from tests.support.etcd_model import EtcdModel, FakeClock
+from tests.support.sim import Sim
 
 NEAR, FAR = 0.001, 0.040
 KEYS = 50
-
-
-class GateSim(Sim):
-    """:class:`Sim`, where a thread waiting at the gate (``WaitTurn``) looks again soon."""
-
-    def _resume(self, actor: dict[str, Any]) -> None:
-        steps = actor["steps"]
-        while True:
-            result, error = actor["result"], actor["error"]
-            actor["result"] = actor["error"] = None
-            try:
-                op = steps.send(result) if error is None else steps.throw(error)
-            except StopIteration:
-                return
-            if isinstance(op, CleanUp):
-                self.start(actor["proc"], actor["sid"], op.steps, actor["rtt"], None,
-                           actor["fault"])  # fmt: skip
-                continue
-            if isinstance(op, WaitTurn | Wait):
-                poll = min(op.seconds, 0.0002) if isinstance(op, WaitTurn) else op.seconds
-                self._at(self.clock() + poll, "resume", actor)
-                return
-            actor["op"] = op
-            self._at(self.clock() + actor["rtt"] / 2, "apply", actor)
-            return
 
 
 def _thread(p: Proc, stats: dict[str, Any], rng: random.Random) -> Iterator[Op]:
@@ -95,8 +70,9 @@ def test_a_far_process_wins_beside_near_ones_with_rides_and_faults(
 ) -> None:
     clock = FakeClock()
     etcd = EtcdModel(clock)
-    sim = GateSim(clock, etcd)
+    sim = Sim(clock, etcd)
     overlaps: list[str] = []
+    checked: list[Op] = []
     everyone: list[dict[str, Any]] = []
     for j, (rtt, threads) in enumerate([(NEAR, 3)] * 4 + [(FAR, 2)]):
         p = Proc(f"p{j}", etcd, clock)
@@ -110,6 +86,7 @@ def test_a_far_process_wins_beside_near_ones_with_rides_and_faults(
             return "ok"
 
         def check(op: Op) -> None:
+            checked.append(op)
             entries = live_entries(etcd, "s")
             for i, a in enumerate(entries):
                 for b in entries[i + 1 :]:
@@ -121,7 +98,7 @@ def test_a_far_process_wins_beside_near_ones_with_rides_and_faults(
                       check, fault)  # fmt: skip
     end = clock() + 1.2
     sim.run(until=lambda: clock() >= end or bool(overlaps))
-    assert not overlaps
+    assert checked and not overlaps
     assert all(not s["errors"] for s in everyone), [s["errors"] for s in everyone]
     assert all(s["wins"] >= 3 for s in everyone), [s["wins"] for s in everyone]
     assert everyone[-1]["longest"] < 2 * MAX_PATIENCE, everyone[-1]

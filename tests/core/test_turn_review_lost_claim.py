@@ -13,26 +13,18 @@ own); what was lost is the time the turn is meant to save.
 from __future__ import annotations
 
 from lessor import Partition
-from lessor.etcd import core
-from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.ops import Op, Read, Swap, TakeLease, Track
-from tests.support.driver import PREFIX, Proc
-from tests.support.etcd_model import EtcdModel, FakeClock
+from tests.support.driver import PREFIX, two_processes
 
 ROUND_TRIP = 0.003
 
 
 def test_a_claim_whose_reply_was_lost_is_still_recognised_as_ours() -> None:
     """Guards against a process deferring, for its whole patience, to its own claim."""
-    clock = FakeClock()
-    etcd = EtcdModel(clock)
-    p, q = Proc("p", etcd, clock), Proc("q", etcd, clock)
-    sec = p.section("s")
+    clock, etcd, p, q = two_processes()
     turn_key = SectionKeys.of(PREFIX, "s").turn
-    m = p.member(Partition(0, 4), 5.0)
-    w = Waiter(m, lambda: None)
-    assert sec.gate.join(w)
+    m, _, steps = p.lead("s", Partition(0, 4), 5.0)
     swaps = 0
     ops: list[tuple[int, str]] = []  # (swaps sent before it, what)
     claimer: list[int] = []
@@ -53,7 +45,7 @@ def test_a_claim_whose_reply_was_lost_is_still_recognised_as_ours() -> None:
     def fault(op: Op) -> str:
         return "lost" if isinstance(op, Swap) and swaps == 2 else "ok"
 
-    p.run("s", core.lead(sec.known, sec.gate, w, p.config), fault=fault, on_op=on_op)
+    p.run("s", steps, fault=fault, on_op=on_op)
     assert m.grant is not None and m.grant.partitions  # it ends well ...
     assert m.lease is not None and claimer == [m.lease.id]  # the lost swap claimed, on p's lease
     between = [what for n, what in ops if n == 2][1:]  # after the lost swap, up to the next
