@@ -15,9 +15,14 @@ Schedule (the in-memory etcd, on the model's clock):
 1. h, 50 ms from etcd (another datacenter), loses two swaps to q and claims the turn on its
    etcd lease (TTL 10 s); its claim says its swaps take 50 ms, so the others' patience is
    ``8 * 50 ms = 0.4 s``. h crashes there (driven no more): nobody drops the claim.
-2. Five fresh processes, 1 ms from etcd, one after the other, each ask for free keys with a
-   0.3 s deadline (shorter than that patience). Each reads, defers (pause 2 ms) until 50 ms
-   are left, is then put in no call, and fails; none ever sends a swap.
+2. Five fresh processes, 1 ms (or 15 ms) from etcd, one after the other, each ask for free
+   keys with a 0.3 s deadline (shorter than that patience). Each reads, defers (pause 2 ms)
+   until 50 ms are left, is then put in no call, and fails; none ever sends a swap.
+
+The same for fresh processes 15 ms from etcd (``3 * 15 ms < 50 ms``); 20 and 25 ms passed here,
+but only as their reads happen to fall: an attempt that starts with under 50 ms left is
+skipped the same way, so a deferral decided with ``pause + 2 * attempt`` to spare can still
+leave the next attempt no call.
 
 Invariant broken: liveness (a stray claim costs others at most about ``MAX_PATIENCE``; no
 acquisition fails on a free section because of a turn; the very case c39eb50 meant to fix).
@@ -29,6 +34,8 @@ or in ``expect``: ``now + pause + max(2 * attempt, ...) + MIN_CALL_TIME >= deadl
 
 from __future__ import annotations
 
+import pytest
+
 from lessor import Partition
 from lessor.errors import DeadlineExceeded
 from lessor.etcd import core
@@ -39,11 +46,11 @@ from tests.support.driver import PREFIX, Proc
 from tests.support.etcd_model import EtcdModel, FakeClock
 
 FAR = 0.05  # the crashed holder's round trip
-NEAR = 0.001  # the fresh processes'
 DEADLINE = 0.3  # shorter than the patience (8 * 50 ms) but 300 near round trips long
 
 
-def test_a_near_process_with_a_short_deadline_takes_a_stray_claim_over() -> None:
+@pytest.mark.parametrize("near", [0.001, 0.015], ids=["1ms", "15ms"])
+def test_a_near_process_with_a_short_deadline_takes_a_stray_claim_over(near: float) -> None:
     """Schedule in the module docstring."""
     clock = FakeClock()
     etcd = EtcdModel(clock)
@@ -78,7 +85,7 @@ def test_a_near_process_with_a_short_deadline_takes_a_stray_claim_over() -> None
 
         def on_op(op: Op, sent: list[Op] = sent) -> None:
             if isinstance(op, Swap | Read):
-                clock.advance(NEAR)
+                clock.advance(near)
             sent.append(op)
 
         mr = r.acquire("s", Partition(20 + n, 21 + n), DEADLINE, on_op=on_op)
