@@ -12,10 +12,10 @@ claims, each ended early by such a takeover and followed at once by another lose
 never reaches its patience. It sends no swap, so it loses none and never claims the turn
 itself: the rotation of the turn among the others passes it by.
 
-Schedule (review 2's simulator, ``Sim``: calls applied half a round trip after they are sent,
-answered half a round trip later): h, 50 ms from etcd, asks once for keys of its own with 3 s
-to get them; q0 to q3, 30 ms from etcd, each acquire a key of their own (no ranges overlap)
-and release it in a closed loop, every acquisition with a 0.12 s deadline. Every swap
+Schedule (the simulator, ``tests/support/sim.py``: calls applied half a round trip after they
+are sent, answered half a round trip later): h, 50 ms from etcd, asks once for keys of its own
+with 3 s to get them; q0 to q3, 30 ms from etcd, each acquire a key of their own (no ranges
+overlap) and release it in a closed loop, every acquisition with a 0.12 s deadline. Every swap
 compares the one section key.
 
 1. h's first two swaps lose; then a q's claim stands (patience ``8 * 50 ms = 0.4 s``).
@@ -48,9 +48,9 @@ from lessor.etcd import core
 from lessor.etcd.gate import Waiter
 from lessor.etcd.ops import Op, Swap
 from lessor.etcd.retry import Backoff
-from tests.core.test_turn_review2_slow_holder import Sim
 from tests.support.driver import Proc
 from tests.support.etcd_model import EtcdModel, FakeClock
+from tests.support.sim import Sim
 
 H_ROUND_TRIP = 0.050
 Q_ROUND_TRIP = 0.030
