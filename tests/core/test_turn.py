@@ -104,10 +104,28 @@ def test_another_claim_is_deferred_to_then_taken_over_after_patience() -> None:
     )  # compared, and deleted on a win
 
 
-def test_a_new_claim_gets_patience_of_its_own() -> None:
+def test_the_patience_counts_from_the_first_deferral_whichever_claims_follow() -> None:
+    """Claims that follow one another (others taking them over) cannot keep a process from
+    swapping for longer than its patience (review 4: a far process starved so)."""
     turns = Turns()
     assert turns.expect(another(50), now=100.0, deadline=1e9) is None
+    assert turns.expect(another(60), now=100.0 + turns.patience() / 2, deadline=1e9) is None
+    assert turns.expect(another(70), now=100.0 + turns.patience(), deadline=1e9) == 70
+
+
+def test_a_swap_ends_the_deferral() -> None:
+    turns = Turns()
+    assert turns.expect(another(50), now=100.0, deadline=1e9) is None
+    turns.swapped(False, None, seconds=0.003, now=100.0 + turns.patience())
     assert turns.expect(another(60), now=100.0 + turns.patience(), deadline=1e9) is None
+
+
+def test_no_deferral_that_leaves_no_time_to_read_and_swap() -> None:
+    turns = Turns()
+    turns.timed(0.010)
+    assert turns.expect(another(50), now=100.0, deadline=100.5) is None
+    # a pause (10 ms), a read and a swap (10 ms each) no longer fit: take the claim over now
+    assert turns.expect(another(50), now=100.0, deadline=100.03) == 50
 
 
 def test_a_win_ends_the_run_of_losses_and_the_claim() -> None:

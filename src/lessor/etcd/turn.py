@@ -77,15 +77,14 @@ timed no swap yet (or whose swaps took no measurable time) still lets time pass 
 
 class Turns:
     """One process's view of one section's turn: its own claim, the losses that lead to one,
-    and for how long it has let another's claim stand."""
+    and for how long it has deferred to others' claims."""
 
     def __init__(self) -> None:
         self.losses = 0  # swaps lost in a row
         self.claimed = 0  # the create revision of the claim we hold; 0: we hold none
         self._on: dict[int, EtcdLease] = {}  # the etcd leases our claiming swaps named, by id
-        self._seen = 0  # another's claim we defer to ...
-        self._seen_at = 0.0  # ... since then ...
-        self._patience = MIN_PATIENCE  # ... and for how long
+        self._deferring: float | None = None  # since when we defer to others' claims ...
+        self._patience = MIN_PATIENCE  # ... and for how long we may
         self._unanswered = 0  # the etcd lease our claiming swap named whose reply never came
         self.attempt = 0.0  # a call's round trip (swaps and reads), smoothed (seconds)
 
@@ -117,26 +116,29 @@ class Turns:
         given the ``turn`` of the state it is built on; None: another holds the turn, do
         not swap (pause :meth:`pause` and read again).
 
-        Another's claim is taken over once our patience with it is over, or sooner when
-        deferring once more would leave no time before ``deadline`` (the earliest of the
-        acquisitions the swap is for) to read again and swap: a deferral never costs an
-        acquisition its grant, whatever the patience (a claim nobody drops stands until
-        someone takes it over)."""
+        Another's claim is taken over once we have deferred for our patience with it, or
+        sooner when deferring once more would leave no time before ``deadline`` (the last
+        moment a call can be made for the earliest of the acquisitions the swap is for) to
+        read again and swap: a deferral never costs an acquisition its grant, whatever the
+        patience (a claim nobody drops stands until someone takes it over). The patience is
+        counted from our first deferral since our last swap, whichever claims we met since:
+        claims that follow one another faster than it (others taking them over) cannot keep
+        a process from swapping for longer."""
         if turn is None:
-            self.claimed = self._seen = 0
+            self.claimed, self._deferring = 0, None
             return 0
         on = self._on.get(turn.lease)
         if on is not None:  # ours: compared, never deferred to
-            self.claimed = _held(turn, on, now)
+            self.claimed, self._deferring = _held(turn, on, now), None
             return turn.create_revision
         self.claimed = 0  # another's (ours was taken over, if we held one)
-        if turn.create_revision != self._seen:
-            self._seen, self._seen_at = turn.create_revision, now
+        if self._deferring is None:
+            self._deferring = now
         self._patience = self.patience(turn.attempt)
         calls = 2 * max(self.attempt, MIN_PAUSE)  # a read, then a swap
-        if now - self._seen_at < self._patience and now + self.pause() + calls < deadline:
+        if now - self._deferring < self._patience and now + self.pause() + calls < deadline:
             return None
-        return turn.create_revision  # held too long, or no time left to wait: take it over
+        return turn.create_revision  # deferred too long, or no time left to: take it over
 
     def pause(self) -> float:
         """How long to wait before reading again while another holds the turn: about one
@@ -152,8 +154,9 @@ class Turns:
         brought back (the state written, or the fresh state of its failure branch)."""
         self.timed(seconds)
         self._unanswered = 0  # the state it brought back shows whether a claim of ours stands
+        self._deferring = None
         if written:  # it expected no turn, or deleted the one it expected
-            self.losses, self.claimed, self._seen = 0, 0, 0
+            self.losses, self.claimed = 0, 0
             return
         self.losses += 1
         on = None if turn is None else self._on.get(turn.lease)
@@ -165,9 +168,11 @@ class Turns:
         """The process stops contending (no acquisition of the section is left): the claim to
         delete, if any, as ``(create revision, 0)`` of the claim we hold, or ``(0, lease)``:
         a claim our last claiming swap may have made on that etcd lease (its reply never
-        came). Forgotten either way: a later claim is found in a later state."""
+        came). Forgotten either way (a later claim is found in a later state), and so are the
+        losses and the deferrals: the next acquisition starts afresh."""
         claimed, unanswered = self.claimed, self._unanswered
-        self.claimed = self._unanswered = 0
+        self.claimed = self._unanswered = self.losses = 0
+        self._deferring = None
         if claimed:
             return claimed, 0
         return (0, unanswered) if unanswered else None

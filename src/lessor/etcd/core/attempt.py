@@ -224,7 +224,9 @@ def _swap(
     snapshot = view.snapshot
     turns = known.turns
     writers = [m for m, _ in plan.writers]
-    expect = turns.expect(snapshot.turn, config.clock(), min(m.deadline for m in writers))
+    # The last moment a call can be made for the earliest of them (``_ready``).
+    last = min(m.deadline for m in writers) - MIN_CALL_TIME
+    expect = turns.expect(snapshot.turn, config.clock(), last)
     if expect is None:  # another's turn: our swap would fail, and cost etcd a write
         known.invalidate(view)
         raise Deferred(turns.pause())
