@@ -28,10 +28,12 @@ it ("a holder farther from etcd than the others still has the time its swap need
 that write nothing. One lost swap per stale streak, not a livelock by itself; more such
 processes (or repeated empty-grant spells) cost the far holder one loss each.
 
-Fix idea: reset the streak wherever a state is taken (``Turns.seen(turn)`` from
-``_plan_and_commit`` after every read or fresh state, or ``Known.store``), not only in
-``expect``; or start the streak over when the claim met was created after the state in which
-the process last deferred (its create revision above the revision then).
+Fixed: an attempt that settles without a swap ends the streak (``Turns.went_on``, told by
+``core/attempt.py``). Fix ideas were: reset the streak wherever a state is taken
+(``Turns.seen(turn)`` from ``_plan_and_commit`` after every read or fresh state, or
+``Known.store``), not only in ``expect``; or start the streak over when the claim met was
+created after the state in which the process last deferred (its create revision above the
+revision then).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def test_a_claim_first_met_after_a_spell_of_empty_grants_is_not_taken_over_at_on
     p.timed(0.001)
     xs = Turn(lease=1, create_revision=5, holder="x", attempt=0.04)
     assert p.expect(xs, 0.0, 10.0) is None  # 1: defers to x's claim
-    # 2: for a second, p's attempts settle with empty grants: no swap, ``expect`` not asked.
+    # 2: for a second, p's attempts settle with empty grants: no swap, ``expect`` not asked;
+    # ``core/attempt.py`` tells the turns of each such attempt (the fix)
+    p.went_on()
     fs = Turn(lease=2, create_revision=400, holder="f", attempt=0.04)
     assert p.expect(fs, 1.0, 10.0) is None, "f's claim, 1 ms old, taken over at once"

@@ -20,9 +20,9 @@ leader wins almost every race and the others lose run after run. The section's *
   trips of the slower of the deferring process and the holder, whose round trip the claim
   carries; at least :data:`MIN_PATIENCE`, at most :data:`MAX_PATIENCE`) is taken over: the
   swap expects it and deletes it when it commits. So a holder farther from etcd than the
-  others (another datacenter) still has the time its swap needs. A deferral never costs an
-  acquisition its grant: one whose deadline leaves no time to defer again and then read and
-  swap takes the claim over at once (:meth:`Turns.expect`).
+  others (another datacenter) still has the time its swap needs. A deferral alone never runs
+  an acquisition out of time: one whose deadline leaves no time to defer again and then read
+  and swap takes the claim over at once (:meth:`Turns.expect`).
 * A process that stops contending (the last of its acquisitions of the section leaves the
   gate: settled, late, withdrawn or interrupted) deletes the claim it holds, or the one its
   last claiming swap may have made if that swap's reply never came (``core/lead.py``,
@@ -41,6 +41,15 @@ moment, so it earns no pause of 0.
 **Safety.** The turn only ever adds a compare to a swap: no swap commits that would not have
 committed without it, and the fencing token is still the revision of the winning Txn. The
 turn key holds no ranges, and its writes touch neither the section value nor any marker.
+
+**Cost.** A deferring process learns that a turn ended only at its next read (a pause of
+about one round trip, then the read), where without the turn a loser's next swap would
+already be on its way. Where nobody is nearer etcd than the others, the turn costs throughput
+and raises the median, for a bounded tail: in the benchmark's S4b (three members, 2 ms per
+hop) 9 % fewer grants; eight processes 30 ms from etcd with 0.25 s deadlines, simulated
+(``tests/core/test_turn_review5_equal_far.py``), a quarter fewer grants and twice the deadline
+failures. Where some are nearer than others it is what lets the far ones win at all. (A watch
+on the turn key would end the turn for the others half a round trip after the win; not built.)
 
 **Liveness.** A claim nobody drops is ended by the others' patience: the first process to
 meet it defers for at most :data:`MAX_PATIENCE` from when it first sees it, then takes it
@@ -121,7 +130,8 @@ class Turns:
         moment a call can be made for the earliest of the acquisitions the swap is for) to
         read again and swap: a deferral never costs an acquisition its grant, whatever the
         patience (a claim nobody drops stands until someone takes it over). The patience is
-        counted from our first deferral since our last swap, whichever claims we met since:
+        counted from our first
+        deferral since our last attempt that did not defer, whichever claims we met since:
         claims that follow one another faster than it (others taking them over) cannot keep
         a process from swapping for longer."""
         if turn is None:
@@ -144,6 +154,11 @@ class Turns:
         """How long to wait before reading again while another holds the turn: about one
         attempt, never 0 (:data:`MIN_PAUSE`), never past our patience with it."""
         return min(self._patience, max(MIN_PAUSE, self.attempt))
+
+    def went_on(self) -> None:
+        """An attempt settled its acquisitions without a swap (nothing to write, or a check):
+        it did not defer, so a deferral after it starts a new streak."""
+        self._deferring = None
 
     def timed(self, seconds: float) -> None:
         """A call on the section (a swap, or a read) took ``seconds``."""

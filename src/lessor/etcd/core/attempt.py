@@ -175,6 +175,7 @@ def _plan_and_commit(
         if not (yield from _adopted(known, snapshot, m, config)):
             pending.append(m)
     if not pending:
+        known.turns.went_on()
         return
     live = known.live(snapshot)
     plan = Plan(pending, live)
@@ -195,6 +196,7 @@ def _plan_and_commit(
         yield from _swap(known, view, plan, live=live, relied=relied or (), timeout=timeout,
                          rides=rides, config=config)  # fmt: skip
         return
+    known.turns.went_on()
     token = snapshot.revision
     if relied is not None:
         sent = config.clock()
