@@ -52,6 +52,7 @@ class Told:
     freed_n: int = 0
     rode: int = 0
     loss_runs: dict[int, list[int]] = field(default_factory=dict)  # worker -> runs of losses
+    wait_runs: dict[int, list[int]] = field(default_factory=dict)  # the same, deferrals too
     attempt_hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 120_000_000, 3))
     queued_hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 120_000_000, 3))
     released_hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 120_000_000, 3))
@@ -78,6 +79,7 @@ class Told:
             self.rode += b["rode"]
             self.released_hist.add(HdrHistogram.decode(b["released_hist"]))
         self.loss_runs.setdefault(worker, []).extend(b["loss_runs"])
+        self.wait_runs.setdefault(worker, []).extend(b.get("wait_runs", ()))
         self.attempt_hist.add(HdrHistogram.decode(b["attempt_hist"]))
         self.queued_hist.add(HdrHistogram.decode(b["queued_hist"]))
 
@@ -110,6 +112,8 @@ def breakdown(
         "attempts_per_grant": per(attempts, grants),
         "lost_per_grant": per(lost, grants),
         "stale_per_grant": per(stale, grants),
+        "deferred_per_grant": per(told.outcomes.get("deferred", 0), grants),
+        "longest_wait_run": max((max(r, default=0) for r in told.wait_runs.values()), default=0),
         "lost": lost,
         "stale": stale,
         "errors": errors,
@@ -189,6 +193,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("stale states (a re-read, no swap) per grant", "stale_per_grant", ".3f"),
     ("share of attempts lost or stale", "lost_share_of_attempts", ".0%"),
     ("longest run of losses in one process (attempts in a row)", "longest_loss_run", "d"),
+    ("deferred to another's turn (a read, no swap) per grant", "deferred_per_grant", ".3f"),
+    ("longest run of attempts without a win, deferrals included", "longest_wait_run", "d"),
     ("mean run of losses", "loss_run_mean", ".2f"),
     ("acquisitions carried per attempt (group commit)", "members_per_attempt", ".2f"),
     ("grants per settling attempt", "grants_per_settling_attempt", ".2f"),

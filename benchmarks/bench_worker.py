@@ -145,6 +145,9 @@ class Breakdown:
         self.released_hist = new_histogram()  # grant to given back (the callbacks are empty)
         self.runs: dict[str, int] = {}  # section -> attempts lost in a row so far
         self.loss_runs: list[int] = []  # each run of losses that ended, by its length
+        # The same, counting the attempts deferred to another's turn too (no swap sent).
+        self.wait_run: dict[str, int] = {}
+        self.wait_runs: list[int] = []
         self.ended: dict[str, float] = {}  # section -> when its last attempt ended
         self.began = time.monotonic()
 
@@ -169,6 +172,12 @@ class Breakdown:
                 run = self.runs.pop(section_id, 0)
                 if run:
                     self.loss_runs.append(run)
+            if outcome in ("lost", "stale", "deferred"):
+                self.wait_run[section_id] = self.wait_run.get(section_id, 0) + 1
+            elif outcome == "settled":
+                run = self.wait_run.pop(section_id, 0)
+                if run:
+                    self.wait_runs.append(run)
 
     def take(self) -> dict[str, Any]:
         """What was told since the last call: ``conflicts`` (None without ``lessor.observe``)
@@ -177,6 +186,7 @@ class Breakdown:
             conflicts = self.conflicts
             wall = time.monotonic() - self.began
             runs = self.loss_runs + [n for n in self.runs.values() if n]
+            waits = self.wait_runs + [n for n in self.wait_run.values() if n]
             figures = {
                 "wall_s": wall,
                 "grants": self.grants,
@@ -195,6 +205,7 @@ class Breakdown:
                 "rode": self.rode,
                 "released_hist": self.released_hist.encode().decode("ascii"),
                 "loss_runs": runs,
+                "wait_runs": waits,
             }
             self._reset()
         return {

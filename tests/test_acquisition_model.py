@@ -198,7 +198,10 @@ class AcquisitionModel(RuleBasedStateMachine):
             if isinstance(op, CleanUp):
                 self._spawn(actor.process, actor.section, op.steps, f"clean-up {self.names}")
                 self.names += 1
-            elif not isinstance(op, Wait):
+            elif isinstance(op, Wait):  # a thread that sleeps lets time pass
+                self.clock.advance(op.seconds)
+                self.etcd.expire()
+            else:
                 try:
                     result = actor.section.perform(op)
                 except Exception as e:

@@ -54,7 +54,10 @@ def _inspect(args: argparse.Namespace) -> int:
                 {"section": s.section_id, "corrupt": s.corrupt, "dead_entries": s.dead_entries,
                  "leases": [{"ranges": le.ranges.to_strings(), "holder": le.holder,
                              "token": le.token, "ttl": le.ttl, "etcd_lease": f"{le.lease:x}"}
-                            for le in s.leases]}
+                            for le in s.leases],
+                 "turn": None if s.turn is None else {
+                     "holder": s.turn.holder, "etcd_lease": f"{s.turn.lease:x}",
+                     "revision": s.turn.revision}}
                 for s in sections
             ], indent=2))  # fmt: skip
             return 0
@@ -64,6 +67,9 @@ def _inspect(args: argparse.Namespace) -> int:
             state = f"CORRUPT: {s.corrupt}" if s.corrupt else (
                 f"{len(s.leases)} live leases, {s.dead_entries} dead entries")  # fmt: skip
             print(f"section {s.section_id!r}: {state}")
+            if s.turn is not None:
+                print(f"  turn: {s.turn.holder} (etcd lease {s.turn.lease:x}), the next to "
+                      "win a swap")  # fmt: skip
             if s.leases:
                 print(f"  {'token':>10}  {'ttl':>5}  {'holder':<24}  ranges")
             for le in s.leases:
@@ -120,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect",
         help="show every section's live leases in etcd",
         description="Lists the sections under the prefix: each live lease's ranges, holder, "
-        "fencing token and remaining TTL. TLS and auth come from LESSOR_ETCD_*.",
+        "fencing token and remaining TTL, and who holds the section's turn (a process whose "
+        "swaps kept losing, which the others let win next). TLS and auth come from "
+        "LESSOR_ETCD_*.",
     )
     inspect.add_argument("--section", help="only this section id")
     inspect.add_argument("--json", action="store_true", help="print JSON")

@@ -30,7 +30,7 @@ from lessor.partition import Partition, SortedPartitions
 
 __all__ = ["Observer", "Outcome", "add_observer", "observers", "remove_observer"]
 
-Outcome = Literal["settled", "lost", "stale", "error"]
+Outcome = Literal["settled", "lost", "stale", "deferred", "error"]
 """How one attempt of a compare-and-swap backend ended (:meth:`Observer.attempt`):
 
 * ``"settled"``: it settled every acquisition it carried that it could (granted, or failed
@@ -40,6 +40,8 @@ Outcome = Literal["settled", "lost", "stale", "error"]
 * ``"stale"``: the state it had predated an acquisition and could not settle it: no swap was
   sent, and the next attempt reads the state again (:meth:`Observer.conflict` is told of this
   and of a ``"lost"`` one);
+* ``"deferred"``: another process held the section's turn, so no swap was sent (it would
+  have failed): the next attempt reads the state again after a pause;
 * ``"error"``: a transient etcd error (a member not answering, an etcd lease gone).
 """
 

@@ -122,3 +122,24 @@ def test_hostile_values_are_reported_and_repaired(etcd_server: LocalEtcd, client
         assert client.get(key)[0] is None
         with it.lease("hostile", P(0, 10), 5) as lease:
             assert lease.partitions == [P(0, 10)]
+
+
+def test_inspect_shows_who_holds_a_sections_turn(
+    etcd_server: LocalEtcd, client: Any, prefix: str
+) -> None:
+    where = ["--endpoints", etcd_server.endpoint, "--prefix", prefix]
+    keys = SectionKeys.of(prefix, "hot")
+    with EtcdLessor(etcd_server.endpoints, prefix=prefix) as it, it.lease("hot", P(0, 10), 30):
+        lease = client.lease(30)
+        try:
+            client.put(keys.turn, "sweeper-3", lease=lease)  # as a losing swap claims it
+            [shown] = json.loads(cli("inspect", "--json", *where).stdout)
+            assert shown["turn"]["holder"] == "sweeper-3"
+            assert shown["turn"]["etcd_lease"] == f"{lease.id:x}"
+            table = cli("inspect", "--section", "hot", *where)
+            assert table.returncode == 0, table.stderr
+            assert "turn: sweeper-3" in table.stdout
+        finally:
+            lease.revoke()
+        [after] = json.loads(cli("inspect", "--json", *where).stdout)
+        assert after["turn"] is None

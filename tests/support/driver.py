@@ -20,6 +20,11 @@ from tests.support.etcd_model import EtcdModel, FakeClock, ModelTransport
 PREFIX = "/driven/"
 
 
+class Interrupt(BaseException):
+    """Stands for what reaches a thread from outside: a KeyboardInterrupt, or an asyncio
+    task's cancellation (thrown into the core's steps, as the shells do)."""
+
+
 class Proc:
     def __init__(self, name: str, etcd: EtcdModel, clock: FakeClock, share: bool = True) -> None:
         self.name, self.etcd, self.clock = name, etcd, clock
@@ -56,8 +61,11 @@ class Proc:
         steps: Steps,
         fault: Callable[[Op], str] = lambda op: "ok",
         on_op: Callable[[Op], None] = lambda op: None,
+        throw: Callable[[Op], BaseException | None] = lambda op: None,
     ) -> Any:
-        """Drive ``steps`` to its end; ``fault(op)`` says what happens to each call."""
+        """Drive ``steps`` to its end; ``fault(op)`` says what happens to each call, and
+        ``throw(op)``, asked once a call is made or a pause has passed, what exception
+        reaches the thread instead of its outcome (an interrupt, a cancel), if any."""
         section = self.section(sid)
         result: Any = None
         error: BaseException | None = None
@@ -74,20 +82,48 @@ class Proc:
             if isinstance(op, Wait):
                 self.clock.advance(op.seconds)
                 self.etcd.expire()
-                continue
-            self.transport.fault = fault(op)
-            try:
-                result = section.perform(op)
-            except Exception as e:
-                error = e
+            else:
+                self.transport.fault = fault(op)
+                try:
+                    result = section.perform(op)
+                except Exception as e:
+                    error = e
+            if (interrupt := throw(op)) is not None:
+                result, error = None, interrupt
 
-    def acquire(self, sid: str, part: Partition, dur: float, **kw: Any) -> core.Member:
-        m = self.member(part, dur, kw.pop("ctx", None))
+    def lead(
+        self, sid: str, part: Partition, dur: float, ctx: Context | None = None
+    ) -> tuple[core.Member, Waiter[core.Member], Steps]:
+        """A new acquisition that leads at once (nothing else of this process acquires the
+        section), and its lead's steps, not yet run."""
+        m = self.member(part, dur, ctx)
         section = self.section(sid)
         w = Waiter(m, lambda: None)
         assert section.gate.join(w)
-        self.run(sid, core.lead(section.known, section.gate, w, self.config), **kw)
+        return m, w, core.lead(section.known, section.gate, w, self.config)
+
+    def acquire(self, sid: str, part: Partition, dur: float, **kw: Any) -> core.Member:
+        m, _, steps = self.lead(sid, part, dur, kw.pop("ctx", None))
+        self.run(sid, steps, **kw)
         return m
+
+    def give_up(self, sid: str, waiter: Waiter[core.Member]) -> None:
+        """An exception reached ``waiter``'s thread: its way out, then every clean-up."""
+        section = self.section(sid)
+        self.run(sid, core.give_up(section.known, section.gate, waiter, self.config))
+        self.finish_cleanups(sid)
+
+    def finish_cleanups(self, sid: str) -> None:
+        """Run every clean-up collected so far, and those they leave, to their end."""
+        while self.cleanups:
+            self.run(sid, self.cleanups.pop(0))
+
+
+def two_processes() -> tuple[FakeClock, EtcdModel, Proc, Proc]:
+    """A clock, an etcd on it, and two processes ``p`` and ``q`` of it."""
+    clock = FakeClock()
+    etcd = EtcdModel(clock)
+    return clock, etcd, Proc("p", etcd, clock), Proc("q", etcd, clock)
 
 
 def live_entries(etcd: EtcdModel, sid: str) -> list[Any]:

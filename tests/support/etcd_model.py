@@ -7,10 +7,15 @@ It answers the lessor's own protobuf requests (``pyetcd.etcdrpc``), so the real 
   writes; its ops apply in order (a read after a write in the same branch sees it);
   ``create_revision``, ``mod_revision`` and ``version`` per key;
 * Txn compares on VERSION, CREATE, MOD, VALUE and LEASE (a VALUE compare on a missing key is
-  false, as in etcd), with ``range_end``;
+  false, as in etcd), with ``range_end``; Txns nested in a branch (etcd >= 3.3), whose
+  branches are decided, as etcd does, from the state before the outer Txn writes;
 * leases: granted with the TTL asked, ended at ``grant time + TTL`` by :meth:`EtcdModel.expire`
   or by a revoke, deleting every key attached; a put naming an unknown lease refuses the whole
   Txn with "requested lease not found" (:class:`LeaseNotFound` here);
+* the checks etcd makes before it applies a Txn (``api/v3rpc/key.go``), refused whole as
+  etcd refuses them (``INVALID_ARGUMENT``, a :class:`LessorError` here): more than
+  :data:`MAX_TXN_OPS` compares or ops in a branch (a nested Txn gets the room its parent
+  leaves), and a key put twice, or put and deleted, in one branch and the Txns nested in it;
 * faults, one call at a time (:class:`ModelTransport`): a reply lost after the call applied,
   a call dropped before it applied, and a call *delayed*: its caller is told it failed, and
   the model applies it whenever the test says (a commit that lands after its sender gave up).
@@ -28,9 +33,13 @@ from typing import Any
 
 import grpc
 
+from lessor.errors import LessorError
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc
 
-__all__ = ["EtcdModel", "FakeClock", "ModelTransport"]
+__all__ = ["MAX_TXN_OPS", "EtcdModel", "FakeClock", "ModelTransport"]
+
+MAX_TXN_OPS = 128
+"""etcd's ``--max-txn-ops`` default."""
 
 rpc: Any = importlib.import_module("pyetcd.etcdrpc")
 
@@ -171,14 +180,43 @@ class EtcdModel:
         return bool(have < want)
 
     def _txn(self, request: Any) -> Any:
+        _check_size(request, MAX_TXN_OPS)
+        _check_keys(request.success)
+        _check_keys(request.failure)
+        path = self._path(request)  # etcd decides every branch, nested ones too, up front
+        self._check_leases(request, path)  # and refuses the whole Txn for an unknown lease
+        rev = self.revision + 1
+        responses, wrote = self._apply(request, path, rev)
+        if wrote:
+            self.revision = rev
+        return rpc.TxnResponse(header=self._header(), succeeded=path[0], responses=responses)
+
+    def _path(self, request: Any) -> tuple[bool, list[Any]]:
+        """Which branch a Txn takes, and the paths of the Txns nested in that branch (etcd
+        >= 3.3), all from the state before the Txn writes anything, as etcd decides them."""
         succeeded = all(self._compare(c) for c in request.compare)
         ops = request.success if succeeded else request.failure
-        for op in ops:  # etcd checks every lease a put names before applying anything
-            if op.WhichOneof("request") == "request_put":
+        nested = [self._path(op.request_txn) for op in ops
+                  if op.WhichOneof("request") == "request_txn"]  # fmt: skip
+        return succeeded, nested
+
+    def _check_leases(self, request: Any, path: tuple[bool, list[Any]]) -> None:
+        nested = iter(path[1])
+        for op in request.success if path[0] else request.failure:
+            kind = op.WhichOneof("request")
+            if kind == "request_put":
                 lease = op.request_put.lease
                 if lease and lease not in self.leases:
                     raise LeaseNotFound("etcdserver: requested lease not found")
-        rev = self.revision + 1
+            elif kind == "request_txn":
+                self._check_leases(op.request_txn, next(nested))
+
+    def _apply(
+        self, request: Any, path: tuple[bool, list[Any]], rev: int
+    ) -> tuple[list[Any], bool]:
+        """Apply one Txn's branch in order; a nested Txn's writes share the outer revision."""
+        nested = iter(path[1])
+        ops = request.success if path[0] else request.failure
         wrote = False
         responses = []
         for op in ops:
@@ -200,11 +238,18 @@ class EtcdModel:
                 responses.append(
                     rpc.ResponseOp(response_delete_range=rpc.DeleteRangeResponse(deleted=deleted))
                 )
+            elif kind == "request_txn":
+                inner_path = next(nested)
+                inner, inner_wrote = self._apply(op.request_txn, inner_path, rev)
+                wrote = wrote or inner_wrote
+                responses.append(
+                    rpc.ResponseOp(
+                        response_txn=rpc.TxnResponse(succeeded=inner_path[0], responses=inner)
+                    )
+                )
             else:
                 raise NotImplementedError(kind)
-        if wrote:
-            self.revision = rev
-        return rpc.TxnResponse(header=self._header(), succeeded=succeeded, responses=responses)
+        return responses, wrote
 
     def _kv_message(self, key: bytes, keys_only: bool) -> Any:
         kv = self.kvs[key]
@@ -294,3 +339,59 @@ class ModelTransport:
 
     def close(self) -> None:
         pass
+
+
+def _refused(details: str) -> LessorError:
+    return LessorError(f"etcd model refused a Txn: INVALID_ARGUMENT: etcdserver: {details}")
+
+
+def _check_size(request: Any, room: int) -> None:
+    """etcd's ``checkTxnRequest``: a Txn's size is the largest of its compares and branches;
+    a Txn nested in a branch gets the room its parent leaves."""
+    size = max(len(request.compare), len(request.success), len(request.failure))
+    if size > room:
+        raise _refused("too many operations in txn request")
+    for op in [*request.success, *request.failure]:
+        if op.WhichOneof("request") == "request_txn":
+            _check_size(op.request_txn, room - size)
+
+
+def _check_keys(ops: Any) -> tuple[set[bytes], list[tuple[bytes, bytes]]]:
+    """etcd's ``checkIntervals``: no key put twice, or put and deleted, by one branch and the
+    Txns nested in it (a nested Txn's two branches may put the same key: only one applies).
+    Returns the branch's puts and deletes."""
+    deletes = [
+        (op.request_delete_range.key, op.request_delete_range.range_end)
+        for op in ops
+        if op.WhichOneof("request") == "request_delete_range"
+    ]
+    puts: set[bytes] = set()
+    for op in ops:
+        if op.WhichOneof("request") != "request_txn":
+            continue
+        then_puts, then_deletes = _check_keys(op.request_txn.success)
+        else_puts, else_deletes = _check_keys(op.request_txn.failure)
+        for key in then_puts:
+            if key in puts or _deleted(key, deletes):
+                raise _refused("duplicate key given in txn request")
+            puts.add(key)
+        for key in else_puts:
+            if (key in puts and key not in then_puts) or _deleted(key, deletes):
+                raise _refused("duplicate key given in txn request")
+            puts.add(key)
+        deletes += then_deletes + else_deletes
+    for op in ops:
+        if op.WhichOneof("request") != "request_put":
+            continue
+        key = op.request_put.key
+        if key in puts or _deleted(key, deletes):
+            raise _refused("duplicate key given in txn request")
+        puts.add(key)
+    return puts, deletes
+
+
+def _deleted(key: bytes, deletes: list[tuple[bytes, bytes]]) -> bool:
+    for low, end in deletes:
+        if key == low if not end else low <= key and (end == b"\0" or key < end):
+            return True
+    return False

@@ -1,11 +1,11 @@
 """What an operator needs: every section's live leases, and the repair of a corrupt section.
 
-:func:`inspect` reads, at one revision, every section value and marker under a lessor's prefix
-and asks etcd how long each lease has left. :func:`repair` deletes a section value that cannot
-be decoded, and only such a value: an intact section is never touched, a section that changes
-meanwhile is left alone (compare-and-delete), and while holders' markers are still alive it
-refuses unless forced, because those holders may still be working on ranges that the repaired
-(empty) section would grant again.
+:func:`inspect` reads, at one revision, every section value, marker and turn under a
+lessor's prefix and asks etcd how long each lease has left. :func:`repair` deletes a section
+value that cannot be decoded, and only such a value: an intact section is never touched, a
+section that changes meanwhile is left alone (compare-and-delete), and while holders' markers
+are still alive it refuses unless forced, because those holders may still be working on ranges
+that the repaired (empty) section would grant again.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from lessor.errors import CorruptSection, LessorError, Unavailable
 from lessor.etcd import section
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.lessor import EtcdLessor
-from lessor.etcd.state import TOMBSTONE
+from lessor.etcd.state import TOMBSTONE, Turn
 from lessor.etcd.transport import RetryableRpc
 from lessor.partition import SortedPartitions
 
-__all__ = ["LeaseInfo", "SectionInfo", "inspect", "repair"]
+__all__ = ["LeaseInfo", "SectionInfo", "TurnInfo", "inspect", "repair"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,17 @@ class SectionInfo:
     markers: int = 0  # live holder markers, whatever their entries
     corrupt: str | None = None  # why the value cannot be decoded
     raw: bytes = b""
+    turn: TurnInfo | None = None  # who holds the section's turn (``turn.py``), if anyone
+
+
+@dataclass(frozen=True, slots=True)
+class TurnInfo:
+    """Who holds a section's turn: the process whose swap the others let win next
+    (``turn.py``). It ends with its etcd lease, or when that process wins or stops."""
+
+    holder: str
+    lease: int  # the etcd lease it lives on
+    revision: int  # when it was claimed (its create revision)
 
 
 def _call(lessor: EtcdLessor, service: str, method: str, request: Any, what: str) -> Any:
@@ -63,10 +74,10 @@ def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionIn
     """Every section under the lessor's prefix (or just ``section_id``), sorted by id."""
     rpc, prefix = lessor.transport.rpc, lessor.prefix.encode()
     if section_id is None:
-        values, markers = prefix + b"s/", prefix + b"m/"
+        values, markers, turns = prefix + b"s/", prefix + b"m/", prefix + b"t/"
     else:
         keys = SectionKeys.of(lessor.prefix, section_id)
-        values, markers = keys.value, keys.markers
+        values, markers, turns = keys.value, keys.markers, keys.turn
 
     def ranged(start: bytes, exact: bool, keys_only: bool) -> Any:
         end = b"" if exact else start[:-1] + bytes([start[-1] + 1])
@@ -74,9 +85,12 @@ def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionIn
                                                             keys_only=keys_only))  # fmt: skip
 
     request = rpc.TxnRequest(success=[ranged(values, section_id is not None, False),
-                                      ranged(markers, False, False)])  # fmt: skip
+                                      ranged(markers, False, False),
+                                      ranged(turns, section_id is not None, False)])  # fmt: skip
     response = _call(lessor, "kv", "Txn", request, "inspecting sections")
     marker_kvs = response.responses[1].response_range.kvs
+    turn_of = {kv.key: TurnInfo(Turn.of(kv).holder, kv.lease, kv.create_revision)
+               for kv in response.responses[2].response_range.kvs}  # fmt: skip
     ttls: dict[int, int] = {}
     infos = []
     for kv in response.responses[0].response_range.kvs:
@@ -90,7 +104,8 @@ def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionIn
             entries = section.decode(sid, kv.value)
         except CorruptSection as why:
             infos.append(SectionInfo(sid, kv.mod_revision, markers=len(tokens),
-                                     corrupt=str(why), raw=kv.value))  # fmt: skip
+                                     corrupt=str(why), raw=kv.value,
+                                     turn=turn_of.get(keys.turn)))  # fmt: skip
             continue
         leases = []
         for entry in entries:
@@ -104,7 +119,8 @@ def inspect(lessor: EtcdLessor, section_id: str | None = None) -> list[SectionIn
             leases.append(LeaseInfo(entry.lease, entry.seq, entry.ranges, entry.holder, token,
                                     ttls[entry.lease]))  # fmt: skip
         infos.append(SectionInfo(sid, kv.mod_revision, leases, len(entries) - len(leases),
-                                 len(tokens), raw=kv.value))  # fmt: skip
+                                 len(tokens), raw=kv.value,
+                                 turn=turn_of.get(keys.turn)))  # fmt: skip
     return sorted(infos, key=lambda i: i.section_id)
 
 

@@ -107,6 +107,12 @@ class Gate(Generic[T]):
             return len(self._queue)
 
     @property
+    def idle(self) -> bool:
+        """Whether no acquisition leads or waits: the process has stopped acquiring here."""
+        with self._lock:
+            return not self._leading and not self._queue
+
+    @property
     def aboard(self) -> int:
         """How many releases wait aboard for a Txn to take them."""
         with self._lock:

@@ -2,6 +2,7 @@
 
     <prefix>s/<escaped section id>                        the section value (section.py)
     <prefix>m/<escaped section id>/<lease hex>.<seq hex>  one holder marker per acquisition
+    <prefix>t/<escaped section id>                        the section's turn (``turn.py``)
 
 A section id is percent-encoded (UTF-8, every byte outside ``[A-Za-z0-9_.~-]`` escaped), so an
 escaped id never contains ``/``: no id, whatever it holds, can name another section's key or
@@ -42,6 +43,7 @@ class SectionKeys:
     section_id: str
     value: bytes
     markers: bytes  # the prefix every marker key of the section starts with
+    turn: bytes  # the process whose swap the others let win next, if any (``turn.py``)
 
     @classmethod
     def of(cls, prefix: str, section_id: str) -> SectionKeys:
@@ -59,6 +61,7 @@ class SectionKeys:
             section_id,
             f"{prefix}s/{escaped}".encode(),
             f"{prefix}m/{escaped}/".encode(),
+            f"{prefix}t/{escaped}".encode(),
         )
 
     def marker(self, lease_id: int, seq: int) -> bytes:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from lessor.etcd import section
 from lessor.etcd.keys import Owner, SectionKeys
 from lessor.etcd.state import Snapshot
+from lessor.etcd.turn import Turns
 
 __all__ = ["Abandoned", "Known", "View"]
 
@@ -70,6 +71,7 @@ class Known:
     def __init__(self, keys: SectionKeys) -> None:
         self.keys = keys
         self.abandoned = Abandoned()
+        self.turns = Turns()  # the gate's leader's alone (``turn.py``)
         self._lock = threading.Lock()
         self._view: View | None = None
         self._floor = 0  # the revision of the newest state ever kept, even if since forgotten

@@ -17,6 +17,7 @@ from lessor.etcd.ops import (
     Check,
     DeleteMarker,
     DeleteMarkers,
+    DropTurn,
     GiveBack,
     Read,
     RetireLease,
@@ -33,7 +34,15 @@ def etcd_calls(txns: SectionTxns, pool: LeasePool) -> dict[type, Callable[[Any],
     """For each kind of operation that talks to etcd, the calls that perform one."""
     return {
         Swap: lambda op: txns.swap(
-            op.snapshot, op.live, op.relied, op.ours, op.timeout, drop=op.drop, released=op.released
+            op.snapshot,
+            op.live,
+            op.relied,
+            op.ours,
+            op.timeout,
+            drop=op.drop,
+            turn=op.turn,
+            claim=op.claim,
+            released=op.released,
         ),
         Read: lambda op: txns.read(op.timeout),
         Check: lambda op: txns.check(op.snapshot, op.relied, op.timeout),
@@ -41,6 +50,7 @@ def etcd_calls(txns: SectionTxns, pool: LeasePool) -> dict[type, Callable[[Any],
         GiveBack: lambda op: pool.give_back(op.lease, op.timeout),
         DeleteMarker: lambda op: txns.delete_marker(op.owner.lease, op.owner.seq, op.timeout),
         DeleteMarkers: lambda op: txns.delete_markers(op.owners, op.timeout),
+        DropTurn: lambda op: txns.drop_turn(op.create_revision, op.lease, op.timeout),
         RetireLease: lambda op: pool.retire(op.lease, op.timeout),
         Tombstone: lambda op: txns.abandon(op.owner.lease, op.owner.seq, op.timeout),
     }

@@ -25,6 +25,7 @@ __all__ = [
     "CleanUp",
     "DeleteMarker",
     "DeleteMarkers",
+    "DropTurn",
     "GiveBack",
     "Op",
     "Read",
@@ -58,9 +59,11 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class Swap:
-    """Write ``ours`` beside ``live`` if ``snapshot`` and ``relied`` still hold, deleting the
-    markers of ``drop``; delete the markers of ``released`` either way (releases riding the
-    swap: ``gate.py``). Result: ``(state written or state now, written)``."""
+    """Write ``ours`` beside ``live`` if ``snapshot`` and ``relied`` still hold and the turn
+    key is as ``turn`` says (``turn.py``), deleting the markers of ``drop``; ``claim`` (this
+    process's swaps' round trip, or None): claim the turn if the swap fails. Delete the
+    markers of ``released`` either way (releases riding the swap: ``gate.py``). Result:
+    ``(state written or state now, written)``."""
 
     snapshot: Snapshot
     live: Sequence[section.Entry]
@@ -68,7 +71,19 @@ class Swap:
     ours: Sequence[section.Entry]
     drop: Sequence[Owner]
     timeout: float
+    turn: int = 0
+    claim: float | None = None
     released: Sequence[Owner] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DropTurn:
+    """Delete this process's claim of the section's turn: the one made at ``create_revision``,
+    or (0) whichever lies on the etcd lease ``lease``."""
+
+    create_revision: int
+    lease: int
+    timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +180,7 @@ Op = (
     | RetireLease
     | DeleteMarker
     | DeleteMarkers
+    | DropTurn
     | Tombstone
     | Track
     | Wait

@@ -54,7 +54,7 @@ from lessor.etcd.retry import MIN_CALL_TIME
 from lessor.etcd.state import Snapshot
 from lessor.etcd.transport import LeaseNotFound, RetryableRpc
 
-__all__ = ["LEASE_SPREAD", "MAX_DROPS", "SectionFull", "Stale", "group_commit"]
+__all__ = ["LEASE_SPREAD", "MAX_DROPS", "Deferred", "SectionFull", "Stale", "group_commit"]
 
 log = logging.getLogger("lessor")
 
@@ -79,6 +79,15 @@ class SectionFull(Transient):
 
 class Stale(Conflict):
     """The state at hand predates the acquisition and cannot settle it: read it again."""
+
+
+class Deferred(Stale):
+    """Another process holds the section's turn (``turn.py``): a swap now would fail. Pause
+    :attr:`pause` seconds, then read again."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.pause = pause
 
 
 def group_commit(known: Known, members: Sequence[Member], config: Config, rides: Rides) -> Steps:
@@ -159,12 +168,14 @@ def _plan_and_commit(
     if view is None:
         sent = config.clock()
         view = known.store((yield Read(timeout)), sent)
+        known.turns.timed(config.clock() - sent)  # a process that only defers learns it too
     snapshot = view.snapshot
     pending = []
     for m in members:
         if not (yield from _adopted(known, snapshot, m, config)):
             pending.append(m)
     if not pending:
+        known.turns.went_on()
         return
     live = known.live(snapshot)
     plan = Plan(pending, live)
@@ -185,6 +196,7 @@ def _plan_and_commit(
         yield from _swap(known, view, plan, live=live, relied=relied or (), timeout=timeout,
                          rides=rides, config=config)  # fmt: skip
         return
+    known.turns.went_on()
     token = snapshot.revision
     if relied is not None:
         sent = config.clock()
@@ -212,11 +224,21 @@ def _swap(
     swaps may have committed without our knowing (their reply lost). The swap deletes the
     markers of the releases it takes from ``rides`` too, and tells them how it ended."""
     snapshot = view.snapshot
+    turns = known.turns
     writers = [m for m, _ in plan.writers]
+    # The last moment a call can be made for the earliest of them (``_ready``).
+    last = min(m.deadline for m in writers) - MIN_CALL_TIME
+    expect = turns.expect(snapshot.turn, config.clock(), last)
+    if expect is None:  # another's turn: our swap would fail, and cost etcd a write
+        known.invalidate(view)
+        raise Deferred(turns.pause())
+    claim = turns.attempt if turns.wants_claim else None  # the others' patience is told ours
     yield from _take_leases([m for m in writers if m.lease is None], timeout)
     drop = [o for o in known.abandoned.current() if o in snapshot.markers][:MAX_DROPS]
     ours = [section.Entry(_lease_of(m).id, m.seq, parts, config.holder)
             for m, parts in plan.writers]  # fmt: skip
+    if claim is not None:  # on ours[0]'s etcd lease (``state.py``): it is ours, reply or not
+        turns.claiming(_lease_of(writers[0]), config.clock())
     before = [m.lost_at for m in writers]
     for m in writers:  # until the reply arrives, this swap may commit unbeknown to us
         m.ambiguous, m.lost_at = True, snapshot.mod_revision
@@ -227,7 +249,7 @@ def _swap(
         # told how the swap ended whatever happens (finally), as the gate requires.
         taken = rides.take_rides(MAX_RIDES)
         sent = config.clock()
-        fresh, written = yield Swap(snapshot, live, relied, ours, drop, timeout,
+        fresh, written = yield Swap(snapshot, live, relied, ours, drop, timeout, expect, claim,
                                     released=[r.owner for r in taken])  # fmt: skip
         carried = True  # the reply came: in either branch, the markers were deleted
     except LeaseNotFound:  # refused whole: this swap did not commit
@@ -242,6 +264,8 @@ def _swap(
     for m, lost_at in zip(writers, before, strict=True):
         m.lost_at = None if written else lost_at  # an earlier lost swap may still commit
         m.ambiguous = m.lost_at is not None
+    now = config.clock()
+    turns.swapped(written, fresh.turn, seconds=now - sent, now=now)
     known.store(fresh, sent)
     if not written:
         raise Conflict()

@@ -18,20 +18,23 @@ retired, to end: :func:`_way_out`, :func:`_forsake`.)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from lessor import observe
 from lessor.errors import Cancelled, DeadlineExceeded
 from lessor.etcd.core.abandon import fail
-from lessor.etcd.core.attempt import Stale, group_commit
+from lessor.etcd.core.attempt import Deferred, Stale, group_commit
 from lessor.etcd.core.member import Config, Conflict, Held, Member
 from lessor.etcd.core.release import release_quietly
 from lessor.etcd.gate import Gate, Waiter
 from lessor.etcd.keys import Owner
 from lessor.etcd.known import Known
-from lessor.etcd.ops import CleanUp, Steps, Track, Wait
+from lessor.etcd.ops import CleanUp, DropTurn, Steps, Track, Wait
 
 __all__ = ["MAX_GROUP", "give_up", "lead", "orphaned", "withdraw"]
+
+log = logging.getLogger("lessor")
 
 MAX_GROUP = 32
 """The most acquisitions of one section one Txn writes for a process (group commit)."""
@@ -42,54 +45,115 @@ def lead(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -
 
     If an exception reaches the leader's thread inside an attempt, ``me`` departs and the
     attempt's other members go back to the queue, whose next leader carries on for them.
+    Whichever way the lead ends, if no acquisition is left to carry on, a claim of the
+    section's turn that the process still holds is dropped (:func:`_end_turn`).
     """
+    try:
+        yield from _attempts(known, gate, me, config)
+    except GeneratorExit:  # no call can be made: a claim left is ended by others' patience
+        gate.hand_over(me)
+        raise
+    except BaseException:
+        # An exception reached the leader's thread (KeyboardInterrupt; in asyncio, any
+        # cancel): it stops contending as surely as after a win.
+        gate.hand_over(me)
+        yield from _end_turn(known, gate, config)
+        raise
+    gate.hand_over(me)
+    yield from _end_turn(known, gate, config)
+
+
+def _attempts(known: Known, gate: Gate[Member], me: Waiter[Member], config: Config) -> Steps:
+    """:func:`lead`'s attempts, until ``me`` is settled (or has failed)."""
     m = me.item
     section_id = known.keys.section_id
+    while True:
+        batch = gate.take(MAX_GROUP)
+        began = config.clock()
+        try:
+            failed = yield from group_commit(known, [w.item for w in batch], config, gate)
+            departed = gate.finish(batch)
+            ended = config.clock()
+        except GeneratorExit:  # closed unfinished: no more calls can be made
+            gate.leave(me)
+            for w in gate.finish(batch):
+                _forsake(known, w.item)
+            raise
+        except BaseException:
+            gate.leave(me)  # the leader's thread alone is interrupted
+            departed = gate.finish(batch)
+            staying = [w for w in batch if w not in departed]
+            yield from _way_out(known, staying, departed, config)
+            raise
+        yield from _orphans(known, departed, config)
+        now = config.clock()
+        late = not m.settled and m.done(now)
+        pause = 0.0 if m.settled or late else _pause(known, m, failed, now)
+        observe.attempt("etcd", section_id, members=len(batch), outcome=_outcome(failed),
+                        seconds=ended - began, pause=pause)  # fmt: skip
+        if m.settled:
+            return
+        if late:
+            expired = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring a lease")
+            yield from fail(known, m, failed if failed is not None else expired, config)
+            return
+        if pause > 0:
+            gate.pausing()  # the releases aboard need not wait for this leader's next swap
+        yield Wait(pause, m.ctx)
+        gate.resumed()
+
+
+def _pause(known: Known, m: Member, failed: BaseException | None, now: float) -> float:
+    """How long the leader of ``m`` waits before its next attempt, after one that returned
+    ``failed`` (None: it settled others but not ``m``, too many at once)."""
+    if known.turns.holding and _lost(failed):
+        # Our Txn lost while we hold the turn: the fresh state it brought back holds while
+        # the others defer, so our next swap is the one expected to win (turn.py). Any other
+        # failure (etcd down, too little time left for a call) is backed off from like
+        # anyone's: a pause of 0 there is a busy loop.
+        return 0.0
+    if isinstance(failed, Deferred):
+        return min(failed.pause, max(0.0, m.deadline - now))
+    contended = failed is None or isinstance(failed, Conflict)
+    return m.backoff.after(contended, m.deadline - now)
+
+
+def _lost(failed: BaseException | None) -> bool:
+    """Whether an attempt that returned ``failed`` lost a Txn of ours (a swap, or a check)
+    that brought back the fresh state: a :class:`Conflict` that is not :class:`Stale` (no Txn
+    sent: the state is read again)."""
+    return isinstance(failed, Conflict) and not isinstance(failed, Stale)
+
+
+def _end_turn(known: Known, gate: Gate[Member], config: Config) -> Steps:
+    """An acquisition left the gate (its lead ended, settled, late or interrupted; or it
+    withdrew or gave up from the queue). If that left the gate idle, the process stopped
+    contending, and a claim of the turn it still holds (or that its last claiming swap, whose
+    reply never came, may have made) would only hold the others back until their patience
+    ends (``turn.py``). It is deleted apart from the caller (a clean-up), whose grant or error
+    is settled and must not wait up to ``rpc_timeout`` for a call that is no business of its
+    own. A leader that comes meanwhile still knows the claim for this process's and compares
+    it; if the clean-up deletes it first, that leader's swap loses once and reads no turn."""
+    if not gate.idle:  # another acquisition of ours carries on: the claim is its
+        return
+    claim = known.turns.leaving()
+    if claim is not None:
+        yield CleanUp(_drop_turn(known, claim, config))
+
+
+def _drop_turn(known: Known, claim: tuple[int, int], config: Config) -> Steps:
     try:
-        while True:
-            batch = gate.take(MAX_GROUP)
-            began = config.clock()
-            try:
-                failed = yield from group_commit(known, [w.item for w in batch], config, gate)
-                departed = gate.finish(batch)
-                ended = config.clock()
-            except GeneratorExit:  # closed unfinished: no more calls can be made
-                gate.leave(me)
-                for w in gate.finish(batch):
-                    _forsake(known, w.item)
-                raise
-            except BaseException:
-                gate.leave(me)  # the leader's thread alone is interrupted
-                departed = gate.finish(batch)
-                staying = [w for w in batch if w not in departed]
-                yield from _way_out(known, staying, departed, config)
-                raise
-            yield from _orphans(known, departed, config)
-            now = config.clock()
-            late = not m.settled and m.done(now)
-            # None: the attempt settled others but not us (too many at once).
-            contended = failed is None or isinstance(failed, Conflict)
-            pause = 0.0 if m.settled or late else m.backoff.after(contended, m.deadline - now)
-            observe.attempt("etcd", section_id, members=len(batch), outcome=_outcome(failed),
-                            seconds=ended - began, pause=pause)  # fmt: skip
-            if m.settled:
-                return
-            if late:
-                expired = DeadlineExceeded(f"{m.what}: the deadline passed while acquiring a lease")
-                yield from fail(known, m, failed if failed is not None else expired, config)
-                return
-            if pause > 0:
-                gate.pausing()  # the releases aboard need not wait for this leader's next swap
-            yield Wait(pause, m.ctx)
-            gate.resumed()
-    finally:
-        gate.hand_over(me)
+        yield DropTurn(*claim, config.rpc_timeout)
+    except Exception:  # the others' patience bounds a claim left behind
+        log.debug("section %r: could not drop our turn", known.keys.section_id, exc_info=True)
 
 
 def _outcome(failed: BaseException | None) -> observe.Outcome:
     """How an attempt that returned ``failed`` ended, for :func:`lessor.observe.attempt`."""
     if failed is None:
         return "settled"
+    if isinstance(failed, Deferred):
+        return "deferred"
     if isinstance(failed, Stale):
         return "stale"
     return "lost" if isinstance(failed, Conflict) else "error"
@@ -175,6 +239,7 @@ def withdraw(known: Known, gate: Gate[Member], waiter: Waiter[Member], config: C
         "section went first"
     )
     yield from fail(known, m, late, config)
+    yield from _end_turn(known, gate, config)
     return True
 
 
@@ -190,3 +255,4 @@ def give_up(known: Known, gate: Gate[Member], waiter: Waiter[Member], config: Co
             yield from release_quietly(m.grant.handle, config)
     elif m.error is None:
         yield from fail(known, m, Cancelled(f"{m.what}: acquisition interrupted"), config)
+    yield from _end_turn(known, gate, config)
