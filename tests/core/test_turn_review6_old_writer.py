@@ -5,8 +5,9 @@ Schedule (the in-memory etcd, on the model's clock, 1 ms per swap):
 
 1. q (this version) takes keys 10-11, so the section value exists.
 2. h asks for keys 0-4 with a 2 s deadline. Right before each of h's swaps, a process of the
-   older version wins a swap of its own: it rewrites the section value and, knowing nothing
-   of the turn key, neither compares nor deletes it.
+   older version wins a swap of its own (it writes once per round trip, as a hot section's
+   near process does): it rewrites the section value and, knowing nothing of the turn key,
+   neither compares nor deletes it.
 3. h's first swap loses; its second loses too and claims the turn in its failure branch. From
    then on h holds the turn, and every swap of its loses: ``lead._pause`` gives 0 after each
    (the holder's "our next swap is the one expected to win"), until the deadline.
@@ -15,15 +16,16 @@ Invariant broken: no busy loop: a pause of 0 is never followed by another
 (``test_turn_review5_no_busy_loop.py``; ``lead._pause``: "a pause of 0 there is a busy loop").
 Here the swaps follow one another with no pause at all (198 pauses of 0 in a row when the
 test stops h after 200 lost swaps; at 1 ms a swap, some 2,000 before its 2 s deadline), each
-a raft write in etcd, where without the turn h backs off after each lost swap
-(``Backoff.after``). Other processes of this version would defer to h's claim for up to
-their patience and then take it over, but a takeover swap loses to the old process as h's
-do, and the claim stays (by reading; not run here). It ends at h's deadline, or when the old
-process stops.
+a raft write in etcd. Without the turn a loser waits a jitter of up to 2 ms after each lost
+swap (``Backoff.after_conflict``): so h sends its lost swaps about twice as often as a loser
+on main would at 1 ms, not unboundedly more. Other processes of this version would defer to
+h's claim for up to their patience, take it over, lose the takeover swap to the old process
+as h does, and defer again (by reading; not run here): one swap per patience each, while h
+spins. It ends at h's deadline, or when the old process stops.
 
-Severity: low to medium. Only while a process of an older version contends on the section
-(a rolling upgrade; nothing says whether versions may be mixed), but then every holder of
-the newer version hammers etcd with back-to-back lost swaps for its whole deadline.
+Severity: low. Only while a process of an older version contends on the section (a rolling
+upgrade; nothing says whether versions may be mixed), and the extra load is bounded (twice
+main's retry rate for the holder); but it is the pattern ``_pause`` itself calls a busy loop.
 
 Fix idea: a pause of 0 only for the first loss while holding (the claim's point: the state
 from the failure branch holds while the others defer). A second loss in a row while holding
