@@ -55,17 +55,25 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("raw", HOSTILE.values(), ids=HOSTILE.keys())
-def test_a_foreign_turn_value_is_read_as_text(
+def test_an_acquisition_takes_a_foreign_turn_value_over(
     etcd_server: LocalEtcd, client: Any, prefix: str, raw: bytes
 ) -> None:
-    keys = SectionKeys.of(prefix, "hot")
-    client.put(keys.turn, raw)  # no etcd lease: it stands until someone deletes it
-    where = ["--endpoints", etcd_server.endpoint, "--prefix", prefix]
+    client.put(SectionKeys.of(prefix, "hot").turn, raw)  # no etcd lease: it stands
     with EtcdLessor(etcd_server.endpoints, prefix=prefix, holder="me") as it:
         with it.lease("hot", P(0, 10), 5) as lease:  # the foreign claim is taken over
             assert lease.partitions == [P(0, 10)]
-        client.put(keys.turn, raw)  # again, now beside the section value
-        shown = cli("inspect", "--json", *where)
+
+
+@pytest.mark.parametrize("raw", HOSTILE.values(), ids=HOSTILE.keys())
+def test_inspect_shows_a_foreign_turn_value(
+    etcd_server: LocalEtcd, client: Any, prefix: str, raw: bytes
+) -> None:
+    keys = SectionKeys.of(prefix, "hot")
+    client.put(keys.value, b'{"v":1,"leases":[]}')
+    client.put(keys.turn, raw)
+    for args in (["--json"], []):
+        shown = cli("inspect", *args, "--endpoints", etcd_server.endpoint, "--prefix", prefix)
         assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr[-400:]
-        [section] = json.loads(shown.stdout)
-        assert section["turn"] is not None
+    [section] = json.loads(cli("inspect", "--json", "--endpoints", etcd_server.endpoint,
+                               "--prefix", prefix).stdout)  # fmt: skip
+    assert section["turn"] is not None
