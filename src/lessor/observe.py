@@ -41,7 +41,8 @@ Outcome = Literal["settled", "lost", "stale", "deferred", "error"]
   sent, and the next attempt reads the state again (:meth:`Observer.conflict` is told of this
   and of a ``"lost"`` one);
 * ``"deferred"``: another process held the section's turn, so no swap was sent (it would
-  have failed): the next attempt reads the state again after a pause;
+  have failed): the next attempt reads the state again after a pause (not a conflict:
+  :meth:`Observer.conflict` is not told);
 * ``"error"``: a transient etcd error (a member not answering, an etcd lease gone).
 """
 

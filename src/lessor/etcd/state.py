@@ -26,6 +26,9 @@ from lessor.etcd.keys import Owner, SectionKeys
 
 __all__ = ["TOMBSTONE", "SectionTxns", "Snapshot", "Turn"]
 
+MAX_TURN_VALUE = 4096
+"""The longest turn value read as one (the lessor writes its holder label and one number)."""
+
 TOMBSTONE = b"\x00lessor: abandoned"
 """The value of a tombstone marker (``SectionTxns.abandon``). A marker of a live entry holds its
 holder's label, which the lessor never lets be this."""
@@ -38,7 +41,9 @@ class Turn:
 
     Its value is JSON: the holder's label, and its swaps' round trip when it claimed (what
     the others' patience is reckoned from). A value that is not that JSON (none the lessor
-    writes) reads as a holder named by its text, with no round trip known."""
+    writes) reads as a holder named by its text, with no round trip known; one longer than
+    :data:`MAX_TURN_VALUE` bytes (far more than the lessor writes) is not parsed at all and
+    reads as a holder that says only how long it is: no value can make a read fail."""
 
     lease: int
     create_revision: int  # which claim this is: a key deleted and claimed again is another
@@ -53,15 +58,18 @@ class Turn:
     @classmethod
     def of(cls, kv: Any) -> Turn:
         """The turn an etcd ``KeyValue`` of the turn key holds."""
+        if len(kv.value) > MAX_TURN_VALUE:
+            holder = f"(not the lessor's: a value of {len(kv.value)} bytes)"
+            return cls(kv.lease, kv.create_revision, holder, 0.0)
         text = kv.value.decode("utf-8", errors="replace")
         holder, attempt = text, 0.0
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):
             fields = json.loads(text)
             if isinstance(fields, dict) and isinstance(fields.get("holder"), str):
                 holder = fields["holder"]
                 given = fields.get("attempt")
-                if isinstance(given, (int, float)) and math.isfinite(given) and given > 0:
-                    attempt = float(given)
+                if isinstance(given, float) and math.isfinite(given) and given > 0:
+                    attempt = given
         return cls(kv.lease, kv.create_revision, holder, attempt)
 
 

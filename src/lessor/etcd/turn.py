@@ -14,8 +14,9 @@ leader wins almost every race and the others lose run after run. The section's *
   one attempt's time (:meth:`Turns.pause`, never 0) and reads again (a read, no write). The
   holder pauses 0 right after a Txn of its own lost (a swap, or a check): its state, fresh
   from the failure branch, holds while everyone else waits, so its next swap wins. After any
-  other failure (an etcd error, too little time left for a call) it backs off as everyone
-  does.
+  other failure (an etcd error, too little time left for a call), or a second lost swap in a
+  row while it holds the turn (a writer that does not defer: a process of an older version,
+  a takeover), it backs off as everyone does (:attr:`Turns.due`).
 * A claim seen for longer than the others' patience (:meth:`Turns.patience`: eight round
   trips of the slower of the deferring process and the holder, whose round trip the claim
   carries; at least :data:`MIN_PATIENCE`, at most :data:`MAX_PATIENCE`) is taken over: the
@@ -91,6 +92,7 @@ class Turns:
     def __init__(self) -> None:
         self.losses = 0  # swaps lost in a row
         self.claimed = 0  # the create revision of the claim we hold; 0: we hold none
+        self._lost_holding = (0, 0)  # a claim of ours, and the swaps lost while holding it
         self._on: dict[int, EtcdLease] = {}  # the etcd leases our claiming swaps named, by id
         self._deferring: float | None = None  # since when we defer to others' claims ...
         self._patience = MIN_PATIENCE  # ... and for how long we may
@@ -100,6 +102,14 @@ class Turns:
     @property
     def holding(self) -> bool:
         return self.claimed != 0
+
+    @property
+    def due(self) -> bool:
+        """Whether our next swap is the one the others let win: we hold the turn and lost one
+        swap since we took it (the claiming one, or a later one). Two losses in a row while
+        holding it mean a writer that does not defer (a process of an older version, or one
+        taking the claim over): the holder then backs off like anyone."""
+        return self.holding and self._lost_holding[0] == self.claimed and self._lost_holding[1] <= 1
 
     @property
     def wants_claim(self) -> bool:
@@ -178,6 +188,8 @@ class Turns:
         # None, or another's (ours was taken over), or ours: made by this swap's failure
         # branch, or by an earlier swap of ours whose reply was lost.
         self.claimed = 0 if turn is None or on is None else _held(turn, on, now)
+        claim, lost = self._lost_holding
+        self._lost_holding = (self.claimed, lost + 1 if claim == self.claimed else 1)
 
     def leaving(self) -> tuple[int, int] | None:
         """The process stops contending (no acquisition of the section is left): the claim to

@@ -106,7 +106,8 @@ def group_commit(known: Known, members: Sequence[Member], config: Config, rides:
             m.last_failure = e
             if not isinstance(e, Stale):
                 m.conflicts += 1
-        observe.conflict("etcd", known.keys.section_id)
+        if not isinstance(e, Deferred):  # a deferral sent no swap: nothing lost
+            observe.conflict("etcd", known.keys.section_id)
         return e
     except LeaseNotFound as e:
         yield from _lease_gone(known, active, e, config)
@@ -226,8 +227,9 @@ def _swap(
     snapshot = view.snapshot
     turns = known.turns
     writers = [m for m, _ in plan.writers]
-    # The last moment a call can be made for the earliest of them (``_ready``).
-    last = min(m.deadline for m in writers) - MIN_CALL_TIME
+    # The last moment a call can be made for the earliest of the members (``_ready``), those
+    # that write nothing too: their answers wait for this attempt.
+    last = min(m.deadline for m, _ in plan.proposals) - MIN_CALL_TIME
     expect = turns.expect(snapshot.turn, config.clock(), last)
     if expect is None:  # another's turn: our swap would fail, and cost etcd a write
         known.invalidate(view)

@@ -106,11 +106,12 @@ def _attempts(known: Known, gate: Gate[Member], me: Waiter[Member], config: Conf
 def _pause(known: Known, m: Member, failed: BaseException | None, now: float) -> float:
     """How long the leader of ``m`` waits before its next attempt, after one that returned
     ``failed`` (None: it settled others but not ``m``, too many at once)."""
-    if known.turns.holding and _lost(failed):
+    if known.turns.due and _lost(failed):
         # Our Txn lost while we hold the turn: the fresh state it brought back holds while
         # the others defer, so our next swap is the one expected to win (turn.py). Any other
-        # failure (etcd down, too little time left for a call) is backed off from like
-        # anyone's: a pause of 0 there is a busy loop.
+        # failure (etcd down, too little time left for a call), or a second loss while
+        # holding it (a writer that does not defer), is backed off from like anyone's: a
+        # pause of 0 there is a busy loop.
         return 0.0
     if isinstance(failed, Deferred):
         return min(failed.pause, max(0.0, m.deadline - now))
