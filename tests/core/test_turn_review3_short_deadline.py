@@ -36,12 +36,9 @@ from __future__ import annotations
 
 from lessor import Partition
 from lessor.errors import DeadlineExceeded
-from lessor.etcd import core
-from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.ops import Op, Read, Swap
-from tests.support.driver import PREFIX, Proc
-from tests.support.etcd_model import EtcdModel, FakeClock
+from tests.support.driver import PREFIX, Proc, claim_and_stop, two_processes
 
 ROUND_TRIP = 0.05
 DEADLINE = 0.3  # shorter than the patience (8 round trips) but six round trips long
@@ -49,31 +46,9 @@ DEADLINE = 0.3  # shorter than the patience (8 round trips) but six round trips 
 
 def test_a_short_acquisition_on_a_free_section_is_granted_despite_a_stray_claim() -> None:
     """Schedule in the module docstring."""
-    clock = FakeClock()
-    etcd = EtcdModel(clock)
-    h, q = Proc("h", etcd, clock), Proc("q", etcd, clock)
+    clock, etcd, h, q = two_processes()
     turn_key = SectionKeys.of(PREFIX, "s").turn
-    sec = h.section("s")
-    m = h.member(Partition(0, 4), 10.0)
-    w = Waiter(m, lambda: None)
-    assert sec.gate.join(w)
-    steps = core.lead(sec.known, sec.gate, w, h.config)
-    swaps = 0
-    result: object = None
-    error: BaseException | None = None
-    while not sec.known.turns.holding:  # h runs until it holds the turn, then crashes
-        op = steps.send(result) if error is None else steps.throw(error)
-        result, error = None, None
-        if isinstance(op, Swap | Read):
-            clock.advance(ROUND_TRIP)
-        if isinstance(op, Swap):
-            swaps += 1
-            q.acquire("s", Partition(10 + swaps, 11 + swaps), 10.0)  # q writes first
-        try:
-            result = sec.perform(op)
-        except Exception as e:
-            error = e
-    assert turn_key in etcd.kvs
+    claim_and_stop(h, q, "s", ROUND_TRIP)  # h holds the turn, then crashes
 
     outcomes = []
     for n in range(5):  # fresh processes, one after the other

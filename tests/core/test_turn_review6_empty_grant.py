@@ -36,10 +36,9 @@ no-writer path does.
 from __future__ import annotations
 
 from lessor import Partition
-from lessor.etcd import core
 from lessor.etcd.gate import Waiter
 from lessor.etcd.ops import Op, Read, Swap
-from tests.support.driver import Proc, two_processes
+from tests.support.driver import Proc, claim_and_stop, two_processes
 
 FAR, NEAR = 0.06, 0.001
 
@@ -48,27 +47,7 @@ def test_an_empty_grant_does_not_wait_out_a_claim_past_its_deadline() -> None:
     """Schedule in the module docstring."""
     clock, etcd, q, h = two_processes()
     q.acquire("s", Partition(10, 11), 30.0)
-    sec = h.section("s")
-    hm = h.member(Partition(0, 4), 10.0)
-    hw = Waiter(hm, lambda: None)
-    assert sec.gate.join(hw)
-    steps = core.lead(sec.known, sec.gate, hw, h.config)
-    result: object = None
-    error: BaseException | None = None
-    swaps = 0
-    while not sec.known.turns.holding:  # h runs until it holds the turn, then stops
-        op = steps.send(result) if error is None else steps.throw(error)
-        result, error = None, None
-        if isinstance(op, Swap | Read):
-            clock.advance(FAR)
-        if isinstance(op, Swap):
-            swaps += 1
-            q.acquire("s", Partition(20 + swaps, 21 + swaps), 30.0)  # q writes first
-        try:
-            result = sec.perform(op)
-        except Exception as e:
-            error = e
-    steps.close()  # h is driven no more; its claim stands
+    claim_and_stop(h, q, "s", FAR, q_keys=20).close()  # h is driven no more; its claim stands
 
     p = Proc("p", etcd, clock)
     a, _, lead = p.lead("s", Partition(0, 4), 10.0)

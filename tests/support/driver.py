@@ -13,7 +13,7 @@ from lessor.etcd import section as codec
 from lessor.etcd.gate import Waiter
 from lessor.etcd.keys import SectionKeys
 from lessor.etcd.leases import LeasePool
-from lessor.etcd.ops import CleanUp, Op, Steps, Wait
+from lessor.etcd.ops import CleanUp, Op, Read, Steps, Swap, Wait
 from lessor.etcd.shell import SectionShell
 from tests.support.etcd_model import EtcdModel, FakeClock, ModelTransport
 
@@ -117,6 +117,32 @@ class Proc:
         """Run every clean-up collected so far, and those they leave, to their end."""
         while self.cleanups:
             self.run(sid, self.cleanups.pop(0))
+
+
+def claim_and_stop(h: Proc, q: Proc, sid: str, round_trip: float, q_keys: int = 10) -> Steps:
+    """``h`` acquires keys 0-4 of ``sid`` until it holds the section's turn (``q`` writes a key
+    of its own, from ``q_keys`` on, before each of ``h``'s swaps, so they lose; each of ``h``'s
+    calls takes ``round_trip``), then is driven no more, as if it had crashed: its claim
+    stands. Returns ``h``'s lead, unfinished."""
+    section = h.section(sid)
+    _, _, steps = h.lead(sid, Partition(0, 4), 10.0)
+    swaps = 0
+    result: Any = None
+    error: BaseException | None = None
+    while not section.known.turns.holding:
+        op = steps.send(result) if error is None else steps.throw(error)
+        result, error = None, None
+        if isinstance(op, Swap | Read):
+            h.clock.advance(round_trip)
+        if isinstance(op, Swap):
+            swaps += 1
+            q.acquire(sid, Partition(q_keys + swaps, q_keys + swaps + 1), 30.0)  # q first
+        try:
+            result = section.perform(op)
+        except Exception as e:
+            error = e
+    assert section.known.keys.turn in h.etcd.kvs
+    return steps
 
 
 def two_processes() -> tuple[FakeClock, EtcdModel, Proc, Proc]:
