@@ -138,12 +138,11 @@ class Turns:
         Another's claim is taken over once we have deferred for our patience with it, or
         sooner when deferring once more would leave no time before ``deadline`` (the last
         moment a call can be made for the earliest of the acquisitions the swap is for) to
-        read again and swap: a deferral never costs an acquisition its grant, whatever the
-        patience (a claim nobody drops stands until someone takes it over). The patience is
-        counted from our first
-        deferral since our last attempt that did not defer, whichever claims we met since:
-        claims that follow one another faster than it (others taking them over) cannot keep
-        a process from swapping for longer."""
+        read again and swap: a deferral alone never runs an acquisition out of time, whatever
+        the patience (a claim nobody drops stands until someone takes it over). The patience
+        is counted from our first deferral since our last attempt that did not defer,
+        whichever claims we met since: claims that follow one another faster than it (others
+        taking them over) cannot keep a process from swapping for longer."""
         if turn is None:
             self.claimed, self._deferring = 0, None
             return 0
