@@ -26,6 +26,12 @@ marked ambiguous (``Member.ambiguous``, ``Member.lost_at``) and stay so until th
 to have failed or succeeded; one that ends without a grant meanwhile is abandoned
 (``abandon.py``).
 
+**The turn.** Before a swap, the section's turn (``turn.py``) says whether to send it: while
+another process holds the turn the attempt sends nothing and returns :class:`Deferred` (pause,
+then read again); else the swap compares the turn as the state showed it, and a swap of a
+process that keeps losing claims the turn in its failure branch. An attempt that settles
+without a swap tells the turn so (``Turns.went_on``).
+
 **Rides.** A swap also deletes the markers of the process's releases that wait aboard the gate
 (``gate.py``), in either branch; a release whose swap's outcome is unknown deletes its marker
 itself (``release.py``).
