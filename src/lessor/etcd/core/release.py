@@ -163,10 +163,15 @@ def _ride(held: Held, boarding: Boarding, config: Config) -> Steps:
     try:
         gate.board(ride)
         while ride.carried is None:
+            # Cleared before the ride is looked at: a wake-up that came before is for what
+            # this look sees; one that comes after ends the wait below. A wake-up whose
+            # change the look already saw would otherwise end every wait at once (a spin).
+            boarding.rearm()
+            if ride.carried is not None:
+                break
             if ride.lead:
                 timeout = max(MIN_CALL_TIME, min(_ride_time(config), landed_by - config.clock()))
                 alone = (yield from _carry(gate, ride, timeout)) == [ride]
-                boarding.rearm()  # before looking at carried again: no wake-up is missed
                 continue
             now = config.clock()
             if now >= taken_by and gate.alight(ride):
