@@ -221,8 +221,7 @@ class SectionTxns:
         on a lease of its own."""
         rpc, key = self._rpc, self.keys.turn
         if create_revision:
-            ours = rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL,
-                               create_revision=create_revision)  # fmt: skip
+            ours = self._turn_compare(create_revision)
         else:  # a missing key's lease is 0: no lease of ours
             ours = rpc.Compare(key=key, target=rpc.Compare.LEASE, result=rpc.Compare.EQUAL,
                                lease=lease)  # fmt: skip
@@ -280,10 +279,9 @@ class SectionTxns:
     def _claim(self, writer: section.Entry, attempt: float) -> Any:
         # A Txn inside the failure branch (etcd >= 3.3): take the turn only if nobody has it.
         rpc, key = self._rpc, self.keys.turn
-        free = rpc.Compare(key=key, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL,
-                           version=0)  # fmt: skip
         value = Turn.value(writer.holder, attempt)
         put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=writer.lease))
+        free = self._turn_compare(0)
         return rpc.RequestOp(request_txn=rpc.TxnRequest(compare=[free], success=[put]))
 
     def _compares(self, snapshot: Snapshot, relied: Sequence[section.Entry]) -> list[Any]:
